@@ -1,0 +1,397 @@
+"""Typed run configuration: YAML files plus ``key=value`` overrides.
+
+Every field is a typed dataclass attribute with a docstring. Loading refuses unknown keys (naming
+the nearest valid key) and values of the wrong type (naming the field), so a typo never silently
+falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A bad config file, key or value; the message names the culprit in one line."""
+
+
+@dataclass
+class RunConfig:
+    name: str = "run"
+    """Run name: outputs go to ``<output_dir>/<name>/``."""
+    output_dir: str = "runs"
+    """Parent folder of all runs."""
+    seed: int = 0
+    """Seed for model init, data order and sampling."""
+
+
+@dataclass
+class LoraOptions:
+    enabled: bool = False
+    """Train LoRA adapters instead of the full model."""
+    r: int = 16
+    """Adapter rank."""
+    alpha: int = 32
+    """Adapter scaling numerator (scale = alpha / r)."""
+    dropout: float = 0.05
+    """Dropout on the adapter input."""
+    target_modules: list[str] | None = None
+    """Module names to adapt; null means the language model's attention and MLP projections."""
+
+
+@dataclass
+class ModelConfig:
+    name_or_path: str = "runs/models/tiny-qwen2_5_vl"
+    """Any Hugging Face image-text-to-text checkpoint: a local folder or a hub name."""
+    build_tiny: str | None = None
+    """Build a tiny random VLM of this architecture at ``name_or_path`` when that folder is missing:
+    ``qwen2_5_vl``, ``llava`` or ``idefics3``. Null: load only."""
+    tiny_preset: str = "tiny"
+    """Size preset for ``build_tiny`` (``tiny`` about 4M parameters, ``small`` about 18M)."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """Weight dtype. ``auto``: bfloat16 on a GPU that supports it, else float32."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass to save memory."""
+    freeze_vision: bool = False
+    """Keep the vision encoder's weights fixed."""
+    attn_implementation: str | None = None
+    """``sdpa``, ``eager``, ``flash_attention_2``; null lets transformers choose."""
+    lora: LoraOptions = field(default_factory=LoraOptions)
+
+
+@dataclass
+class WorldConfig:
+    seed: int = 0
+    """Seed of the built-in world's splits."""
+    image_size: int = 64
+    """Rendered image side in pixels."""
+    train_size: int = 5000
+    """Items in the skewed "real data" train split."""
+    probe_size: int = 500
+    """Items in the probe split (skill-balanced; the curriculum mines failures here)."""
+    test_size: int = 500
+    """Items in the held-out test split (skill-balanced; reporting only)."""
+
+
+@dataclass
+class HFDataConfig:
+    path: str | None = None
+    """``datasets.load_dataset`` path: a hub name, a builder (``json``, ``parquet``, ``imagefolder``)
+    or a local folder."""
+    name: str | None = None
+    """Dataset configuration name."""
+    data_files: dict[str, str] | None = None
+    """Split name to file(s) for builders such as ``json`` or ``parquet``."""
+    train_split: str = "train"
+    """Split used for training."""
+    eval_split: str | None = "test"
+    """Split used for evaluation (the test split); null: hold out ``eval_holdout`` train items."""
+    probe_split: str | None = None
+    """Split the curriculum mines for failures; null: carve ``eval_holdout`` items from train."""
+    eval_holdout: int = 200
+    """Items carved out of train for a missing eval or probe split."""
+    image_column: str = "image"
+    """Column with the image: a decoded image, a path, or bytes."""
+    question_column: str = "question"
+    """Column with the question text."""
+    answer_column: str = "answer"
+    """Column with the reference answer."""
+    skill_column: str | None = None
+    """Optional column naming the skill (per-skill accuracy uses it)."""
+    id_column: str | None = None
+    """Optional column with a stable item id; row numbers otherwise."""
+    image_root: str | None = None
+    """Folder that relative image paths are resolved against."""
+    max_examples: int = 0
+    """Keep at most this many train items (0: all)."""
+
+
+@dataclass
+class DataConfig:
+    source: Literal["world", "hf"] = "world"
+    """``world``: the built-in procedural world; ``hf``: a dataset loaded through ``datasets``."""
+    world: WorldConfig = field(default_factory=WorldConfig)
+    hf: HFDataConfig = field(default_factory=HFDataConfig)
+    max_image_pixels: int = 40_000_000
+    """Images with more pixels than this are skipped as absurdly large (and counted)."""
+    min_image_side: int = 4
+    """Images with a side shorter than this are skipped (and counted)."""
+
+
+@dataclass
+class TrainConfig:
+    mode: Literal["sft"] = "sft"
+    """Training objective."""
+    steps: int = 100
+    """Optimizer steps."""
+    batch_size: int = 8
+    """Examples per device per micro-batch."""
+    grad_accum: int = 1
+    """Micro-batches per optimizer step."""
+    lr: float = 1e-4
+    """Peak learning rate."""
+    weight_decay: float = 0.0
+    """AdamW weight decay on matrices (never on biases and norms)."""
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    """AdamW betas."""
+    warmup_steps: int = 0
+    """Linear warm-up from 0 to ``lr``."""
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    """Decay after warm-up."""
+    min_lr_ratio: float = 0.1
+    """Final learning rate as a fraction of ``lr`` (cosine and linear)."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping norm; 0 disables clipping."""
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
+    """Autocast precision. ``auto``: bf16 where the device supports it, else none."""
+    log_every: int = 10
+    """Steps between metric lines."""
+    save_every: int = 0
+    """Steps between checkpoints (0: only at the end)."""
+    keep_checkpoints: int = 2
+    """Newest checkpoints kept on disk."""
+    resume: str = "auto"
+    """``auto``: continue from the newest checkpoint of this run if there is one; ``never``;
+    or a checkpoint folder."""
+    cpu: bool = False
+    """Train on CPU even when a GPU is present."""
+    save_model: bool = True
+    """Write the final model (and processor) to ``<run>/model`` at the end."""
+
+
+@dataclass
+class EvalConfig:
+    every: int = 0
+    """Steps between evaluations (0: only at the start and the end)."""
+    at_start: bool = True
+    """Evaluate before the first step."""
+    max_examples: int = 0
+    """Evaluate on at most this many items of the eval split (0: all)."""
+    batch_size: int = 32
+    """Prompts per generation batch per device."""
+    max_new_tokens: int = 8
+    """Generated tokens per answer."""
+
+
+@dataclass
+class WandbConfig:
+    enabled: bool = False
+    """Log to Weights & Biases as well as to ``metrics.jsonl``."""
+    project: str = "lessonloop"
+    """W&B project."""
+    entity: str | None = None
+    """W&B team or user; null: the default of the logged-in account."""
+    mode: Literal["online", "offline", "disabled"] = "online"
+    """``offline`` writes a local run folder to sync later."""
+    group: str | None = None
+    """W&B group, to show related runs together."""
+    tags: list[str] = field(default_factory=list)
+    """W&B tags."""
+
+
+@dataclass
+class Config:
+    run: RunConfig = field(default_factory=RunConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.run.output_dir) / self.run.name
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read a YAML config (or start from defaults) and apply ``dotted.key=value`` overrides."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML ({err})") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections")
+        raw = loaded or {}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        _set_dotted(raw, key.strip(), yaml.safe_load(value) if value.strip() else None)
+    cfg = build(Config, raw, "")
+    validate(cfg)
+    return cfg
+
+
+def _set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
+    node = raw
+    parts = key.split(".")
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {key!r}: {part!r} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def build(cls: type, raw: Any, prefix: str) -> Any:
+    """Construct dataclass ``cls`` from a mapping, checking every key and value."""
+    where = prefix.rstrip(".") or "config"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where} must be a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in raw.items():
+        if key not in names:
+            valid = [prefix + n for n in names]
+            close = difflib.get_close_matches(prefix + str(key), valid, n=1, cutoff=0.5)
+            hint = f" (did you mean '{close[0]}'?)" if close else f" (valid: {', '.join(names)})"
+            raise ConfigError(f"unknown config key '{prefix}{key}'{hint}")
+        kwargs[key] = _coerce(hints[key], value, prefix + key)
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        return build(tp, value if value is not None else {}, key + ".")
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(arg, value, key)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(errors[0])
+    if origin is Literal:
+        if value in args:
+            return value
+        close = difflib.get_close_matches(str(value), [str(a) for a in args], n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise ConfigError(f"config key '{key}' must be one of {list(args)}, got {value!r}{hint}")
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"config key '{key}' must be a list, got {_describe(value)}")
+        return [_coerce(args[0], v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{key}' must be a mapping, got {_describe(value)}")
+        return {_coerce(args[0], k, key): _coerce(args[1], v, f"{key}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "1e-4" as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    elif tp is Any:
+        return value
+    raise ConfigError(f"config key '{key}' must be {_type_name(tp)}, got {_describe(value)}")
+
+
+def _type_text(tp: Any) -> str:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is Literal:
+        return " / ".join(repr(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_text(a) for a in args).replace("NoneType", "null")
+    if origin in (list, dict):
+        return f"{origin.__name__}[{', '.join(_type_text(a) for a in args)}]"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _describe(value: Any) -> str:
+    return f"{type(value).__name__} {value!r}"
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def validate(cfg: Config) -> None:
+    """Cross-field checks that a single field's type cannot express."""
+    checks = [
+        (cfg.train.steps > 0, "train.steps must be positive"),
+        (cfg.train.batch_size > 0, "train.batch_size must be positive"),
+        (cfg.train.grad_accum > 0, "train.grad_accum must be positive"),
+        (cfg.train.lr > 0, "train.lr must be positive"),
+        (0 <= cfg.train.warmup_steps <= cfg.train.steps, "train.warmup_steps must lie in [0, train.steps]"),
+        (0.0 <= cfg.train.min_lr_ratio <= 1.0, "train.min_lr_ratio must lie in [0, 1]"),
+        (len(cfg.train.betas) == 2, "train.betas must hold two numbers"),
+        (cfg.train.log_every > 0, "train.log_every must be positive"),
+        (cfg.train.save_every >= 0, "train.save_every must be >= 0"),
+        (cfg.train.keep_checkpoints >= 1, "train.keep_checkpoints must be >= 1"),
+        (cfg.eval.batch_size > 0, "eval.batch_size must be positive"),
+        (cfg.eval.max_new_tokens > 0, "eval.max_new_tokens must be positive"),
+        (cfg.data.source != "hf" or cfg.data.hf.path, "data.hf.path is required when data.source is 'hf'"),
+        (cfg.model.build_tiny in (None, "qwen2_5_vl", "llava", "idefics3"),
+         "model.build_tiny must be null, 'qwen2_5_vl', 'llava' or 'idefics3'"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+
+
+def dump(cfg: Config) -> str:
+    """The resolved config as YAML. Secrets never live in the config (they come from the
+    environment), so nothing needs redacting here."""
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+
+
+def reference() -> list[tuple[str, str, str, str]]:
+    """Every config key as (dotted key, type, default, description), read from this module's
+    field docstrings so the reference never drifts from the code."""
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(inspect.getmodule(Config)))
+    docs: dict[tuple[str, str], str] = {}
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef):
+            body = node.body
+            for a, b in zip(body, body[1:]):
+                if isinstance(a, ast.AnnAssign) and isinstance(b, ast.Expr) and isinstance(b.value, ast.Constant):
+                    docs[(node.name, a.target.id)] = " ".join(str(b.value.value).split())
+
+    rows: list[tuple[str, str, str, str]] = []
+
+    def walk(cls: type, prefix: str) -> None:
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            tp = hints[f.name]
+            if dataclasses.is_dataclass(tp):
+                walk(tp, f"{prefix}{f.name}.")
+                continue
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            rows.append((prefix + f.name, _type_text(tp), repr(default), docs.get((cls.__name__, f.name), "")))
+
+    walk(Config, "")
+    return rows
