@@ -1,0 +1,36 @@
+"""Shared fixtures: everything offline, tiny models built once per session."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def world_small():
+    from curriculum.world import build_splits
+
+    return build_splits(seed=0, train_size=240, probe_size=40, test_size=54, image_size=32)
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen(tmp_path_factory, world_small):
+    """A tiny Qwen2.5-VL checkpoint whose tokenizer knows the world's words."""
+    from models import build_tiny_vlm
+
+    corpus = [t for ex in world_small["train"] for t in (ex.question, ex.answer)]
+    return build_tiny_vlm(tmp_path_factory.mktemp("models") / "tiny-qwen", arch="qwen2_5_vl", preset="tiny",
+                          image_size=32, corpus=corpus, seed=0)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_accelerate_state():
+    """Accelerate keeps process-wide singletons; each test starts from a clean one."""
+    yield
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()

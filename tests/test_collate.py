@@ -1,0 +1,55 @@
+"""The collator masks everything but the answer, for every supported architecture."""
+
+import pytest
+import torch
+
+from curriculum.types import Example
+from train.collate import IGNORE_INDEX, VLMCollator
+
+
+def _examples(world_small, n=3):
+    return world_small["train"][:n]
+
+
+def _check_masks(processor, examples):
+    collator = VLMCollator(processor)
+    batch = collator(examples)
+    labels, ids, mask = batch["labels"], batch["input_ids"], batch["attention_mask"]
+    assert labels.shape == ids.shape
+    assert (labels[mask == 0] == IGNORE_INDEX).all()
+    eos = collator.tokenizer.eos_token_id
+    for row, ex in enumerate(examples):
+        kept = ids[row][labels[row] != IGNORE_INDEX]
+        assert kept[-1].item() == eos or eos in kept.tolist()
+        text = collator.tokenizer.decode(kept, skip_special_tokens=True).strip()
+        assert text == ex.answer
+        # the supervised tokens are the tail of the real (unpadded) sequence
+        n_real = int(mask[row].sum())
+        supervised = (labels[row, :n_real] != IGNORE_INDEX).nonzero().flatten()
+        assert supervised.max().item() <= n_real - 1
+        assert (labels[row, supervised.min() : supervised.max() + 1] != IGNORE_INDEX).all()
+    prompts = collator.prompts(examples)
+    assert (prompts["attention_mask"][:, -1] == 1).all()  # left padded: the prompt ends every row
+    return batch
+
+
+def test_qwen_collator_masks_prompt_and_padding(tiny_qwen, world_small):
+    from models import load_model
+
+    _, processor = load_model(str(tiny_qwen))
+    examples = _examples(world_small, 4)
+    examples[0] = Example("long", examples[0].image, examples[0].question + " Answer briefly.", "twenty two")
+    batch = _check_masks(processor, examples)
+    assert "pixel_values" in batch and "image_grid_thw" in batch
+
+
+@pytest.mark.parametrize("arch", ["llava", "idefics3"])
+def test_other_architectures_mask_the_same_way(arch, tmp_path, world_small):
+    from models import build_tiny_vlm, load_model
+
+    corpus = [t for ex in world_small["train"] for t in (ex.question, ex.answer)]
+    path = build_tiny_vlm(tmp_path / arch, arch=arch, preset="tiny", image_size=32, corpus=corpus)
+    model, processor = load_model(str(path))
+    batch = _check_masks(processor, _examples(world_small))
+    loss = model(**batch).loss
+    assert torch.isfinite(loss)

@@ -1,0 +1,77 @@
+"""The SFT loop end to end on a tiny model: it learns, it resumes exactly, it logs."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from train.config import load_config
+from train.sft import run
+
+
+def _cfg(tmp_path, model_path, name, *extra):
+    return load_config(None, [
+        f"run.name={name}", f"run.output_dir={tmp_path}", f"model.name_or_path={model_path}",
+        "data.world.image_size=32", "data.world.train_size=240", "data.world.probe_size=40",
+        "data.world.test_size=54", "train.cpu=true", "train.batch_size=8", "train.lr=3e-3",
+        "train.warmup_steps=2", "train.log_every=1", "eval.batch_size=27", "eval.max_new_tokens=3",
+        "train.save_model=false", *extra,
+    ])
+
+
+def _losses(run_dir: Path) -> dict[int, float]:
+    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["train/loss"] for r in lines if "train/loss" in r}
+
+
+def test_steps_lower_the_loss_and_write_records(tmp_path, tiny_qwen):
+    summary = run(_cfg(tmp_path, tiny_qwen, "learn", "train.steps=40", "train.save_model=true"))
+    losses = _losses(tmp_path / "learn")
+    first, last = sum(losses[s] for s in range(1, 6)) / 5, sum(losses[s] for s in range(36, 41)) / 5
+    assert last < 0.6 * first, (first, last)
+    assert summary["start"]["accuracy"] < summary["end"]["accuracy"]
+    assert {"start", "end", "history"} <= set(summary)
+    run_dir = tmp_path / "learn"
+    assert (run_dir / "config.yaml").is_file() and (run_dir / "summary.json").is_file()
+    assert len((run_dir / "eval_predictions.jsonl").read_text().splitlines()) == 54
+    assert (run_dir / "model" / "config.json").is_file()
+    assert [p.name for p in (run_dir / "checkpoints").iterdir()] == ["step_00000040"]
+
+
+def test_resume_continues_exactly(tmp_path, tiny_qwen):
+    run(_cfg(tmp_path, tiny_qwen, "full", "train.steps=12", "train.save_every=6", "eval.at_start=false",
+             "train.grad_accum=2"))
+    full = _losses(tmp_path / "full")
+    ckpt = tmp_path / "full" / "checkpoints" / "step_00000006"
+    assert ckpt.is_dir()
+    run(_cfg(tmp_path, tiny_qwen, "resumed", "train.steps=12", f"train.resume={ckpt}", "train.grad_accum=2"))
+    resumed = _losses(tmp_path / "resumed")
+    assert sorted(resumed) == list(range(7, 13))
+    for step in range(7, 13):
+        assert resumed[step] == pytest.approx(full[step], rel=1e-6, abs=1e-7), step
+
+
+def test_auto_resume_after_a_finished_run_trains_no_more(tmp_path, tiny_qwen):
+    run(_cfg(tmp_path, tiny_qwen, "again", "train.steps=4", "eval.at_start=false"))
+    summary = run(_cfg(tmp_path, tiny_qwen, "again", "train.steps=4", "eval.at_start=false"))
+    assert summary["steps"] == 4
+    lines = (tmp_path / "again" / "metrics.jsonl").read_text().splitlines()
+    assert sum("train/loss" in line for line in lines) == 4  # no step was trained twice
+
+
+def test_wandb_offline_run(tmp_path, tiny_qwen, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    run(_cfg(tmp_path, tiny_qwen, "wb", "train.steps=3", "wandb.enabled=true", "wandb.mode=offline",
+             "eval.at_start=false"))
+    run_dir = tmp_path / "wb"
+    offline = list((run_dir / "wandb").glob("offline-run-*"))
+    assert len(offline) == 1 and list(offline[0].glob("*.wandb"))
+    assert (run_dir / "wandb_id").read_text().strip() in offline[0].name
+
+
+def test_cli_refuses_a_typo_with_one_line(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "train", "train.stpes=3"], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "error: unknown config key 'train.stpes' (did you mean 'train.steps'?)"

@@ -1,0 +1,54 @@
+"""Command line: ``python -m train --config X.yaml key=value ...`` and ``lessonloop train ...``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from train.config import ConfigError, load_config
+
+
+def _train_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", "-c", help="YAML config file (defaults apply without one)")
+    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.steps=200 run.name=try2")
+
+
+def train_main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m train", description="Fine-tune a vision-language model.")
+    _train_args(parser)
+    args = parser.parse_args(argv)
+    return _train(args)
+
+
+def _train(args: argparse.Namespace) -> int:
+    try:
+        cfg = load_config(args.config, args.overrides)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    from train.sft import run
+
+    run(cfg)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="lessonloop", description="Fine-tune VLMs on their own failures.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _train_args(sub.add_parser("train", help="train (SFT) as a config says"))
+    sub.add_parser("config", help="print every config key with its type, default and meaning")
+    args = parser.parse_args(argv)
+    if args.command == "train":
+        return _train(args)
+    if args.command == "config":
+        from train.config import reference
+
+        print("| key | type | default | meaning |\n|---|---|---|---|")
+        for key, tp, default, doc in reference():
+            print(f"| `{key}` | {tp} | `{default}` | {doc} |")
+        return 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""Turn Examples into model inputs through the processor's own chat template.
+
+Training batches put the loss on the answer tokens only: everything up to and including the
+template's generation prompt is masked with -100, as is padding. The prompt length of each row is
+measured by rendering the prompt alone, so any chat template whose prompt is a prefix of the full
+conversation works, whatever it looks like.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from curriculum.types import Example, as_pil
+
+IGNORE_INDEX = -100
+
+
+def messages(question: str, answer: str | None = None) -> list[dict[str, Any]]:
+    """One user turn (image then question) and, for training, the assistant's answer."""
+    turns: list[dict[str, Any]] = [
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}
+    ]
+    if answer is not None:
+        turns.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
+    return turns
+
+
+class VLMCollator:
+    """Callable on a list of Examples; ``prompts`` builds left-padded generation inputs."""
+
+    def __init__(self, processor: Any) -> None:
+        self.processor = processor
+        self.tokenizer = getattr(processor, "tokenizer", processor)
+        if self.tokenizer.pad_token_id is None:
+            raise ValueError("the tokenizer has no pad token; set one before training")
+
+    def _render(self, question: str, answer: str | None) -> str:
+        return self.processor.apply_chat_template(
+            messages(question, answer), tokenize=False, add_generation_prompt=answer is None
+        )
+
+    def _encode(self, texts: list[str], images: list, side: str) -> dict[str, torch.Tensor]:
+        return self.processor(
+            text=texts, images=[[im] for im in images], return_tensors="pt", padding=True, padding_side=side
+        )
+
+    def __call__(self, examples: list[Example]) -> dict[str, torch.Tensor]:
+        images = [as_pil(ex.image) for ex in examples]
+        prompts = [self._render(ex.question, None) for ex in examples]
+        fulls = [self._render(ex.question, ex.answer) for ex in examples]
+        for prompt, full in zip(prompts, fulls, strict=True):
+            if not full.startswith(prompt):
+                raise ValueError("the chat template's generation prompt is not a prefix of the full turn")
+        batch = self._encode(fulls, images, "right")
+        prompt_lens = self._encode(prompts, images, "right")["attention_mask"].sum(dim=1)
+        labels = batch["input_ids"].clone()
+        labels[batch["attention_mask"] == 0] = IGNORE_INDEX
+        for row, n in enumerate(prompt_lens.tolist()):
+            labels[row, :n] = IGNORE_INDEX
+        batch["labels"] = labels
+        return dict(batch)
+
+    def prompts(self, examples: list[Example]) -> dict[str, torch.Tensor]:
+        images = [as_pil(ex.image) for ex in examples]
+        texts = [self._render(ex.question, None) for ex in examples]
+        return dict(self._encode(texts, images, "left"))
+
+    def decode(self, new_tokens: torch.Tensor) -> list[str]:
+        """Generated continuations (prompt already cut off) as stripped strings."""
+        return [t.strip() for t in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]

@@ -1,0 +1,97 @@
+"""Batched greedy generation and scoring over a list of Examples, on one or many ranks.
+
+Each rank answers an equal-sized shard (the last shard is padded with repeats, which are dropped
+after gathering): generation under sharded parameters needs every rank to run the same number of
+forward passes.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from curriculum.scoring import Score, score, summarise
+from curriculum.types import Example
+from train.collate import VLMCollator
+
+
+@dataclass
+class EvalResult:
+    scores: list[Score]
+    metrics: dict[str, float]
+    seconds: float = 0.0
+    generated_tokens: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@torch.no_grad()
+def generate_answers(
+    model: Any, collator: VLMCollator, examples: list[Example], batch_size: int, max_new_tokens: int,
+    device: torch.device,
+) -> tuple[list[str], int]:
+    """Greedy answers for ``examples`` (in order) and the number of tokens generated."""
+    was_training = model.training
+    model.eval()
+    answers: list[str] = []
+    generated = 0
+    eos = collator.tokenizer.eos_token_id
+    for start in range(0, len(examples), batch_size):
+        chunk = examples[start : start + batch_size]
+        inputs = {k: v.to(device) for k, v in collator.prompts(chunk).items()}
+        out = model.generate(
+            **inputs, max_new_tokens=max_new_tokens, do_sample=False,
+            pad_token_id=collator.tokenizer.pad_token_id, eos_token_id=eos,
+        )
+        new = out[:, inputs["input_ids"].shape[1] :]
+        answers.extend(collator.decode(new))
+        generated += int((new != collator.tokenizer.pad_token_id).sum())
+    model.train(was_training)
+    return answers, generated
+
+
+def evaluate(
+    model: Any, collator: VLMCollator, examples: list[Example], accelerator: Any, batch_size: int,
+    max_new_tokens: int,
+) -> EvalResult:
+    """Score ``examples`` with sharded generation; every rank returns the same result."""
+    t0 = time.perf_counter()
+    world, rank = accelerator.num_processes, accelerator.process_index
+    per_rank = -(-len(examples) // world)
+    padded = examples + examples[: per_rank * world - len(examples)]
+    shard = padded[rank * per_rank : (rank + 1) * per_rank]
+    unwrapped = accelerator.unwrap_model(model)
+    answers, generated = generate_answers(unwrapped, collator, shard, batch_size, max_new_tokens,
+                                          accelerator.device)
+    if world > 1:
+        from accelerate.utils import gather_object
+
+        answers = gather_object(answers)[: len(examples)]
+        generated = sum(gather_object([generated]))
+    scores = score(
+        [ex.id for ex in examples], [ex.skill for ex in examples], answers, [ex.answer for ex in examples]
+    )
+    return EvalResult(scores, summarise(scores), time.perf_counter() - t0, generated)
+
+
+def skill_table(columns: dict[str, dict[str, float]], counts: dict[str, int]) -> str:
+    """A plain-text table: one row per skill plus ``overall``, one accuracy column per label."""
+    labels = list(columns)
+    skills = sorted({k[len("skill/") :] for m in columns.values() for k in m if k.startswith("skill/")})
+    width = max([len(s) for s in skills] + [len("overall"), 5])
+    head = f"{'skill':<{width}}  {'n':>5}  " + "  ".join(f"{lab:>8}" for lab in labels)
+    lines = [head, "-" * len(head)]
+
+    def row(name: str, key: str, n: int) -> str:
+        vals = "  ".join(
+            f"{columns[lab][key]:>8.3f}" if key in columns[lab] else f"{'-':>8}" for lab in labels
+        )
+        return f"{name:<{width}}  {n:>5}  {vals}"
+
+    for s in skills:
+        lines.append(row(s, f"skill/{s}", counts.get(s, 0)))
+    lines.append("-" * len(head))
+    lines.append(row("overall", "accuracy", sum(counts.values())))
+    return "\n".join(lines)

@@ -1,0 +1,247 @@
+"""Supervised fine-tuning: one explicit Accelerate loop, readable top to bottom.
+
+    python -m train --config configs/demo.yaml [key=value ...]
+    accelerate launch -m train --config configs/qwen2_5_vl_3b_lora.yaml
+
+Set-up (data, model, optimizer, resume), an evaluation at the start, then the steps, with
+logging, periodic evaluation and checkpoints as inline blocks, then a last evaluation, the final
+model and a summary. The same code runs on CPU, one GPU or many.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import transformers
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from tqdm.auto import tqdm
+
+from train.checkpoint import checkpoint_dir, load_checkpoint, resolve_resume, save_checkpoint
+from train.collate import VLMCollator
+from train.config import Config, TrainConfig, dump
+from train.data import Splits, load_splits
+from train.evaluate import EvalResult, evaluate, skill_table
+from train.stream import DataStream
+from train.tracking import Tracker
+
+log = logging.getLogger("lessonloop")
+
+
+def lr_lambda(tc: TrainConfig):
+    """Multiplier of the peak LR at each step: linear warm-up, then the chosen decay."""
+
+    def factor(step: int) -> float:
+        if step < tc.warmup_steps:
+            return (step + 1) / (tc.warmup_steps + 1)
+        if tc.schedule == "constant":
+            return 1.0
+        progress = (step - tc.warmup_steps) / max(1, tc.steps - tc.warmup_steps)
+        shape = 0.5 * (1 + math.cos(math.pi * progress)) if tc.schedule == "cosine" else 1 - progress
+        return tc.min_lr_ratio + (1 - tc.min_lr_ratio) * shape
+
+    return factor
+
+
+def resolve_mixed_precision(tc: TrainConfig) -> str:
+    if tc.mixed_precision != "auto":
+        return tc.mixed_precision
+    on_gpu = torch.cuda.is_available() and not tc.cpu
+    return "bf16" if on_gpu and torch.cuda.is_bf16_supported() else "no"
+
+
+def prepare_model(cfg: Config, splits: Splits, accelerator: Accelerator) -> tuple[Any, Any]:
+    """Load the configured model; first build a tiny one when asked and it is not there yet."""
+    from models import LoraSettings, build_tiny_vlm, load_model
+
+    mc = cfg.model
+    path = Path(mc.name_or_path)
+    if mc.build_tiny and not path.exists():
+        if accelerator.is_main_process:
+            corpus = [t for ex in splits.train[:4000] for t in (ex.question, ex.answer)]
+            log.info("building a tiny %s VLM at %s", mc.build_tiny, path)
+            build_tiny_vlm(path, arch=mc.build_tiny, preset=mc.tiny_preset,
+                           image_size=cfg.data.world.image_size, corpus=corpus, seed=cfg.run.seed)
+        accelerator.wait_for_everyone()
+    lora = None
+    if mc.lora.enabled:
+        lora = LoraSettings(r=mc.lora.r, alpha=mc.lora.alpha, dropout=mc.lora.dropout,
+                            target_modules=mc.lora.target_modules)
+    return load_model(
+        mc.name_or_path, dtype=mc.dtype, gradient_checkpointing=mc.gradient_checkpointing,
+        freeze_vision=mc.freeze_vision, lora=lora, attn_implementation=mc.attn_implementation,
+    )
+
+
+def run(cfg: Config) -> dict[str, Any]:
+    """Train as configured; returns the summary that is also written to ``<run>/summary.json``."""
+    tc = cfg.train
+    accelerator = Accelerator(gradient_accumulation_steps=tc.grad_accum,
+                              mixed_precision=resolve_mixed_precision(tc), cpu=tc.cpu)
+    is_main = accelerator.is_main_process
+    logging.basicConfig(level=logging.INFO if is_main else logging.WARNING, format="%(message)s")
+    logging.getLogger("accelerate").setLevel(logging.WARNING)
+    transformers.utils.logging.disable_progress_bar()
+    run_dir = cfg.run_dir
+    if is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(dump(cfg))
+    set_seed(cfg.run.seed)
+    t_start = time.perf_counter()
+
+    # ---- data and model
+    splits = load_splits(cfg.data, cfg.run.seed)
+    log.info("data: %s%s", splits.sizes(), f", skipped images {dict(splits.skipped)}" if splits.skipped else "")
+    model, processor = prepare_model(cfg, splits, accelerator)
+    collator = VLMCollator(processor)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    n_params = sum(p.numel() for p in model.parameters())
+    log.info("model: %s, %.2fM parameters (%.2fM trainable), mixed precision %s, %d process(es) on %s",
+             cfg.model.name_or_path, n_params / 1e6, sum(p.numel() for p in trainable) / 1e6,
+             accelerator.mixed_precision, accelerator.num_processes, accelerator.device)
+    groups = [
+        {"params": [p for p in trainable if p.ndim >= 2], "weight_decay": tc.weight_decay},
+        {"params": [p for p in trainable if p.ndim < 2], "weight_decay": 0.0},
+    ]
+    optimizer = torch.optim.AdamW(groups, lr=tc.lr, betas=tuple(tc.betas))
+    # The scheduler stays unprepared: Accelerate would step it once per process per step.
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(tc))
+    model, optimizer = accelerator.prepare(model, optimizer)
+    accelerator.register_for_checkpointing(scheduler)
+    stream = DataStream(len(splits.train), cfg.run.seed, accelerator.process_index, accelerator.num_processes)
+    ckpt = resolve_resume(tc.resume, run_dir)
+    if ckpt is None and is_main and checkpoint_dir(run_dir).exists():
+        log.info("starting over: removing the earlier checkpoints of %s", run_dir)
+        shutil.rmtree(checkpoint_dir(run_dir))
+    tracker = Tracker(cfg, run_dir, active=is_main, fresh=ckpt is None)
+    eval_set = splits.test[: cfg.eval.max_examples] if cfg.eval.max_examples else splits.test
+    skill_counts: dict[str, int] = {}
+    for ex in eval_set:
+        skill_counts[ex.skill or "all"] = skill_counts.get(ex.skill or "all", 0) + 1
+
+    def run_eval(step: int) -> EvalResult:
+        result = evaluate(model, collator, eval_set, accelerator, cfg.eval.batch_size, cfg.eval.max_new_tokens)
+        tokens_per_s = result.generated_tokens / max(result.seconds, 1e-9)
+        tracker.log({**{f"eval/{k}": v for k, v in result.metrics.items()},
+                     "eval/seconds": result.seconds, "eval/gen_tokens_per_s": tokens_per_s}, step)
+        log.info("eval @ step %d: accuracy %.3f (exact %.3f) on %d items in %.1fs",
+                 step, result.metrics["accuracy"], result.metrics["exact"], len(eval_set), result.seconds)
+        return result
+
+    # ---- resume
+    step, history = 0, []
+    if ckpt is not None:
+        state = load_checkpoint(accelerator, ckpt)
+        step, history = state["step"], state["history"]
+        stream.load_state_dict(state["stream"])
+        log.info("resumed from %s at step %d", ckpt, step)
+    elif cfg.eval.at_start:
+        history.append({"step": 0, **run_eval(0).metrics})
+        log.info("test accuracy at the start:\n%s",
+                 skill_table({"start": history[0]}, skill_counts))
+
+    def checkpoint_state() -> dict[str, Any]:
+        return {"stream": stream.state_dict(), "history": history}
+
+    # ---- train
+    model.train()
+    # A live bar on a terminal; in a log file, one line per log window instead.
+    interactive = is_main and sys.stderr.isatty()
+    bar = tqdm(total=tc.steps, initial=step, disable=not interactive, desc="train", dynamic_ncols=True)
+    window = {"loss": 0.0, "n": 0, "samples": 0, "tokens": 0, "answer_tokens": 0, "data_s": 0.0,
+              "t0": time.perf_counter()}
+    while step < tc.steps:
+        step_loss = torch.zeros((), device=accelerator.device)
+        grad_norm = None
+        for _ in range(tc.grad_accum):
+            t_data = time.perf_counter()
+            examples = [splits.train[i] for i in stream.next_indices(tc.batch_size)]
+            batch = {k: v.to(accelerator.device) for k, v in collator(examples).items()}
+            window["data_s"] += time.perf_counter() - t_data
+            window["samples"] += len(examples)
+            window["tokens"] += int(batch["attention_mask"].sum())
+            window["answer_tokens"] += int((batch["labels"] != -100).sum())
+            with accelerator.accumulate(model):
+                loss = model(**batch).loss
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and tc.max_grad_norm > 0:
+                    grad_norm = accelerator.clip_grad_norm_(model.parameters(), tc.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            step_loss += loss.detach() / tc.grad_accum
+        scheduler.step()
+        step += 1
+        window["loss"] += float(accelerator.reduce(step_loss, reduction="mean"))
+        window["n"] += 1
+        bar.update(1)
+
+        if step % tc.log_every == 0 or step == tc.steps:
+            elapsed = time.perf_counter() - window["t0"]
+            world = accelerator.num_processes
+            metrics = {
+                "train/loss": window["loss"] / window["n"],
+                "train/lr": scheduler.get_last_lr()[0],
+                "train/epoch": stream.epoch,
+                "train/samples_per_s": window["samples"] * world / elapsed,
+                "train/tokens_per_s": window["tokens"] * world / elapsed,
+                "train/answer_tokens_per_s": window["answer_tokens"] * world / elapsed,
+                "train/data_fraction": window["data_s"] / elapsed,
+            }
+            if grad_norm is not None:
+                metrics["train/grad_norm"] = float(grad_norm)
+            if accelerator.device.type == "cuda":
+                metrics["train/peak_mem_gib"] = torch.cuda.max_memory_allocated(accelerator.device) / 2**30
+            tracker.log(metrics, step)
+            bar.set_postfix(loss=f"{metrics['train/loss']:.4f}", lr=f"{metrics['train/lr']:.2e}")
+            if not interactive:
+                log.info("step %d/%d  loss %.4f  lr %.2e  %.1f samples/s", step, tc.steps,
+                         metrics["train/loss"], metrics["train/lr"], metrics["train/samples_per_s"])
+            window.update(loss=0.0, n=0, samples=0, tokens=0, answer_tokens=0, data_s=0.0,
+                          t0=time.perf_counter())
+
+        if cfg.eval.every and step % cfg.eval.every == 0 and step < tc.steps:
+            history.append({"step": step, **run_eval(step).metrics})
+        if tc.save_every and step % tc.save_every == 0 and step < tc.steps:
+            save_checkpoint(accelerator, run_dir, step, checkpoint_state(), tc.keep_checkpoints)
+    bar.close()
+
+    # ---- final evaluation, checkpoint, model and summary
+    final = run_eval(step)
+    history.append({"step": step, **final.metrics})
+    save_checkpoint(accelerator, run_dir, step, checkpoint_state(), tc.keep_checkpoints)
+    if tc.save_model:
+        from models import save_model
+
+        accelerator.wait_for_everyone()
+        if is_main:
+            save_model(accelerator.unwrap_model(model), processor, run_dir / "model")
+    columns = {"start": history[0], "end": final.metrics} if history[0]["step"] == 0 else {"end": final.metrics}
+    table = skill_table(columns, skill_counts)
+    summary = {
+        "run": cfg.run.name,
+        "steps": step,
+        "wall_seconds": round(time.perf_counter() - t_start, 1),
+        "start": history[0] if history[0]["step"] == 0 else None,
+        "end": final.metrics,
+        "history": history,
+        "data": splits.sizes(),
+        "skipped_images": dict(splits.skipped),
+    }
+    if is_main:
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+        (run_dir / "eval_predictions.jsonl").write_text(
+            "".join(json.dumps(s.__dict__) + "\n" for s in final.scores)
+        )
+        print(f"\nTest accuracy by skill ({len(eval_set)} held-out items):\n{table}\n", flush=True)
+    tracker.summary({"final/" + k: v for k, v in final.metrics.items()})
+    tracker.close()
+    accelerator.end_training()
+    return summary

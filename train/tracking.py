@@ -1,0 +1,65 @@
+"""Metrics go to ``<run>/metrics.jsonl`` always, and to Weights & Biases when enabled.
+
+Only the main process writes. The W&B run id is kept in the run folder so a resumed run continues
+the same W&B run instead of starting a new one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+from train.config import Config
+
+
+class Tracker:
+    def __init__(self, cfg: Config, run_dir: Path, active: bool = True, fresh: bool = True) -> None:
+        """``fresh``: the run starts over, so earlier metrics of this run folder are discarded."""
+        self.active = active
+        self.run_dir = Path(run_dir)
+        self.wandb = None
+        self.t0 = time.time()
+        if not active:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.run_dir / "metrics.jsonl", "w" if fresh else "a", buffering=1)  # noqa: SIM115
+        if cfg.wandb.enabled and cfg.wandb.mode != "disabled":
+            self.wandb = self._init_wandb(cfg, fresh)
+
+    def _init_wandb(self, cfg: Config, fresh: bool) -> Any:
+        import wandb
+
+        os.environ.setdefault("WANDB_CACHE_DIR", str(self.run_dir / ".wandb_cache"))
+        id_file = self.run_dir / "wandb_id"
+        resuming = id_file.is_file() and not fresh
+        run_id = id_file.read_text().strip() if resuming else secrets.token_hex(4)
+        id_file.write_text(run_id)
+        return wandb.init(
+            project=cfg.wandb.project, entity=cfg.wandb.entity, group=cfg.wandb.group, tags=cfg.wandb.tags,
+            name=cfg.run.name, id=run_id, resume="allow", mode=cfg.wandb.mode, dir=str(self.run_dir),
+            config=cfg.to_dict(),
+        )
+
+    def log(self, metrics: dict[str, Any], step: int) -> None:
+        if not self.active:
+            return
+        record = {"step": step, "time": round(time.time() - self.t0, 3), **metrics}
+        self._file.write(json.dumps(record) + "\n")
+        if self.wandb is not None:
+            self.wandb.log(metrics, step=step)
+
+    def summary(self, values: dict[str, Any]) -> None:
+        if self.wandb is not None:
+            self.wandb.summary.update(values)
+
+    def close(self) -> None:
+        if not self.active:
+            return
+        self._file.close()
+        if self.wandb is not None:
+            self.wandb.finish()
+            self.wandb = None
