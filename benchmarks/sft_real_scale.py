@@ -1,12 +1,13 @@
 """SFT at real scale on one GPU: a random-initialised Qwen2.5-VL-3B-shaped model, bf16, trained
 by lessonloop's loop on the built-in world, and the same model and data through TRL's SFTTrainer.
 
-    python benchmarks/sft_real_scale.py --out benchmarks/results/sft_real_scale_h100.json
+    python benchmarks/sft_real_scale.py --out benchmarks/results/sft_real_scale.json
 
-Each trainer runs in its own process so neither sees the other's memory. Reported: samples/s,
-tokens/s (all tokens, image tokens included) and answer tokens/s in steady state (the first log
-window is warm-up and left out), peak GPU memory, the share of step time spent building batches,
-and greedy-generation tokens/s of the evaluation; the ratio lessonloop / TRL in samples/s.
+Each trainer runs in its own process so neither sees the other's memory. TRL runs twice: with
+SFTConfig's defaults (gradient checkpointing on) and matched to lessonloop (checkpointing off).
+Reported: samples/s, tokens/s (all tokens, image tokens included) and answer tokens/s in steady
+state (the first log window is warm-up and left out), peak GPU memory, the share of step time
+spent building batches, evaluation items/s (batched greedy generation); lessonloop / TRL ratios.
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ def build_model(path: Path, image_size: int) -> dict:
     from models import build_vlm, count_parameters
 
     t0 = time.perf_counter()
-    model, processor = build_vlm("qwen2_5_vl", preset="qwen2_5_vl_3b", image_size=image_size,
-                                 device="cuda", dtype=torch.bfloat16)
+    model, processor = build_vlm(
+        "qwen2_5_vl", preset="qwen2_5_vl_3b", image_size=image_size, device="cuda", dtype=torch.bfloat16
+    )
     params = count_parameters(model)
     model.save_pretrained(path)
     processor.save_pretrained(path)
@@ -40,12 +42,23 @@ def build_model(path: Path, image_size: int) -> dict:
 
 def run_lessonloop(args: argparse.Namespace, model_path: Path, work: Path) -> dict:
     overrides = [
-        "run.name=bench", f"run.output_dir={work}", f"model.name_or_path={model_path}", "model.dtype=bfloat16",
-        f"data.world.image_size={args.image_size}", f"data.world.train_size={args.train_size}",
-        "data.world.probe_size=16", f"data.world.test_size={args.eval_items}",
-        f"train.steps={args.steps}", f"train.batch_size={args.batch_size}", "train.lr=1e-4",
-        "train.warmup_steps=10", f"train.log_every={args.log_every}", "train.save_model=false",
-        "train.mixed_precision=bf16", f"eval.batch_size={args.eval_batch_size}", "eval.max_new_tokens=8",
+        "run.name=bench",
+        f"run.output_dir={work}",
+        f"model.name_or_path={model_path}",
+        "model.dtype=bfloat16",
+        f"data.world.image_size={args.image_size}",
+        f"data.world.train_size={args.train_size}",
+        "data.world.probe_size=16",
+        f"data.world.test_size={args.eval_items}",
+        f"train.steps={args.steps}",
+        f"train.batch_size={args.batch_size}",
+        "train.lr=1e-4",
+        "train.warmup_steps=10",
+        f"train.log_every={args.log_every}",
+        "train.save_model=false",
+        "train.mixed_precision=bf16",
+        f"eval.batch_size={args.eval_batch_size}",
+        "eval.max_new_tokens=8",
     ]
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-m", "train", *overrides], check=True, cwd=ROOT)
@@ -66,6 +79,7 @@ def run_lessonloop(args: argparse.Namespace, model_path: Path, work: Path) -> di
         "data_fraction": med("train/data_fraction"),
         "peak_mem_gib": max(r.get("train/peak_mem_gib", 0.0) for r in train),
         "eval_gen_tokens_per_s": evals[-1]["eval/gen_tokens_per_s"],
+        "eval_items_per_s": args.eval_items / evals[-1]["eval/seconds"],
         "eval_seconds": evals[-1]["eval/seconds"],
         "eval_items": args.eval_items,
         "loss_first_window": train[0]["train/loss"],
@@ -75,7 +89,10 @@ def run_lessonloop(args: argparse.Namespace, model_path: Path, work: Path) -> di
 
 
 def run_trl(args: argparse.Namespace, model_path: Path, work: Path) -> dict:
-    """TRL's SFTTrainer on the same model, data, batch size and precision, completion-only loss."""
+    """TRL's SFTTrainer on the same model, data, batch size and precision, completion-only loss.
+
+    ``--trl-checkpointing default`` keeps SFTConfig's own default (gradient checkpointing on in
+    TRL 1.x), ``off`` matches lessonloop's setting (off)."""
     import torch
     from datasets import Dataset
     from transformers import TrainerCallback
@@ -85,10 +102,17 @@ def run_trl(args: argparse.Namespace, model_path: Path, work: Path) -> dict:
     from models import load_model
     from train.collate import messages
 
-    train = build_splits(seed=0, train_size=args.train_size, probe_size=16, test_size=16,
-                         image_size=args.image_size)["train"]
-    rows = [{"prompt": messages(ex.question), "completion": messages(ex.question, ex.answer)[1:],
-             "images": [ex.image]} for ex in train]
+    train = build_splits(
+        seed=0, train_size=args.train_size, probe_size=16, test_size=16, image_size=args.image_size
+    )["train"]
+    rows = [
+        {
+            "prompt": messages(ex.question),
+            "completion": messages(ex.question, ex.answer)[1:],
+            "images": [ex.image],
+        }
+        for ex in train
+    ]
     model, processor = load_model(str(model_path), dtype="bfloat16", device="cuda")
     stamps: list[float] = []
 
@@ -98,17 +122,34 @@ def run_trl(args: argparse.Namespace, model_path: Path, work: Path) -> dict:
             stamps.append(time.perf_counter())
 
     config = SFTConfig(
-        output_dir=str(work / "trl"), per_device_train_batch_size=args.batch_size, max_steps=args.trl_steps,
-        learning_rate=1e-4, warmup_steps=10, lr_scheduler_type="cosine", bf16=True, logging_steps=args.log_every,
-        save_strategy="no", report_to=[], max_length=None, dataloader_num_workers=0, seed=0,
+        output_dir=str(work / "trl"),
+        per_device_train_batch_size=args.batch_size,
+        max_steps=args.trl_steps,
+        learning_rate=1e-4,
+        warmup_steps=10,
+        lr_scheduler_type="cosine",
+        bf16=True,
+        logging_steps=args.log_every,
+        save_strategy="no",
+        report_to=[],
+        max_length=None,
+        dataloader_num_workers=0,
+        seed=0,
+        **({"gradient_checkpointing": False} if args.trl_checkpointing == "off" else {}),
     )
     torch.cuda.reset_peak_memory_stats()
-    trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(rows),
-                         processing_class=processor, callbacks=[Clock()])
+    trainer = SFTTrainer(
+        model=model,
+        args=config,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=processor,
+        callbacks=[Clock()],
+    )
     trainer.train()
     skip = args.log_every  # the same warm-up as lessonloop's first window
     steady = (len(stamps) - 1 - skip) / (stamps[-1] - stamps[skip])
     return {
+        "gradient_checkpointing": bool(config.gradient_checkpointing),
         "samples_per_s": steady * args.batch_size,
         "step_time_s": 1 / steady,
         "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30,
@@ -127,7 +168,14 @@ def main() -> None:
     parser.add_argument("--eval-items", type=int, default=512)
     parser.add_argument("--eval-batch-size", type=int, default=64)
     parser.add_argument("--log-every", type=int, default=25)
-    parser.add_argument("--only", choices=["lessonloop", "trl"], help="internal: run one trainer")
+    parser.add_argument("--peer", choices=["trl", "none"], default="trl", help="also run TRL's SFTTrainer")
+    parser.add_argument(
+        "--trl-checkpointing",
+        choices=["default", "off"],
+        default="default",
+        help="internal: TRL's gradient checkpointing setting for one TRL run",
+    )
+    parser.add_argument("--only", choices=["trl"], help="internal: run TRL alone")
     parser.add_argument("--model", help="internal: the built checkpoint")
     parser.add_argument("--work", help="internal: scratch folder")
     args = parser.parse_args()
@@ -145,28 +193,51 @@ def main() -> None:
         "device": torch.cuda.get_device_name(0),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
-        "settings": {k: v for k, v in vars(args).items() if k not in {"only", "model", "work", "out"}},
+        "settings": {
+            k: v
+            for k, v in vars(args).items()
+            if k not in {"only", "model", "work", "out", "trl_checkpointing", "peer"}
+        },
     }
-    result["model"] = {"arch": "qwen2_5_vl", "preset": "qwen2_5_vl_3b", "dtype": "bfloat16",
-                       **build_model(model_path, args.image_size)}
+    result["model"] = {
+        "arch": "qwen2_5_vl",
+        "preset": "qwen2_5_vl_3b",
+        "dtype": "bfloat16",
+        **build_model(model_path, args.image_size),
+    }
     torch.cuda.empty_cache()
     result["lessonloop"] = run_lessonloop(args, model_path, work)
-    try:
-        proc = subprocess.run(
-            [sys.executable, __file__, "--only", "trl", "--model", str(model_path), "--work", str(work),
-             *[f"--{k.replace('_', '-')}={v}" for k, v in result["settings"].items()]],
-            capture_output=True, text=True, cwd=ROOT, env={**os.environ},
-        )
-        line = [x for x in proc.stdout.splitlines() if x.startswith("TRL_RESULT ")]
-        if proc.returncode or not line:
-            result["trl"] = {"error": (proc.stderr or proc.stdout)[-3000:]}
-        else:
-            result["trl"] = json.loads(line[-1][len("TRL_RESULT ") :])
-            result["ratio_samples_per_s_lessonloop_over_trl"] = (
-                result["lessonloop"]["samples_per_s"] / result["trl"]["samples_per_s"]
+    for mode in ("default", "off") if args.peer == "trl" else ():
+        key = f"trl_checkpointing_{mode}"
+        try:
+            proc = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--only",
+                    "trl",
+                    "--model",
+                    str(model_path),
+                    "--work",
+                    str(work),
+                    f"--trl-checkpointing={mode}",
+                    *[f"--{k.replace('_', '-')}={v}" for k, v in result["settings"].items()],
+                ],
+                capture_output=True,
+                text=True,
+                cwd=ROOT,
+                env={**os.environ},
             )
-    except Exception as err:  # the peer is a comparison, not the subject: record why it failed
-        result["trl"] = {"error": repr(err)}
+            line = [x for x in proc.stdout.splitlines() if x.startswith("TRL_RESULT ")]
+            if proc.returncode or not line:
+                result[key] = {"error": (proc.stderr or proc.stdout)[-3000:]}
+                continue
+            result[key] = json.loads(line[-1][len("TRL_RESULT ") :])
+            result[f"ratio_samples_per_s_lessonloop_over_{key}"] = (
+                result["lessonloop"]["samples_per_s"] / result[key]["samples_per_s"]
+            )
+        except Exception as err:  # the peer is a comparison, not the subject: record why it failed
+            result[key] = {"error": repr(err)}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))

@@ -22,8 +22,14 @@ def tiny_qwen(tmp_path_factory, world_small):
     from models import build_tiny_vlm
 
     corpus = [t for ex in world_small["train"] for t in (ex.question, ex.answer)]
-    return build_tiny_vlm(tmp_path_factory.mktemp("models") / "tiny-qwen", arch="qwen2_5_vl", preset="tiny",
-                          image_size=32, corpus=corpus, seed=0)
+    return build_tiny_vlm(
+        tmp_path_factory.mktemp("models") / "tiny-qwen",
+        arch="qwen2_5_vl",
+        preset="tiny",
+        image_size=32,
+        corpus=corpus,
+        seed=0,
+    )
 
 
 @pytest.fixture(autouse=True)

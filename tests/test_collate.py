@@ -11,8 +11,8 @@ def _examples(world_small, n=3):
     return world_small["train"][:n]
 
 
-def _check_masks(processor, examples):
-    collator = VLMCollator(processor)
+def _check_masks(processor, examples, question_first=False):
+    collator = VLMCollator(processor, question_first=question_first)
     batch = collator(examples)
     labels, ids, mask = batch["labels"], batch["input_ids"], batch["attention_mask"]
     assert labels.shape == ids.shape
@@ -53,3 +53,13 @@ def test_other_architectures_mask_the_same_way(arch, tmp_path, world_small):
     batch = _check_masks(processor, _examples(world_small))
     loss = model(**batch).loss
     assert torch.isfinite(loss)
+
+
+def test_question_first_puts_the_question_before_the_image(tiny_qwen, world_small):
+    from models import load_model
+
+    _, processor = load_model(str(tiny_qwen))
+    ex = world_small["train"][0]
+    text = VLMCollator(processor, question_first=True)._render(ex.question, None)
+    assert text.index(ex.question) < text.index("<|vision_start|>")
+    _check_masks(processor, world_small["train"][:3], question_first=True)

@@ -10,8 +10,12 @@ def test_normalise_and_match():
 
 
 def test_summarise_per_skill():
-    scores = score(["a", "b", "c", "d"], ["colour", "colour", "count", None], ["red", "blue", "2", "x"],
-                   ["red", "red", "two", "y"])
+    scores = score(
+        ["a", "b", "c", "d"],
+        ["colour", "colour", "count", None],
+        ["red", "blue", "2", "x"],
+        ["red", "red", "two", "y"],
+    )
     m = summarise(scores)
     assert m["accuracy"] == 0.5 and m["exact"] == 0.25
     assert m["skill/colour"] == 0.5 and m["skill/count"] == 1.0 and m["n"] == 4

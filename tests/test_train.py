@@ -12,13 +12,27 @@ from train.sft import run
 
 
 def _cfg(tmp_path, model_path, name, *extra):
-    return load_config(None, [
-        f"run.name={name}", f"run.output_dir={tmp_path}", f"model.name_or_path={model_path}",
-        "data.world.image_size=32", "data.world.train_size=240", "data.world.probe_size=40",
-        "data.world.test_size=54", "train.cpu=true", "train.batch_size=8", "train.lr=3e-3",
-        "train.warmup_steps=2", "train.log_every=1", "eval.batch_size=27", "eval.max_new_tokens=3",
-        "train.save_model=false", *extra,
-    ])
+    return load_config(
+        None,
+        [
+            f"run.name={name}",
+            f"run.output_dir={tmp_path}",
+            f"model.name_or_path={model_path}",
+            "data.world.image_size=32",
+            "data.world.train_size=240",
+            "data.world.probe_size=40",
+            "data.world.test_size=54",
+            "train.cpu=true",
+            "train.batch_size=8",
+            "train.lr=3e-3",
+            "train.warmup_steps=2",
+            "train.log_every=1",
+            "eval.batch_size=27",
+            "eval.max_new_tokens=3",
+            "train.save_model=false",
+            *extra,
+        ],
+    )
 
 
 def _losses(run_dir: Path) -> dict[int, float]:
@@ -41,8 +55,17 @@ def test_steps_lower_the_loss_and_write_records(tmp_path, tiny_qwen):
 
 
 def test_resume_continues_exactly(tmp_path, tiny_qwen):
-    run(_cfg(tmp_path, tiny_qwen, "full", "train.steps=12", "train.save_every=6", "eval.at_start=false",
-             "train.grad_accum=2"))
+    run(
+        _cfg(
+            tmp_path,
+            tiny_qwen,
+            "full",
+            "train.steps=12",
+            "train.save_every=6",
+            "eval.at_start=false",
+            "train.grad_accum=2",
+        )
+    )
     full = _losses(tmp_path / "full")
     ckpt = tmp_path / "full" / "checkpoints" / "step_00000006"
     assert ckpt.is_dir()
@@ -63,8 +86,17 @@ def test_auto_resume_after_a_finished_run_trains_no_more(tmp_path, tiny_qwen):
 
 def test_wandb_offline_run(tmp_path, tiny_qwen, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
-    run(_cfg(tmp_path, tiny_qwen, "wb", "train.steps=3", "wandb.enabled=true", "wandb.mode=offline",
-             "eval.at_start=false"))
+    run(
+        _cfg(
+            tmp_path,
+            tiny_qwen,
+            "wb",
+            "train.steps=3",
+            "wandb.enabled=true",
+            "wandb.mode=offline",
+            "eval.at_start=false",
+        )
+    )
     run_dir = tmp_path / "wb"
     offline = list((run_dir / "wandb").glob("offline-run-*"))
     assert len(offline) == 1 and list(offline[0].glob("*.wandb"))

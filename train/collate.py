@@ -17,11 +17,10 @@ from curriculum.types import Example, as_pil
 IGNORE_INDEX = -100
 
 
-def messages(question: str, answer: str | None = None) -> list[dict[str, Any]]:
-    """One user turn (image then question) and, for training, the assistant's answer."""
-    turns: list[dict[str, Any]] = [
-        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}
-    ]
+def messages(question: str, answer: str | None = None, question_first: bool = False) -> list[dict[str, Any]]:
+    """One user turn (image then question, or the reverse) and, for training, the assistant's answer."""
+    parts: list[dict[str, Any]] = [{"type": "image"}, {"type": "text", "text": question}]
+    turns: list[dict[str, Any]] = [{"role": "user", "content": parts[::-1] if question_first else parts}]
     if answer is not None:
         turns.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
     return turns
@@ -30,15 +29,18 @@ def messages(question: str, answer: str | None = None) -> list[dict[str, Any]]:
 class VLMCollator:
     """Callable on a list of Examples; ``prompts`` builds left-padded generation inputs."""
 
-    def __init__(self, processor: Any) -> None:
+    def __init__(self, processor: Any, question_first: bool = False) -> None:
         self.processor = processor
+        self.question_first = question_first
         self.tokenizer = getattr(processor, "tokenizer", processor)
         if self.tokenizer.pad_token_id is None:
             raise ValueError("the tokenizer has no pad token; set one before training")
 
     def _render(self, question: str, answer: str | None) -> str:
         return self.processor.apply_chat_template(
-            messages(question, answer), tokenize=False, add_generation_prompt=answer is None
+            messages(question, answer, self.question_first),
+            tokenize=False,
+            add_generation_prompt=answer is None,
         )
 
     def _encode(self, texts: list[str], images: list, side: str) -> dict[str, torch.Tensor]:

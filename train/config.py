@@ -123,6 +123,10 @@ class DataConfig:
     """Images with more pixels than this are skipped as absurdly large (and counted)."""
     min_image_side: int = 4
     """Images with a side shorter than this are skipped (and counted)."""
+    question_first: bool = False
+    """Put the question before the image in the user turn. Image first is the order pretrained
+    VLMs saw; question first lets a causal model read the image already knowing the question,
+    which a model trained from scratch learns several times faster."""
 
 
 @dataclass
@@ -352,8 +356,10 @@ def validate(cfg: Config) -> None:
         (cfg.eval.batch_size > 0, "eval.batch_size must be positive"),
         (cfg.eval.max_new_tokens > 0, "eval.max_new_tokens must be positive"),
         (cfg.data.source != "hf" or cfg.data.hf.path, "data.hf.path is required when data.source is 'hf'"),
-        (cfg.model.build_tiny in (None, "qwen2_5_vl", "llava", "idefics3"),
-         "model.build_tiny must be null, 'qwen2_5_vl', 'llava' or 'idefics3'"),
+        (
+            cfg.model.build_tiny in (None, "qwen2_5_vl", "llava", "idefics3"),
+            "model.build_tiny must be null, 'qwen2_5_vl', 'llava' or 'idefics3'",
+        ),
     ]
     for ok, message in checks:
         if not ok:
@@ -378,7 +384,11 @@ def reference() -> list[tuple[str, str, str, str]]:
         if isinstance(node, ast.ClassDef):
             body = node.body
             for a, b in zip(body, body[1:], strict=False):
-                if isinstance(a, ast.AnnAssign) and isinstance(b, ast.Expr) and isinstance(b.value, ast.Constant):
+                if (
+                    isinstance(a, ast.AnnAssign)
+                    and isinstance(b, ast.Expr)
+                    and isinstance(b.value, ast.Constant)
+                ):
                     docs[(node.name, a.target.id)] = " ".join(str(b.value.value).split())
 
     rows: list[tuple[str, str, str, str]] = []
@@ -391,7 +401,9 @@ def reference() -> list[tuple[str, str, str, str]]:
                 walk(tp, f"{prefix}{f.name}.")
                 continue
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-            rows.append((prefix + f.name, _type_text(tp), repr(default), docs.get((cls.__name__, f.name), "")))
+            rows.append(
+                (prefix + f.name, _type_text(tp), repr(default), docs.get((cls.__name__, f.name), ""))
+            )
 
     walk(Config, "")
     return rows

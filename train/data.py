@@ -41,7 +41,10 @@ def load_splits(cfg: DataConfig, seed: int = 0) -> Splits:
 
         w = cfg.world
         parts = build_splits(
-            seed=w.seed, train_size=w.train_size, probe_size=w.probe_size, test_size=w.test_size,
+            seed=w.seed,
+            train_size=w.train_size,
+            probe_size=w.probe_size,
+            test_size=w.test_size,
             image_size=w.image_size,
         )
         return Splits(parts["train"], parts["probe"], parts["test"])

@@ -8,6 +8,7 @@ forward passes.
 from __future__ import annotations
 
 import time
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +30,11 @@ class EvalResult:
 
 @torch.no_grad()
 def generate_answers(
-    model: Any, collator: VLMCollator, examples: list[Example], batch_size: int, max_new_tokens: int,
+    model: Any,
+    collator: VLMCollator,
+    examples: list[Example],
+    batch_size: int,
+    max_new_tokens: int,
     device: torch.device,
 ) -> tuple[list[str], int]:
     """Greedy answers for ``examples`` (in order) and the number of tokens generated."""
@@ -42,8 +47,11 @@ def generate_answers(
         chunk = examples[start : start + batch_size]
         inputs = {k: v.to(device) for k, v in collator.prompts(chunk).items()}
         out = model.generate(
-            **inputs, max_new_tokens=max_new_tokens, do_sample=False,
-            pad_token_id=collator.tokenizer.pad_token_id, eos_token_id=eos,
+            **inputs,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=collator.tokenizer.pad_token_id,
+            eos_token_id=eos,
         )
         new = out[:, inputs["input_ids"].shape[1] :]
         answers.extend(collator.decode(new))
@@ -53,7 +61,11 @@ def generate_answers(
 
 
 def evaluate(
-    model: Any, collator: VLMCollator, examples: list[Example], accelerator: Any, batch_size: int,
+    model: Any,
+    collator: VLMCollator,
+    examples: list[Example],
+    accelerator: Any,
+    batch_size: int,
     max_new_tokens: int,
 ) -> EvalResult:
     """Score ``examples`` with sharded generation; every rank returns the same result."""
@@ -63,8 +75,9 @@ def evaluate(
     padded = examples + examples[: per_rank * world - len(examples)]
     shard = padded[rank * per_rank : (rank + 1) * per_rank]
     unwrapped = accelerator.unwrap_model(model)
-    answers, generated = generate_answers(unwrapped, collator, shard, batch_size, max_new_tokens,
-                                          accelerator.device)
+    answers, generated = generate_answers(
+        unwrapped, collator, shard, batch_size, max_new_tokens, accelerator.device
+    )
     if world > 1:
         from accelerate.utils import gather_object
 
@@ -74,6 +87,17 @@ def evaluate(
         [ex.id for ex in examples], [ex.skill for ex in examples], answers, [ex.answer for ex in examples]
     )
     return EvalResult(scores, summarise(scores), time.perf_counter() - t0, generated)
+
+
+def prior_baseline(train: list[Example], test: list[Example]) -> dict[str, float]:
+    """Accuracy of always giving each skill's most common train answer: what a model that
+    ignores the image can reach. A trained model is only reading images where it beats this."""
+    by_skill: dict[str | None, Counter] = defaultdict(Counter)
+    for ex in train:
+        by_skill[ex.skill][ex.answer] += 1
+    predictions = [by_skill[ex.skill].most_common(1)[0][0] if by_skill[ex.skill] else "" for ex in test]
+    scores = score([ex.id for ex in test], [ex.skill for ex in test], predictions, [ex.answer for ex in test])
+    return summarise(scores)
 
 
 def skill_table(columns: dict[str, dict[str, float]], counts: dict[str, int]) -> str:

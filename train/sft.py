@@ -29,7 +29,7 @@ from train.checkpoint import checkpoint_dir, load_checkpoint, resolve_resume, sa
 from train.collate import VLMCollator
 from train.config import Config, TrainConfig, dump
 from train.data import Splits, load_splits
-from train.evaluate import EvalResult, evaluate, skill_table
+from train.evaluate import EvalResult, evaluate, prior_baseline, skill_table
 from train.stream import DataStream
 from train.tracking import Tracker
 
@@ -68,24 +68,37 @@ def prepare_model(cfg: Config, splits: Splits, accelerator: Accelerator) -> tupl
         if accelerator.is_main_process:
             corpus = [t for ex in splits.train[:4000] for t in (ex.question, ex.answer)]
             log.info("building a tiny %s VLM at %s", mc.build_tiny, path)
-            build_tiny_vlm(path, arch=mc.build_tiny, preset=mc.tiny_preset,
-                           image_size=cfg.data.world.image_size, corpus=corpus, seed=cfg.run.seed)
+            build_tiny_vlm(
+                path,
+                arch=mc.build_tiny,
+                preset=mc.tiny_preset,
+                image_size=cfg.data.world.image_size,
+                corpus=corpus,
+                seed=cfg.run.seed,
+            )
         accelerator.wait_for_everyone()
     lora = None
     if mc.lora.enabled:
-        lora = LoraSettings(r=mc.lora.r, alpha=mc.lora.alpha, dropout=mc.lora.dropout,
-                            target_modules=mc.lora.target_modules)
+        lora = LoraSettings(
+            r=mc.lora.r, alpha=mc.lora.alpha, dropout=mc.lora.dropout, target_modules=mc.lora.target_modules
+        )
     return load_model(
-        mc.name_or_path, dtype=mc.dtype, gradient_checkpointing=mc.gradient_checkpointing,
-        freeze_vision=mc.freeze_vision, lora=lora, attn_implementation=mc.attn_implementation,
+        mc.name_or_path,
+        dtype=mc.dtype,
+        gradient_checkpointing=mc.gradient_checkpointing,
+        freeze_vision=mc.freeze_vision,
+        lora=lora,
+        attn_implementation=mc.attn_implementation,
+        device=str(accelerator.device),
     )
 
 
 def run(cfg: Config) -> dict[str, Any]:
     """Train as configured; returns the summary that is also written to ``<run>/summary.json``."""
     tc = cfg.train
-    accelerator = Accelerator(gradient_accumulation_steps=tc.grad_accum,
-                              mixed_precision=resolve_mixed_precision(tc), cpu=tc.cpu)
+    accelerator = Accelerator(
+        gradient_accumulation_steps=tc.grad_accum, mixed_precision=resolve_mixed_precision(tc), cpu=tc.cpu
+    )
     is_main = accelerator.is_main_process
     logging.basicConfig(level=logging.INFO if is_main else logging.WARNING, format="%(message)s")
     logging.getLogger("accelerate").setLevel(logging.WARNING)
@@ -99,19 +112,29 @@ def run(cfg: Config) -> dict[str, Any]:
 
     # ---- data and model
     splits = load_splits(cfg.data, cfg.run.seed)
-    log.info("data: %s%s", splits.sizes(), f", skipped images {dict(splits.skipped)}" if splits.skipped else "")
+    log.info(
+        "data: %s%s", splits.sizes(), f", skipped images {dict(splits.skipped)}" if splits.skipped else ""
+    )
     model, processor = prepare_model(cfg, splits, accelerator)
-    collator = VLMCollator(processor)
+    collator = VLMCollator(processor, question_first=cfg.data.question_first)
     trainable = [p for p in model.parameters() if p.requires_grad]
     n_params = sum(p.numel() for p in model.parameters())
-    log.info("model: %s, %.2fM parameters (%.2fM trainable), mixed precision %s, %d process(es) on %s",
-             cfg.model.name_or_path, n_params / 1e6, sum(p.numel() for p in trainable) / 1e6,
-             accelerator.mixed_precision, accelerator.num_processes, accelerator.device)
+    log.info(
+        "model: %s, %.2fM parameters (%.2fM trainable), mixed precision %s, %d process(es) on %s",
+        cfg.model.name_or_path,
+        n_params / 1e6,
+        sum(p.numel() for p in trainable) / 1e6,
+        accelerator.mixed_precision,
+        accelerator.num_processes,
+        accelerator.device,
+    )
     groups = [
         {"params": [p for p in trainable if p.ndim >= 2], "weight_decay": tc.weight_decay},
         {"params": [p for p in trainable if p.ndim < 2], "weight_decay": 0.0},
     ]
-    optimizer = torch.optim.AdamW(groups, lr=tc.lr, betas=tuple(tc.betas))
+    optimizer = torch.optim.AdamW(
+        groups, lr=tc.lr, betas=tuple(tc.betas), fused=accelerator.device.type == "cuda"
+    )
     # The scheduler stays unprepared: Accelerate would step it once per process per step.
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(tc))
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -128,12 +151,26 @@ def run(cfg: Config) -> dict[str, Any]:
         skill_counts[ex.skill or "all"] = skill_counts.get(ex.skill or "all", 0) + 1
 
     def run_eval(step: int) -> EvalResult:
-        result = evaluate(model, collator, eval_set, accelerator, cfg.eval.batch_size, cfg.eval.max_new_tokens)
+        result = evaluate(
+            model, collator, eval_set, accelerator, cfg.eval.batch_size, cfg.eval.max_new_tokens
+        )
         tokens_per_s = result.generated_tokens / max(result.seconds, 1e-9)
-        tracker.log({**{f"eval/{k}": v for k, v in result.metrics.items()},
-                     "eval/seconds": result.seconds, "eval/gen_tokens_per_s": tokens_per_s}, step)
-        log.info("eval @ step %d: accuracy %.3f (exact %.3f) on %d items in %.1fs",
-                 step, result.metrics["accuracy"], result.metrics["exact"], len(eval_set), result.seconds)
+        tracker.log(
+            {
+                **{f"eval/{k}": v for k, v in result.metrics.items()},
+                "eval/seconds": result.seconds,
+                "eval/gen_tokens_per_s": tokens_per_s,
+            },
+            step,
+        )
+        log.info(
+            "eval @ step %d: accuracy %.3f (exact %.3f) on %d items in %.1fs",
+            step,
+            result.metrics["accuracy"],
+            result.metrics["exact"],
+            len(eval_set),
+            result.seconds,
+        )
         return result
 
     # ---- resume
@@ -145,8 +182,7 @@ def run(cfg: Config) -> dict[str, Any]:
         log.info("resumed from %s at step %d", ckpt, step)
     elif cfg.eval.at_start:
         history.append({"step": 0, **run_eval(0).metrics})
-        log.info("test accuracy at the start:\n%s",
-                 skill_table({"start": history[0]}, skill_counts))
+        log.info("test accuracy at the start:\n%s", skill_table({"start": history[0]}, skill_counts))
 
     def checkpoint_state() -> dict[str, Any]:
         return {"stream": stream.state_dict(), "history": history}
@@ -156,8 +192,15 @@ def run(cfg: Config) -> dict[str, Any]:
     # A live bar on a terminal; in a log file, one line per log window instead.
     interactive = is_main and sys.stderr.isatty()
     bar = tqdm(total=tc.steps, initial=step, disable=not interactive, desc="train", dynamic_ncols=True)
-    window = {"loss": 0.0, "n": 0, "samples": 0, "tokens": 0, "answer_tokens": 0, "data_s": 0.0,
-              "t0": time.perf_counter()}
+    window = {
+        "loss": 0.0,
+        "n": 0,
+        "samples": 0,
+        "tokens": 0,
+        "answer_tokens": 0,
+        "data_s": 0.0,
+        "t0": time.perf_counter(),
+    }
     while step < tc.steps:
         step_loss = torch.zeros((), device=accelerator.device)
         grad_norm = None
@@ -202,10 +245,18 @@ def run(cfg: Config) -> dict[str, Any]:
             tracker.log(metrics, step)
             bar.set_postfix(loss=f"{metrics['train/loss']:.4f}", lr=f"{metrics['train/lr']:.2e}")
             if not interactive:
-                log.info("step %d/%d  loss %.4f  lr %.2e  %.1f samples/s", step, tc.steps,
-                         metrics["train/loss"], metrics["train/lr"], metrics["train/samples_per_s"])
-            window.update(loss=0.0, n=0, samples=0, tokens=0, answer_tokens=0, data_s=0.0,
-                          t0=time.perf_counter())
+                log.info(
+                    "step %d/%d  loss %.4f  lr %.2e  %.1f samples/s  (%.0f%% building batches)",
+                    step,
+                    tc.steps,
+                    metrics["train/loss"],
+                    metrics["train/lr"],
+                    metrics["train/samples_per_s"],
+                    100 * metrics["train/data_fraction"],
+                )
+            window.update(
+                loss=0.0, n=0, samples=0, tokens=0, answer_tokens=0, data_s=0.0, t0=time.perf_counter()
+            )
 
         if cfg.eval.every and step % cfg.eval.every == 0 and step < tc.steps:
             history.append({"step": step, **run_eval(step).metrics})
@@ -223,14 +274,18 @@ def run(cfg: Config) -> dict[str, Any]:
         accelerator.wait_for_everyone()
         if is_main:
             save_model(accelerator.unwrap_model(model), processor, run_dir / "model")
-    columns = {"start": history[0], "end": final.metrics} if history[0]["step"] == 0 else {"end": final.metrics}
-    table = skill_table(columns, skill_counts)
+    prior = prior_baseline(splits.train, eval_set)
+    columns = (
+        {"start": history[0], "end": final.metrics} if history[0]["step"] == 0 else {"end": final.metrics}
+    )
+    table = skill_table({**columns, "prior": prior}, skill_counts)
     summary = {
         "run": cfg.run.name,
         "steps": step,
         "wall_seconds": round(time.perf_counter() - t_start, 1),
         "start": history[0] if history[0]["step"] == 0 else None,
         "end": final.metrics,
+        "prior_baseline": prior,
         "history": history,
         "data": splits.sizes(),
         "skipped_images": dict(splits.skipped),
@@ -240,7 +295,11 @@ def run(cfg: Config) -> dict[str, Any]:
         (run_dir / "eval_predictions.jsonl").write_text(
             "".join(json.dumps(s.__dict__) + "\n" for s in final.scores)
         )
-        print(f"\nTest accuracy by skill ({len(eval_set)} held-out items):\n{table}\n", flush=True)
+        print(
+            f"\nTest accuracy by skill ({len(eval_set)} held-out items; prior: always the skill's most "
+            f"common train answer, the best a model blind to the image can do):\n{table}\n",
+            flush=True,
+        )
     tracker.summary({"final/" + k: v for k, v in final.metrics.items()})
     tracker.close()
     accelerator.end_training()

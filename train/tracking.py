@@ -39,8 +39,15 @@ class Tracker:
         run_id = id_file.read_text().strip() if resuming else secrets.token_hex(4)
         id_file.write_text(run_id)
         return wandb.init(
-            project=cfg.wandb.project, entity=cfg.wandb.entity, group=cfg.wandb.group, tags=cfg.wandb.tags,
-            name=cfg.run.name, id=run_id, resume="allow", mode=cfg.wandb.mode, dir=str(self.run_dir),
+            project=cfg.wandb.project,
+            entity=cfg.wandb.entity,
+            group=cfg.wandb.group,
+            tags=cfg.wandb.tags,
+            name=cfg.run.name,
+            id=run_id,
+            resume="allow",
+            mode=cfg.wandb.mode,
+            dir=str(self.run_dir),
             config=cfg.to_dict(),
         )
 
