@@ -90,26 +90,23 @@ def _module_named(model: nn.Module, leaf_names: tuple[str, ...]) -> tuple[str, n
     return name, module
 
 
-def find_vision_tower(model: nn.Module) -> tuple[str, nn.Module]:
-    """The vision tower's qualified name and module (``visual``, ``vision_tower``, ``vision_model``, ...)."""
-    hit = _module_named(model, VISION_TOWER_NAMES)
+def _require(model: nn.Module, names: tuple[str, ...], what: str) -> tuple[str, nn.Module]:
+    hit = _module_named(model, names)
     if hit is None:
         raise ValueError(
-            f"no vision tower found in {type(model).__name__}: expected a submodule named one of "
-            f"{', '.join(VISION_TOWER_NAMES)}"
+            f"no {what} found in {type(model).__name__}: expected a submodule named one of {', '.join(names)}"
         )
     return hit
+
+
+def find_vision_tower(model: nn.Module) -> tuple[str, nn.Module]:
+    """The vision tower's qualified name and module (``visual``, ``vision_tower``, ``vision_model``, ...)."""
+    return _require(model, VISION_TOWER_NAMES, "vision tower")
 
 
 def find_language_model(model: nn.Module) -> tuple[str, nn.Module]:
     """The language model's qualified name and module (``language_model`` in current transformers)."""
-    hit = _module_named(model, LANGUAGE_MODEL_NAMES)
-    if hit is None:
-        raise ValueError(
-            f"no language model found in {type(model).__name__}: expected a submodule named one of "
-            f"{', '.join(LANGUAGE_MODEL_NAMES)}"
-        )
-    return hit
+    return _require(model, LANGUAGE_MODEL_NAMES, "language model")
 
 
 def freeze_vision_encoder(model: nn.Module) -> int:

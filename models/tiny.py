@@ -206,6 +206,19 @@ class _Qwen25VL(_Arch):
         )
 
 
+def _vit_kwargs(shape: Shape, image_size: int, patch_size: int) -> dict[str, Any]:
+    """The fields CLIP- and SigLIP-style vision configs share."""
+    return {
+        "hidden_size": shape.vision_hidden,
+        "intermediate_size": shape.vision_intermediate,
+        "num_hidden_layers": shape.vision_layers,
+        "num_attention_heads": shape.vision_heads,
+        "image_size": image_size,
+        "patch_size": patch_size,
+        "attention_dropout": 0.0,
+    }
+
+
 class _Llava(_Arch):
     name = "llava"
     config_class = "LlavaConfig"
@@ -218,14 +231,8 @@ class _Llava(_Arch):
         shape = SHAPES[preset]
         vision = {
             "model_type": "clip_vision_model",
-            "hidden_size": shape.vision_hidden,
-            "intermediate_size": shape.vision_intermediate,
-            "num_hidden_layers": shape.vision_layers,
-            "num_attention_heads": shape.vision_heads,
-            "image_size": image_size,
-            "patch_size": self.patch_size,
             "projection_dim": shape.text_hidden,
-            "attention_dropout": 0.0,
+            **_vit_kwargs(shape, image_size, self.patch_size),
         }
         return {
             "vision_config": vision,
@@ -263,15 +270,7 @@ class _Idefics3(_Arch):
 
     def config_kwargs(self, preset: str, vocab: int, ids: dict[str, int], image_size: int) -> dict[str, Any]:
         shape = SHAPES[preset]
-        vision = {
-            "hidden_size": shape.vision_hidden,
-            "intermediate_size": shape.vision_intermediate,
-            "num_hidden_layers": shape.vision_layers,
-            "num_attention_heads": shape.vision_heads,
-            "image_size": image_size,
-            "patch_size": self.patch_size,
-            "attention_dropout": 0.0,
-        }
+        vision = _vit_kwargs(shape, image_size, self.patch_size)
         return {
             "vision_config": vision,
             "text_config": {"model_type": "llama", **_text_kwargs(shape, vocab, ids)},
