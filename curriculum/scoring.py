@@ -60,8 +60,9 @@ class Score:
     correct: bool
 
 
-def score(ids: Iterable[str], skills: Iterable[str | None], predictions: Iterable[str],
-          answers: Iterable[str]) -> list[Score]:
+def score(
+    ids: Iterable[str], skills: Iterable[str | None], predictions: Iterable[str], answers: Iterable[str]
+) -> list[Score]:
     return [
         Score(i, s, p, a, is_exact(p, a), is_correct(p, a))
         for i, s, p, a in zip(ids, skills, predictions, answers, strict=True)
