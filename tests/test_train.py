@@ -82,6 +82,7 @@ def test_auto_resume_after_a_finished_run_trains_no_more(tmp_path, tiny_qwen):
     assert summary["steps"] == 4
     lines = (tmp_path / "again" / "metrics.jsonl").read_text().splitlines()
     assert sum("train/loss" in line for line in lines) == 4  # no step was trained twice
+    assert [h["step"] for h in summary["history"]] == [4]  # the repeated final evaluation replaced the first
 
 
 def test_wandb_offline_run(tmp_path, tiny_qwen, monkeypatch):

@@ -16,6 +16,7 @@ import math
 import shutil
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -146,9 +147,7 @@ def run(cfg: Config) -> dict[str, Any]:
         shutil.rmtree(checkpoint_dir(run_dir))
     tracker = Tracker(cfg, run_dir, active=is_main, fresh=ckpt is None)
     eval_set = splits.test[: cfg.eval.max_examples] if cfg.eval.max_examples else splits.test
-    skill_counts: dict[str, int] = {}
-    for ex in eval_set:
-        skill_counts[ex.skill or "all"] = skill_counts.get(ex.skill or "all", 0) + 1
+    skill_counts = Counter(ex.skill or "all" for ex in eval_set)
 
     def run_eval(step: int) -> EvalResult:
         result = evaluate(
@@ -175,9 +174,11 @@ def run(cfg: Config) -> dict[str, Any]:
 
     # ---- resume
     step, history = 0, []
+    saved_step = None  # the step of the newest checkpoint on disk
     if ckpt is not None:
         state = load_checkpoint(accelerator, ckpt)
         step, history = state["step"], state["history"]
+        saved_step = step
         stream.load_state_dict(state["stream"])
         log.info("resumed from %s at step %d", ckpt, step)
     elif cfg.eval.at_start:
@@ -262,12 +263,16 @@ def run(cfg: Config) -> dict[str, Any]:
             history.append({"step": step, **run_eval(step).metrics})
         if tc.save_every and step % tc.save_every == 0 and step < tc.steps:
             save_checkpoint(accelerator, run_dir, step, checkpoint_state(), tc.keep_checkpoints)
+            saved_step = step
     bar.close()
 
     # ---- final evaluation, checkpoint, model and summary
     final = run_eval(step)
+    if history and history[-1]["step"] == step:  # resumed from a finished run: evaluated again
+        history.pop()
     history.append({"step": step, **final.metrics})
-    save_checkpoint(accelerator, run_dir, step, checkpoint_state(), tc.keep_checkpoints)
+    if saved_step != step:
+        save_checkpoint(accelerator, run_dir, step, checkpoint_state(), tc.keep_checkpoints)
     if tc.save_model:
         from models import save_model
 
@@ -275,15 +280,14 @@ def run(cfg: Config) -> dict[str, Any]:
         if is_main:
             save_model(accelerator.unwrap_model(model), processor, run_dir / "model")
     prior = prior_baseline(splits.train, eval_set)
-    columns = (
-        {"start": history[0], "end": final.metrics} if history[0]["step"] == 0 else {"end": final.metrics}
-    )
-    table = skill_table({**columns, "prior": prior}, skill_counts)
+    start = history[0] if history[0]["step"] == 0 else None
+    columns = {"start": start, "end": final.metrics, "prior": prior}
+    table = skill_table({k: v for k, v in columns.items() if v is not None}, skill_counts)
     summary = {
         "run": cfg.run.name,
         "steps": step,
         "wall_seconds": round(time.perf_counter() - t_start, 1),
-        "start": history[0] if history[0]["step"] == 0 else None,
+        "start": start,
         "end": final.metrics,
         "prior_baseline": prior,
         "history": history,
