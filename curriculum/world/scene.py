@@ -39,6 +39,13 @@ BAR_AXIS_MAX = 10
 BAR_LABELS = "ABCDEF"
 
 EDGE_MARGIN = 0.02  # free border kept around every object, as a fraction of the canvas
+# Scattered objects sit in the cells of a GRID x GRID layout, jittered inside their cell. At
+# 64 px a cell is one 16 px vision token of the tiny models (8 px patches merged 2 x 2), so
+# every object lies whole inside one token. Placed anywhere, small objects straddle tokens at
+# random offsets and a from-scratch tiny VLM never learned shapes: shape accuracy stayed at
+# chance for 4000 steps, while on the grid a linear probe of the untrained vision tower's
+# object token already told the five shapes apart 99 % of the time.
+GRID = 4
 SEPARATION = 0.02  # minimum empty gap between two objects' boxes when overlap is off
 
 
@@ -141,12 +148,23 @@ def is_clear(x: float, y: float, r: float, others: list[tuple[float, float, floa
     return True
 
 
-def random_position(rng: random.Random, r: float) -> tuple[float, float]:
-    """A centre that keeps a box of radius r inside the canvas with the edge margin."""
+def random_position(rng: random.Random, r: float, overlap: bool = False) -> tuple[float, float]:
+    """A centre in a random grid cell, jittered so that a box of radius r stays in the cell.
+
+    With ``overlap`` the jitter may carry the box half a cell into its neighbours. The centre
+    is clamped so that the box keeps the edge margin inside the canvas.
+    """
     lo, hi = r + EDGE_MARGIN, 1.0 - r - EDGE_MARGIN
     if lo > hi:
         raise PlacementError(f"an object of radius {r:.3f} does not fit in the canvas")
-    return round(rng.uniform(lo, hi), 4), round(rng.uniform(lo, hi), 4)
+    half = 0.5 / GRID
+    slack = half if overlap else max(0.0, half - r - SEPARATION / 2)
+
+    def coord() -> float:
+        centre = (rng.randrange(GRID) + 0.5) / GRID + rng.uniform(-slack, slack)
+        return round(min(max(centre, lo), hi), 4)
+
+    return coord(), coord()
 
 
 def place(
@@ -167,7 +185,7 @@ def place(
         placed: list[tuple[float, float, float]] = []
         for r in radii:
             for _ in range(tries):
-                x, y = random_position(rng, r)
+                x, y = random_position(rng, r, overlap)
                 if is_clear(x, y, r, fixed + placed, overlap):
                     placed.append((x, y, r))
                     break
