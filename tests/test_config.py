@@ -12,6 +12,9 @@ def test_defaults_and_overrides():
     assert cfg.train.steps == 7 and cfg.train.lr == pytest.approx(1e-3)
     assert cfg.run_dir == Path("runs/x") and cfg.model.lora.enabled is True
     assert isinstance(load_config(), Config)
+    # Only true/false are booleans: `no` and `on` stay words.
+    cfg = load_config(None, ["train.mixed_precision=no", "run.name=on", "train.cpu=false"])
+    assert cfg.train.mixed_precision == "no" and cfg.run.name == "on" and cfg.train.cpu is False
 
 
 @pytest.mark.parametrize(

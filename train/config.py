@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -185,6 +186,62 @@ class EvalConfig:
 
 
 @dataclass
+class MixConfig:
+    ratio: float = 0.3
+    """Share of each batch drawn from the curriculum pool (once it has examples)."""
+    ratio_end: float | None = None
+    """If set, the share moves linearly from ``ratio`` to this value over ``ramp_steps``."""
+    ramp_steps: int = 0
+    """Steps of the linear move from ``ratio`` to ``ratio_end``."""
+
+
+@dataclass
+class CurriculumConfig:
+    enabled: bool = False
+    """Run curriculum rounds during training."""
+    mode: Literal["sync", "async"] = "sync"
+    """``sync`` pauses training for each round; ``async`` analyses and generates in a background
+    thread while training goes on, and injects the round ``max_staleness`` steps later."""
+    every: int = 100
+    """Steps between rounds (the first round runs at step ``every``)."""
+    max_staleness: int = 20
+    """``async``: steps between a round's probe evaluation and the injection of its examples;
+    the loop waits at that step if the worker is not done. A fixed lag keeps runs reproducible."""
+    probe_max: int = 0
+    """Probe items evaluated per round (0: the whole probe split)."""
+    max_failures: int = 64
+    """Failures analysed per round: new ones first, then a random sample of repeated ones."""
+    analyzer: Literal["offline"] = "offline"
+    """Who diagnoses the failures: ``offline`` groups them by skill, parameters and confusion."""
+    max_weaknesses: int = 6
+    """Weaknesses kept per round, strongest first."""
+    budget: int = 192
+    """Candidates generated per round, shared among weaknesses in proportion to their failure rate."""
+    generators: dict[str, float] = field(
+        default_factory=lambda: {"world": 0.6, "same_image": 0.25, "replay": 0.15}
+    )
+    """Share of each weakness's budget per generator (``world``, ``same_image``, ``replay``);
+    a generator that cannot serve a weakness passes its share to the others."""
+    student_check: Literal["fails", "band", "off"] = "fails"
+    """Keep candidates the current model still gets wrong (``fails``), whose sampled pass rate
+    lies in ``band`` (``band``), or all of them (``off``)."""
+    band: list[float] = field(default_factory=lambda: [0.0, 0.5])
+    """Pass-rate band [low, high] for ``student_check: band``."""
+    band_samples: int = 4
+    """Sampled answers per candidate for ``student_check: band``."""
+    near_duplicate: float = 0.8
+    """Word-bigram Jaccard similarity at and above which two questions are near-duplicates."""
+    eval_sets: list[str] = field(default_factory=list)
+    """Extra evaluation sets to keep out of training (JSON/JSONL files with a ``question`` field
+    and optionally an ``image`` path): no pool example may match one of their items."""
+    pool_cap: int = 2000
+    """Most live examples in the pool; the oldest retire first."""
+    retire_check: int = 64
+    """Pool examples re-asked per round; those the model now answers correctly retire (mastered)."""
+    mix: MixConfig = field(default_factory=MixConfig)
+
+
+@dataclass
 class WandbConfig:
     enabled: bool = False
     """Log to Weights & Biases as well as to ``metrics.jsonl``."""
@@ -207,6 +264,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
 
     @property
@@ -217,6 +275,20 @@ class Config:
         return dataclasses.asdict(self)
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML with the booleans of YAML 1.2: only true/false. YAML 1.1 also reads yes/no/on/off
+    as booleans, which turns ``run.name=on`` or ``train.mixed_precision=no`` into a bool."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Read a YAML config (or start from defaults) and apply ``dotted.key=value`` overrides."""
     raw: dict[str, Any] = {}
@@ -225,7 +297,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         try:
-            loaded = yaml.safe_load(path.read_text())
+            loaded = yaml.load(path.read_text(), Loader=_Loader)
         except yaml.YAMLError as err:
             raise ConfigError(f"{path}: not valid YAML ({err})") from None
         if loaded is not None and not isinstance(loaded, dict):
@@ -235,7 +307,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"override {item!r} is not of the form key=value")
-        _set_dotted(raw, key.strip(), yaml.safe_load(value) if value.strip() else None)
+        _set_dotted(raw, key.strip(), yaml.load(value, Loader=_Loader) if value.strip() else None)
     cfg = build(Config, raw, "")
     validate(cfg)
     return cfg
@@ -355,6 +427,26 @@ def validate(cfg: Config) -> None:
         (cfg.train.keep_checkpoints >= 1, "train.keep_checkpoints must be >= 1"),
         (cfg.eval.batch_size > 0, "eval.batch_size must be positive"),
         (cfg.eval.max_new_tokens > 0, "eval.max_new_tokens must be positive"),
+        (cfg.curriculum.every > 0, "curriculum.every must be positive"),
+        (cfg.curriculum.max_staleness >= 0, "curriculum.max_staleness must be >= 0"),
+        (
+            cfg.curriculum.mode == "sync" or cfg.curriculum.max_staleness < cfg.curriculum.every,
+            "curriculum.max_staleness must be below curriculum.every (one round in flight at a time)",
+        ),
+        (cfg.curriculum.budget >= 0, "curriculum.budget must be >= 0"),
+        (0.0 <= cfg.curriculum.mix.ratio <= 1.0, "curriculum.mix.ratio must lie in [0, 1]"),
+        (
+            cfg.curriculum.mix.ratio_end is None or 0.0 <= cfg.curriculum.mix.ratio_end <= 1.0,
+            "curriculum.mix.ratio_end must lie in [0, 1]",
+        ),
+        (
+            len(cfg.curriculum.band) == 2 and 0.0 <= cfg.curriculum.band[0] <= cfg.curriculum.band[1] <= 1.0,
+            "curriculum.band must be [low, high] with 0 <= low <= high <= 1",
+        ),
+        (
+            set(cfg.curriculum.generators) <= {"world", "same_image", "replay"},
+            "curriculum.generators keys must be among world, same_image, replay",
+        ),
         (cfg.data.source != "hf" or cfg.data.hf.path, "data.hf.path is required when data.source is 'hf'"),
         (
             cfg.model.build_tiny in (None, "qwen2_5_vl", "llava", "idefics3"),
