@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 setup: $(VENV)/.installed
 
 demo: setup
-	$(BIN)/python -m train --config configs/demo.yaml
+	$(BIN)/python -m train.demo --config configs/demo.yaml
 
 test: setup
 	$(BIN)/python -m pytest -q

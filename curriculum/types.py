@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from PIL import Image
 
@@ -88,3 +88,95 @@ def image_to_png_bytes(image: Image.Image | StoredImage) -> bytes:
     buf = io.BytesIO()
     image.save(buf, format="PNG")
     return buf.getvalue()
+
+
+# ----------------------------------------------------------------------------- curriculum stages
+# Each stage of a round takes and returns these plain records, so every stage is testable alone.
+
+
+@dataclass
+class Failure:
+    """A probe item the model got wrong in round ``round``.
+
+    ``new`` is true when the item had not failed (and been analysed) in an earlier round.
+    """
+
+    example: Example
+    prediction: str
+    round: int
+    new: bool = True
+
+
+@dataclass
+class Weakness:
+    """One diagnosed weakness: a slice of the probe where the model fails more than it should.
+
+    ``slice`` constrains the example parameters that define it, e.g. ``{"num_objects": [7, 9]}``
+    (an inclusive range) or ``{"mode": "both"}`` (one value); empty means the whole skill.
+    ``spec`` is what a generator needs to make more of the slice: for the built-in world a
+    ``curriculum.world.Spec``-style dict ``{"skill": ..., "params": {...}}`` (its ``count`` is set
+    by the round's budget); None when the examples come from data without a generator.
+    ``lower_bound`` is a confidence bound on ``failure_rate`` used for ranking.
+    """
+
+    id: str
+    skill: str | None
+    slice: dict[str, Any]
+    failure_rate: float
+    lower_bound: float
+    n: int
+    failures: int
+    failure_ids: list[str]
+    diagnosis: str
+    confusions: list[tuple[str, str, int]] = field(default_factory=list)  # (answer, predicted, times)
+    spec: dict[str, Any] | None = None
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "skill": self.skill,
+            "slice": self.slice,
+            "failure_rate": self.failure_rate,
+            "lower_bound": self.lower_bound,
+            "n": self.n,
+            "failures": self.failures,
+            "failure_ids": self.failure_ids,
+            "diagnosis": self.diagnosis,
+            "confusions": [list(c) for c in self.confusions],
+            "spec": self.spec,
+        }
+
+
+@dataclass
+class Candidate:
+    """A generated example on its way through the filters.
+
+    ``weakness`` is the id of the weakness it targets; ``verdicts`` maps each filter that has
+    seen it to ``"ok"`` or the reason it was dropped; ``dropped`` names the first failing
+    filter (None while it survives).
+    """
+
+    example: Example
+    weakness: str
+    generator: str
+    verdicts: dict[str, str] = field(default_factory=dict)
+    dropped: str | None = None
+
+    def drop(self, filter_name: str, reason: str) -> None:
+        self.verdicts[filter_name] = reason
+        self.dropped = filter_name
+
+    def keep(self, filter_name: str) -> None:
+        self.verdicts[filter_name] = "ok"
+
+
+class Policy(Protocol):
+    """The model as the curriculum sees it: it answers, it never trains.
+
+    The training loop supplies it (sharded generation when distributed: every rank must call it
+    with the same examples). ``answer`` is greedy; ``sample`` draws ``n`` answers per example.
+    """
+
+    def answer(self, examples: list[Example]) -> list[str]: ...
+
+    def sample(self, examples: list[Example], n: int) -> list[list[str]]: ...

@@ -40,3 +40,22 @@ def _fresh_accelerate_state():
 
     AcceleratorState._reset_state(reset_partial_state=True)
     GradientState._reset_state()
+
+
+def tiny_run_overrides(output_dir, model_path) -> list[str]:
+    """Config overrides for a short CPU training run of the tiny model on the small world."""
+    return [
+        f"run.output_dir={output_dir}",
+        f"model.name_or_path={model_path}",
+        "data.world.image_size=32",
+        "data.world.train_size=240",
+        "data.world.probe_size=40",
+        "data.world.test_size=54",
+        "train.cpu=true",
+        "train.batch_size=8",
+        "train.lr=3e-3",
+        "train.log_every=1",
+        "eval.batch_size=27",
+        "eval.max_new_tokens=3",
+        "train.save_model=false",
+    ]

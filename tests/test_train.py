@@ -7,31 +7,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import tiny_run_overrides
 from train.config import load_config
 from train.sft import run
 
 
 def _cfg(tmp_path, model_path, name, *extra):
     return load_config(
-        None,
-        [
-            f"run.name={name}",
-            f"run.output_dir={tmp_path}",
-            f"model.name_or_path={model_path}",
-            "data.world.image_size=32",
-            "data.world.train_size=240",
-            "data.world.probe_size=40",
-            "data.world.test_size=54",
-            "train.cpu=true",
-            "train.batch_size=8",
-            "train.lr=3e-3",
-            "train.warmup_steps=2",
-            "train.log_every=1",
-            "eval.batch_size=27",
-            "eval.max_new_tokens=3",
-            "train.save_model=false",
-            *extra,
-        ],
+        None, [f"run.name={name}", *tiny_run_overrides(tmp_path, model_path), "train.warmup_steps=2", *extra]
     )
 
 

@@ -176,3 +176,46 @@ def read_image(value: Any, root: Path | None, cfg: DataConfig) -> tuple[StoredIm
 
 def _jsonable(value: Any) -> bool:
     return isinstance(value, (str, int, float, bool)) or value is None
+
+
+def load_eval_sets(paths: list[str], cfg: DataConfig) -> dict[str, list[Example]]:
+    """Extra evaluation sets to keep out of curriculum data, by file name.
+
+    Each file is JSON (a list of objects) or JSONL with a ``question`` field and optionally
+    ``image`` (a path, relative to the file's folder) and ``id``. Items whose image is given but
+    unreadable keep their question, so text decontamination still covers them.
+    """
+    import json
+
+    out: dict[str, list[Example]] = {}
+    for name in paths:
+        path = Path(name)
+        if not path.is_file():
+            raise ValueError(f"curriculum.eval_sets: no such file {name!r}")
+        text = path.read_text()
+        try:
+            rows = (
+                json.loads(text)
+                if path.suffix == ".json"
+                else [json.loads(x) for x in text.splitlines() if x.strip()]
+            )
+        except json.JSONDecodeError as err:
+            raise ValueError(
+                f"curriculum.eval_sets: {name!r} is not valid JSON{'' if path.suffix == '.json' else 'L'}: {err}"
+            ) from None
+        items = []
+        for i, row in enumerate(rows):
+            if not isinstance(row, dict) or "question" not in row:
+                raise ValueError(f"curriculum.eval_sets: {name!r} item {i} has no 'question' field")
+            image = read_image(row["image"], path.parent, cfg)[0] if row.get("image") else None
+            items.append(
+                Example(
+                    id=str(row.get("id", i)),
+                    image=image,
+                    question=str(row["question"]),
+                    answer=str(row.get("answer", "")),
+                    split=path.stem,
+                )
+            )  # type: ignore[arg-type]
+        out[path.stem] = items
+    return out

@@ -36,27 +36,64 @@ def generate_answers(
     batch_size: int,
     max_new_tokens: int,
     device: torch.device,
+    samples: int = 0,
+    temperature: float = 1.0,
 ) -> tuple[list[str], int]:
-    """Greedy answers for ``examples`` (in order) and the number of tokens generated."""
+    """Answers for ``examples`` (in order) and the number of tokens generated.
+
+    Greedy when ``samples`` is 0; otherwise ``samples`` sampled answers per example, flattened
+    example by example.
+    """
     was_training = model.training
     model.eval()
     answers: list[str] = []
     generated = 0
     eos = collator.tokenizer.eos_token_id
+    sampling = (
+        {"do_sample": True, "temperature": temperature, "num_return_sequences": samples}
+        if samples
+        else {"do_sample": False}
+    )
     for start in range(0, len(examples), batch_size):
         chunk = examples[start : start + batch_size]
         inputs = {k: v.to(device) for k, v in collator.prompts(chunk).items()}
         out = model.generate(
             **inputs,
             max_new_tokens=max_new_tokens,
-            do_sample=False,
             pad_token_id=collator.tokenizer.pad_token_id,
             eos_token_id=eos,
+            **sampling,
         )
         new = out[:, inputs["input_ids"].shape[1] :]
         answers.extend(collator.decode(new))
         generated += int((new != collator.tokenizer.pad_token_id).sum())
     model.train(was_training)
+    return answers, generated
+
+
+def sharded_answers(
+    model: Any,
+    collator: VLMCollator,
+    examples: list[Example],
+    accelerator: Any,
+    batch_size: int,
+    max_new_tokens: int,
+    samples: int = 0,
+) -> tuple[list[str], int]:
+    """``generate_answers`` split over ranks; every rank gets all answers, in order."""
+    world, rank = accelerator.num_processes, accelerator.process_index
+    per_rank = -(-len(examples) // world)
+    padded = examples + examples[: per_rank * world - len(examples)]
+    shard = padded[rank * per_rank : (rank + 1) * per_rank]
+    unwrapped = accelerator.unwrap_model(model)
+    answers, generated = generate_answers(
+        unwrapped, collator, shard, batch_size, max_new_tokens, accelerator.device, samples
+    )
+    if world > 1:
+        from accelerate.utils import gather_object
+
+        answers = gather_object(answers)[: len(examples) * max(1, samples)]
+        generated = sum(gather_object([generated]))
     return answers, generated
 
 
@@ -70,23 +107,32 @@ def evaluate(
 ) -> EvalResult:
     """Score ``examples`` with sharded generation; every rank returns the same result."""
     t0 = time.perf_counter()
-    world, rank = accelerator.num_processes, accelerator.process_index
-    per_rank = -(-len(examples) // world)
-    padded = examples + examples[: per_rank * world - len(examples)]
-    shard = padded[rank * per_rank : (rank + 1) * per_rank]
-    unwrapped = accelerator.unwrap_model(model)
-    answers, generated = generate_answers(
-        unwrapped, collator, shard, batch_size, max_new_tokens, accelerator.device
-    )
-    if world > 1:
-        from accelerate.utils import gather_object
-
-        answers = gather_object(answers)[: len(examples)]
-        generated = sum(gather_object([generated]))
+    answers, generated = sharded_answers(model, collator, examples, accelerator, batch_size, max_new_tokens)
     scores = score(
         [ex.id for ex in examples], [ex.skill for ex in examples], answers, [ex.answer for ex in examples]
     )
     return EvalResult(scores, summarise(scores), time.perf_counter() - t0, generated)
+
+
+class ModelPolicy:
+    """The model under training as the curriculum's ``Policy``: it answers, sharded over ranks."""
+
+    def __init__(
+        self, model: Any, collator: VLMCollator, accelerator: Any, batch_size: int, max_new_tokens: int
+    ):
+        self.model, self.collator, self.accelerator = model, collator, accelerator
+        self.batch_size, self.max_new_tokens = batch_size, max_new_tokens
+
+    def answer(self, examples: list[Example]) -> list[str]:
+        return sharded_answers(
+            self.model, self.collator, examples, self.accelerator, self.batch_size, self.max_new_tokens
+        )[0]
+
+    def sample(self, examples: list[Example], n: int) -> list[list[str]]:
+        flat = sharded_answers(
+            self.model, self.collator, examples, self.accelerator, self.batch_size, self.max_new_tokens, n
+        )[0]
+        return [flat[i * n : (i + 1) * n] for i in range(len(examples))]
 
 
 def prior_baseline(train: list[Example], test: list[Example]) -> dict[str, float]:

@@ -26,12 +26,12 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
+from curriculum.mixer import Mixer, ratio_schedule
 from train.checkpoint import checkpoint_dir, load_checkpoint, resolve_resume, save_checkpoint
 from train.collate import VLMCollator
 from train.config import Config, TrainConfig, dump
-from train.data import Splits, load_splits
-from train.evaluate import EvalResult, evaluate, prior_baseline, skill_table
-from train.stream import DataStream
+from train.data import Splits, load_eval_sets, load_splits
+from train.evaluate import EvalResult, ModelPolicy, evaluate, prior_baseline, skill_table
 from train.tracking import Tracker
 
 log = logging.getLogger("lessonloop")
@@ -59,25 +59,34 @@ def resolve_mixed_precision(tc: TrainConfig) -> str:
     return "bf16" if on_gpu and torch.cuda.is_bf16_supported() else "no"
 
 
-def prepare_model(cfg: Config, splits: Splits, accelerator: Accelerator) -> tuple[Any, Any]:
-    """Load the configured model; first build a tiny one when asked and it is not there yet."""
-    from models import LoraSettings, build_tiny_vlm, load_model
+def ensure_tiny_model(cfg: Config, train: list) -> None:
+    """Build the configured tiny VLM when asked to and its folder is missing (tokenizer trained
+    on the train split's text)."""
+    from models import build_tiny_vlm
 
     mc = cfg.model
     path = Path(mc.name_or_path)
     if mc.build_tiny and not path.exists():
-        if accelerator.is_main_process:
-            corpus = [t for ex in splits.train[:4000] for t in (ex.question, ex.answer)]
-            log.info("building a tiny %s VLM at %s", mc.build_tiny, path)
-            build_tiny_vlm(
-                path,
-                arch=mc.build_tiny,
-                preset=mc.tiny_preset,
-                image_size=cfg.data.world.image_size,
-                corpus=corpus,
-                seed=cfg.run.seed,
-            )
-        accelerator.wait_for_everyone()
+        corpus = [t for ex in train[:4000] for t in (ex.question, ex.answer)]
+        log.info("building a tiny %s VLM at %s", mc.build_tiny, path)
+        build_tiny_vlm(
+            path,
+            arch=mc.build_tiny,
+            preset=mc.tiny_preset,
+            image_size=cfg.data.world.image_size,
+            corpus=corpus,
+            seed=cfg.run.seed,
+        )
+
+
+def prepare_model(cfg: Config, splits: Splits, accelerator: Accelerator) -> tuple[Any, Any]:
+    """Load the configured model; first build a tiny one when asked and it is not there yet."""
+    from models import LoraSettings, load_model
+
+    mc = cfg.model
+    if accelerator.is_main_process:
+        ensure_tiny_model(cfg, splits.train)
+    accelerator.wait_for_everyone()
     lora = None
     if mc.lora.enabled:
         lora = LoraSettings(
@@ -140,7 +149,11 @@ def run(cfg: Config) -> dict[str, Any]:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(tc))
     model, optimizer = accelerator.prepare(model, optimizer)
     accelerator.register_for_checkpointing(scheduler)
-    stream = DataStream(len(splits.train), cfg.run.seed, accelerator.process_index, accelerator.num_processes)
+    cc = cfg.curriculum
+    ratio = (
+        ratio_schedule(cc.mix.ratio, cc.mix.ratio_end, cc.mix.ramp_steps) if cc.enabled else (lambda _: 0.0)
+    )
+    stream = Mixer(splits.train, cfg.run.seed, ratio, accelerator.process_index, accelerator.num_processes)
     ckpt = resolve_resume(tc.resume, run_dir)
     if ckpt is None and is_main and checkpoint_dir(run_dir).exists():
         log.info("starting over: removing the earlier checkpoints of %s", run_dir)
@@ -148,6 +161,22 @@ def run(cfg: Config) -> dict[str, Any]:
     tracker = Tracker(cfg, run_dir, active=is_main, fresh=ckpt is None)
     eval_set = splits.test[: cfg.eval.max_examples] if cfg.eval.max_examples else splits.test
     skill_counts = Counter(ex.skill or "all" for ex in eval_set)
+    policy = ModelPolicy(model, collator, accelerator, cfg.eval.batch_size, cfg.eval.max_new_tokens)
+    curriculum = None
+    if cc.enabled:
+        from curriculum.engine import Curriculum
+
+        curriculum = Curriculum(
+            cc,
+            run_dir / "curriculum",
+            splits.train,
+            splits.probe,
+            {"test": splits.test, **load_eval_sets(cc.eval_sets, cfg.data)},
+            cfg.data.world.image_size,
+            cfg.run.seed,
+            accelerator=accelerator,
+            fresh=ckpt is None,
+        )
 
     def run_eval(step: int) -> EvalResult:
         result = evaluate(
@@ -180,13 +209,19 @@ def run(cfg: Config) -> dict[str, Any]:
         step, history = state["step"], state["history"]
         saved_step = step
         stream.load_state_dict(state["stream"])
+        if curriculum is not None and "curriculum" in state:
+            curriculum.load_state_dict(state["curriculum"])
+            stream.set_pool(*curriculum.pool_view())
         log.info("resumed from %s at step %d", ckpt, step)
     elif cfg.eval.at_start:
         history.append({"step": 0, **run_eval(0).metrics})
         log.info("test accuracy at the start:\n%s", skill_table({"start": history[0]}, skill_counts))
 
     def checkpoint_state() -> dict[str, Any]:
-        return {"stream": stream.state_dict(), "history": history}
+        state = {"stream": stream.state_dict(), "history": history}
+        if curriculum is not None:
+            state["curriculum"] = curriculum.state_dict()
+        return state
 
     # ---- train
     model.train()
@@ -200,14 +235,18 @@ def run(cfg: Config) -> dict[str, Any]:
         "tokens": 0,
         "answer_tokens": 0,
         "data_s": 0.0,
+        "pool_samples": 0,
         "t0": time.perf_counter(),
     }
+    round_seconds = 0.0  # wall time the loop spent in curriculum rounds
+    t_loop = time.perf_counter()
     while step < tc.steps:
         step_loss = torch.zeros((), device=accelerator.device)
         grad_norm = None
         for _ in range(tc.grad_accum):
             t_data = time.perf_counter()
-            examples = [splits.train[i] for i in stream.next_indices(tc.batch_size)]
+            examples = stream.next_batch(tc.batch_size, step)
+            window["pool_samples"] += stream.last_from_pool
             batch = {k: v.to(accelerator.device) for k, v in collator(examples).items()}
             window["data_s"] += time.perf_counter() - t_data
             window["samples"] += len(examples)
@@ -238,6 +277,7 @@ def run(cfg: Config) -> dict[str, Any]:
                 "train/tokens_per_s": window["tokens"] * world / elapsed,
                 "train/answer_tokens_per_s": window["answer_tokens"] * world / elapsed,
                 "train/data_fraction": window["data_s"] / elapsed,
+                "train/pool_fraction": window["pool_samples"] / max(1, window["samples"]),
             }
             if grad_norm is not None:
                 metrics["train/grad_norm"] = float(grad_norm)
@@ -256,8 +296,26 @@ def run(cfg: Config) -> dict[str, Any]:
                     100 * metrics["train/data_fraction"],
                 )
             window.update(
-                loss=0.0, n=0, samples=0, tokens=0, answer_tokens=0, data_s=0.0, t0=time.perf_counter()
+                loss=0.0,
+                n=0,
+                samples=0,
+                tokens=0,
+                answer_tokens=0,
+                data_s=0.0,
+                pool_samples=0,
+                t0=time.perf_counter(),
             )
+
+        if curriculum is not None:
+            # A round's examples join the stream at the next step; async rounds inject here too.
+            t_round = time.perf_counter()
+            result = curriculum.poll(step, policy)
+            if curriculum.due(step) and step < tc.steps:  # a round at the last step would teach nothing
+                result = curriculum.update(step, policy) or result
+            if result is not None:
+                stream.set_pool(*curriculum.pool_view())
+                tracker.log(result.metrics, step)
+            round_seconds += time.perf_counter() - t_round
 
         if cfg.eval.every and step % cfg.eval.every == 0 and step < tc.steps:
             history.append({"step": step, **run_eval(step).metrics})
@@ -265,6 +323,8 @@ def run(cfg: Config) -> dict[str, Any]:
             save_checkpoint(accelerator, run_dir, step, checkpoint_state(), tc.keep_checkpoints)
             saved_step = step
     bar.close()
+    if curriculum is not None:
+        curriculum.close()
 
     # ---- final evaluation, checkpoint, model and summary
     final = run_eval(step)
@@ -294,6 +354,16 @@ def run(cfg: Config) -> dict[str, Any]:
         "data": splits.sizes(),
         "skipped_images": dict(splits.skipped),
     }
+    if curriculum is not None:
+        loop_seconds = time.perf_counter() - t_loop
+        summary["curriculum"] = {
+            "mode": cc.mode,
+            "rounds": curriculum.history,
+            "pool_size": len(curriculum.pool),
+            "round_seconds": round(round_seconds, 1),
+            "loop_seconds": round(loop_seconds, 1),
+            "round_share": round(round_seconds / max(loop_seconds, 1e-9), 3),
+        }
     if is_main:
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
         (run_dir / "eval_predictions.jsonl").write_text(

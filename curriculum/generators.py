@@ -1,0 +1,166 @@
+"""Generators: new training examples aimed at one diagnosed weakness.
+
+Each generator has a ``name`` and one method, ``generate(weakness, failures, count, seed, prefix)``,
+returning at most ``count`` Examples whose ids start with ``prefix``. A generator that cannot
+serve a weakness (no generation spec, no scene, nothing similar) returns an empty list and the
+round passes its share of the budget to the others.
+
+- ``world``: follows the weakness's spec through the built-in world's generator.
+- ``same_image``: reuses the scene of a failed item and asks other questions about it, so the
+  model sees the very picture it misread from new angles (answers computed from the scene).
+- ``replay``: retrieves the real training items most like the failures (same skill and slice;
+  or the most similar question text for data without skills) to show them again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from typing import Any, Protocol
+
+from curriculum.scoring import normalise
+from curriculum.types import Example, Failure, Weakness
+from curriculum.world import Spec, generate
+from curriculum.world.questions import questions_for_scene
+
+
+class Generator(Protocol):
+    name: str
+
+    def generate(
+        self, weakness: Weakness, failures: list[Failure], count: int, seed: int, prefix: str
+    ) -> list[Example]: ...
+
+
+def in_slice(params: dict[str, Any], slice_: dict[str, Any]) -> bool:
+    """Whether parameters fall inside a weakness slice (``[lo, hi]`` ranges or single values)."""
+    for key, want in slice_.items():
+        if key not in params:
+            return False
+        value = params[key]
+        if isinstance(want, (list, tuple)) and len(want) == 2 and not isinstance(value, (list, tuple)):
+            if not want[0] <= value <= want[1]:
+                return False
+        elif value != want:
+            return False
+    return True
+
+
+def _provenance(ex: Example, generator: str, weakness: Weakness, **extra: Any) -> Example:
+    meta = {**ex.meta, "generator": generator, "weakness": weakness.id, **extra}
+    return dataclasses.replace(ex, meta=meta)
+
+
+class WorldGenerator:
+    name = "world"
+
+    def __init__(self, image_size: int) -> None:
+        self.image_size = image_size
+
+    def generate(
+        self, weakness: Weakness, failures: list[Failure], count: int, seed: int, prefix: str
+    ) -> list[Example]:
+        if weakness.spec is None or count <= 0:
+            return []
+        spec = Spec.from_dict({**weakness.spec, "count": count})
+        made = generate(spec, seed, self.image_size, source="synthetic", id_prefix=prefix)
+        return [_provenance(ex, self.name, weakness) for ex in made]
+
+
+class SameImageGenerator:
+    name = "same_image"
+
+    def generate(
+        self, weakness: Weakness, failures: list[Failure], count: int, seed: int, prefix: str
+    ) -> list[Example]:
+        rng = random.Random(seed)
+        sources = [f.example for f in failures if f.example.scene is not None]
+        if not sources or count <= 0:
+            return []
+        per_scene: list[list[tuple[Example, str, str, str]]] = []
+        for ex in sources:
+            asked = normalise(ex.question)
+            questions = [q for q in questions_for_scene(ex.scene, rng) if normalise(q[1]) != asked]
+            # The weakness's own skill first: the same kind of question on the picture it misread.
+            questions.sort(key=lambda q: q[0] != weakness.skill)
+            per_scene.append([(ex, *q) for q in questions])
+        out: list[Example] = []
+        # Round-robin over scenes so the budget spreads over all the failed pictures.
+        for depth in range(max((len(q) for q in per_scene), default=0)):
+            for items in per_scene:
+                if depth < len(items) and len(out) < count:
+                    src, skill, question, answer = items[depth]
+                    ex = Example(
+                        id=f"{prefix}-{len(out):05d}",
+                        image=src.image,
+                        question=question,
+                        answer=answer,
+                        skill=skill,
+                        scene=src.scene,
+                        source="synthetic",
+                    )
+                    out.append(_provenance(ex, self.name, weakness, image_from=src.id))
+        return out
+
+
+class ReplayGenerator:
+    name = "replay"
+
+    def __init__(self, train: list[Example]) -> None:
+        self.train = train
+        self.by_skill: dict[str | None, list[Example]] = {}
+        for ex in train:
+            self.by_skill.setdefault(ex.skill, []).append(ex)
+
+    def generate(
+        self, weakness: Weakness, failures: list[Failure], count: int, seed: int, prefix: str
+    ) -> list[Example]:
+        if count <= 0:
+            return []
+        if weakness.skill is not None:
+            pool = [ex for ex in self.by_skill.get(weakness.skill, []) if in_slice(ex.params, weakness.slice)]
+            ranked = _closest_params(pool, [f.example for f in failures], seed)
+        else:
+            ranked = _closest_text(self.train, [f.example for f in failures])
+        # A replay is a new pool entry (its own id) pointing at the real item it repeats.
+        return [
+            dataclasses.replace(_provenance(ex, self.name, weakness, replay_of=ex.id), id=f"{prefix}-{i:05d}")
+            for i, ex in enumerate(ranked[:count])
+        ]
+
+
+def _closest_params(pool: list[Example], targets: list[Example], seed: int) -> list[Example]:
+    """Pool items ordered by how close their numeric parameters are to the failures' (ties shuffled)."""
+    rng = random.Random(seed)
+    keys = sorted({k for t in targets for k, v in t.params.items() if isinstance(v, (int, float))})
+    if not keys or not targets:
+        items = list(pool)
+        rng.shuffle(items)
+        return items
+    spans = {k: (max(abs(t.params.get(k, 0)) for t in targets) or 1.0) for k in keys}
+
+    def distance(ex: Example) -> float:
+        return min(
+            sum(abs(float(ex.params.get(k, 0)) - float(t.params.get(k, 0))) / spans[k] for k in keys)
+            for t in targets
+        )
+
+    return sorted(pool, key=lambda ex: (distance(ex), rng.random()))
+
+
+def _words(text: str) -> set[str]:
+    return set(normalise(text).split())
+
+
+def _closest_text(pool: list[Example], targets: list[Example]) -> list[Example]:
+    """Pool items ordered by their best word-overlap (Jaccard) with a failed question."""
+    target_words = [_words(t.question) for t in targets]
+    if not target_words:
+        return []
+
+    def similarity(ex: Example) -> float:
+        w = _words(ex.question)
+        return max(len(w & t) / max(1, len(w | t)) for t in target_words)
+
+    scored = [(similarity(ex), i) for i, ex in enumerate(pool)]
+    return [pool[i] for s, i in sorted(scored, key=lambda x: (-x[0], x[1])) if s > 0]
