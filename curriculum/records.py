@@ -9,6 +9,7 @@ so a crash never leaves half a record.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from pathlib import Path
@@ -95,16 +96,22 @@ def contact_sheet(
     examples: list[Example], path: Path, columns: int = 6, limit: int = 36, cell: int = 160
 ) -> None:
     """A PNG grid of examples: the image, then its question, answer and targeted weakness."""
-    shown = examples[:limit]
+    by_weakness: dict[str, list[Example]] = {}
+    for ex in examples:
+        by_weakness.setdefault(str(ex.meta.get("weakness")), []).append(ex)
+    # Round-robin over weaknesses, so every one of them shows.
+    shown = [ex for group in itertools.zip_longest(*by_weakness.values()) for ex in group if ex][:limit]
     rows = -(-len(shown) // columns)
-    text_h = 58
+    text_h = 70
     sheet = Image.new("RGB", (columns * cell, rows * (cell + text_h)), (255, 255, 255))
     draw = ImageDraw.Draw(sheet)
     font = ImageFont.load_default()
     for i, ex in enumerate(shown):
         x, y = (i % columns) * cell, (i // columns) * (cell + text_h)
-        image = as_pil(ex.image).copy()
-        image.thumbnail((cell - 8, cell - 8), Image.Resampling.NEAREST)
+        image = as_pil(ex.image)
+        scale = (cell - 8) / max(image.size)
+        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        image = image.resize(size, Image.Resampling.NEAREST)
         sheet.paste(image, (x + (cell - image.width) // 2, y + 4))
         lines = [
             ex.question,
@@ -118,7 +125,7 @@ def contact_sheet(
     os.replace(tmp, path)
 
 
-def _wrap(lines: list[str], width_px: int, max_lines: int = 5) -> list[str]:
+def _wrap(lines: list[str], width_px: int, max_lines: int = 6) -> list[str]:
     per_line = max(8, width_px // 6)
     out: list[str] = []
     for line in lines:
