@@ -285,6 +285,9 @@ class Curriculum:
             retire = self._mastered(policy)
             work.timings["student_s"] = time.perf_counter() - t
             kept = [c.example for c in work.candidates if c.dropped is None]
+            for c in work.candidates:
+                if c.dropped is None:
+                    c.example.meta["verdicts"] = dict(c.verdicts)  # provenance travels with the example
             t = time.perf_counter()
             retired = self._commit(k, kept, retire)
             work.timings["commit_s"] = time.perf_counter() - t

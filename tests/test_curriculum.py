@@ -58,6 +58,9 @@ def test_a_sync_round_targets_the_failing_skills_and_records_everything(tmp_path
     # Every kept example targets a failing skill, is one the policy gets wrong, and is verified.
     assert all(ex.skill not in policy.knows for ex in pool if ex.meta["generator"] != "replay")
     assert all(ex.meta["round"] == 1 and ex.meta["weakness"] and ex.meta["failures"] for ex in pool)
+    assert all(
+        ex.meta["verdicts"]["student"] == "ok" and ex.meta["verdicts"]["decontaminate"] == "ok" for ex in pool
+    )
     test_images = {image_hash(ex.image) for ex in world_small["test"]}
     assert not any(image_hash(ex.image) in test_images for ex in pool)
     record = tmp_path / "curriculum" / "round_00001"
