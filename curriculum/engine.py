@@ -18,6 +18,7 @@ a round already on disk loads it, so a crash loses no accepted example and doubl
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 import time
@@ -379,6 +380,13 @@ class Curriculum:
         self._barrier()
         if not self.is_main:
             self.pool.apply_round(k)
+        if self.accelerator is not None and self.accelerator.num_processes > 1:
+            from accelerate.utils import gather_object
+
+            digest = hashlib.sha1("\n".join(self.pool.ids()).encode()).hexdigest()
+            seen = gather_object([(self.pool.version, digest)])
+            if len(set(seen)) != 1:
+                raise RuntimeError(f"curriculum pools differ across ranks after round {k}: {seen}")
         return retired
 
     def _on_main(self, fn: Any) -> _Work:
@@ -399,6 +407,4 @@ class Curriculum:
 
 def hash_seed(*parts: Any) -> int:
     """A stable integer seed from parts (Python's ``hash`` of a str changes between runs)."""
-    import hashlib
-
     return int.from_bytes(hashlib.sha256("|".join(map(str, parts)).encode()).digest()[:8], "big")

@@ -225,3 +225,18 @@ def test_kill_9_anywhere_then_resume_loses_and_doubles_nothing(tmp_path, tiny_qw
         [sys.executable, "-c", _CHILD, "run.name=killed", *base], check=True, env=env, capture_output=True
     )
     assert _pool_ids(tmp_path / "killed") == clean
+
+
+def test_two_processes_share_one_pool(tmp_path, tiny_qwen):
+    """Two CPU ranks (gloo): the probe is sharded, rank 0 writes, both ranks end every round
+    with the same pool (the engine checks this after each commit and raises otherwise)."""
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "train",
+        "run.name=dist", *tiny_run_overrides(tmp_path, tiny_qwen), *CURRICULUM,
+        "curriculum.every=3", "train.steps=8", "train.batch_size=4",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads((tmp_path / "dist" / "summary.json").read_text())
+    assert [r["status"] for r in summary["curriculum"]["rounds"]] == ["ok", "ok"]
+    assert summary["curriculum"]["pool_size"] > 0 and "2 process(es)" in proc.stderr + proc.stdout

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from train.config import ConfigError, load_config
@@ -29,6 +30,15 @@ def _train(args: argparse.Namespace) -> int:
     from train.sft import run
 
     run(cfg)
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        # gloo workers sometimes abort in interpreter teardown after their work is done;
+        # leaving the process group and exiting at once avoids it.
+        dist.destroy_process_group()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     return 0
 
 
