@@ -1,0 +1,229 @@
+"""One call to a frontier model, made safe to put inside a training run.
+
+``FrontierClient.chat_json`` sends a chat request with a JSON schema (structured outputs) to any
+OpenAI-compatible endpoint through the official ``openai`` client, and returns the parsed,
+schema-checked object, or raises ``FrontierError`` with a one-line reason: the endpoint is down or
+slow (after the client's retries with backoff on 429, 5xx and timeouts), the reply is empty, a
+refusal, not JSON, too long, or off-schema. Around each call:
+
+- an on-disk cache keyed by the request (model, endpoint, messages, schema, sampling), so a resumed
+  or repeated run does not pay twice; only replies that passed the checks are cached;
+- a ledger of tokens and cost (a price table per model, USD per million tokens) with hard budgets
+  per run and per round: a call that would start over budget raises ``BudgetExceeded``;
+- a concurrency limit shared by every thread that uses the client.
+
+The API key is read from the environment variable the endpoint names, at call time, and is never
+stored on the object, written to the cache, or put in an error message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from curriculum.frontier.schema import errors as schema_errors
+
+
+class FrontierError(RuntimeError):
+    """A call that produced no usable answer; the message says why in one line."""
+
+
+class BudgetExceeded(FrontierError):
+    """The run's or the round's spending limit is reached."""
+
+
+@dataclass
+class Endpoint:
+    model: str
+    base_url: str | None = None  # None: the official OpenAI endpoint
+    api_key_env: str = "OPENAI_API_KEY"
+    timeout: float = 60.0
+    max_retries: int = 3
+
+
+@dataclass
+class Ledger:
+    """Tokens and cost spent, with optional hard limits (0: no limit). Thread-safe."""
+
+    run_budget: float = 0.0
+    round_budget: float = 0.0
+    calls: int = 0
+    cached: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float = 0.0
+    round_cost: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def start_round(self) -> None:
+        with self._lock:
+            self.round_cost = 0.0
+
+    def check(self) -> None:
+        with self._lock:
+            if self.run_budget and self.cost >= self.run_budget:
+                raise BudgetExceeded(f"run budget of ${self.run_budget:.2f} spent (${self.cost:.4f})")
+            if self.round_budget and self.round_cost >= self.round_budget:
+                raise BudgetExceeded(
+                    f"round budget of ${self.round_budget:.2f} spent (${self.round_cost:.4f})"
+                )
+
+    def charge(self, prompt_tokens: int, completion_tokens: int, cost: float) -> None:
+        with self._lock:
+            self.calls += 1
+            self.prompt_tokens += prompt_tokens
+            self.completion_tokens += completion_tokens
+            self.cost += cost
+            self.round_cost += cost
+
+    def hit(self) -> None:
+        with self._lock:
+            self.cached += 1
+
+    def to_dict(self) -> dict[str, float]:
+        with self._lock:
+            return {
+                "calls": self.calls,
+                "cached": self.cached,
+                "prompt_tokens": self.prompt_tokens,
+                "completion_tokens": self.completion_tokens,
+                "cost": round(self.cost, 6),
+            }
+
+
+class FrontierClient:
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        cache_dir: str | Path | None = None,
+        prices: dict[str, list[float]] | None = None,
+        ledger: Ledger | None = None,
+        concurrency: int = 4,
+        max_reply_chars: int = 50_000,
+    ) -> None:
+        self.endpoint = endpoint
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self.prices = prices or {}
+        self.ledger = ledger or Ledger()
+        self.max_reply_chars = max_reply_chars
+        self._slots = threading.Semaphore(max(1, concurrency))
+        self._client: Any = None
+        self._client_lock = threading.Lock()
+
+    def _openai(self) -> Any:
+        with self._client_lock:
+            if self._client is None:
+                import openai
+
+                key = os.environ.get(self.endpoint.api_key_env)
+                if not key:
+                    raise FrontierError(f"environment variable {self.endpoint.api_key_env} is not set")
+                self._client = openai.OpenAI(
+                    api_key=key,
+                    base_url=self.endpoint.base_url,
+                    timeout=self.endpoint.timeout,
+                    max_retries=self.endpoint.max_retries,
+                )
+            return self._client
+
+    def cost_of(self, prompt_tokens: int, completion_tokens: int) -> float:
+        price_in, price_out = self.prices.get(self.endpoint.model, [0.0, 0.0])
+        return (prompt_tokens * price_in + completion_tokens * price_out) / 1e6
+
+    def _key(self, request: dict[str, Any]) -> str:
+        ident = {"base_url": self.endpoint.base_url, **request}
+        return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()
+
+    def chat_json(
+        self,
+        messages: list[dict[str, Any]],
+        schema: dict[str, Any],
+        name: str,
+        temperature: float = 0.0,
+        max_tokens: int | None = None,
+    ) -> dict[str, Any]:
+        """The model's reply to ``messages`` as a JSON object that conforms to ``schema``."""
+        request: dict[str, Any] = {
+            "model": self.endpoint.model,
+            "messages": messages,
+            "temperature": temperature,
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": name, "schema": schema, "strict": True},
+            },
+        }
+        if max_tokens is not None:
+            request["max_tokens"] = max_tokens
+        key = self._key(request)
+        cached = self._read_cache(key)
+        if cached is not None:
+            self.ledger.hit()
+            return cached
+        self.ledger.check()
+        import openai
+
+        with self._slots:
+            try:
+                response = self._openai().chat.completions.create(**request)
+            except openai.APITimeoutError:
+                raise FrontierError(f"{self.endpoint.model}: timed out after retries") from None
+            except openai.APIStatusError as err:
+                raise FrontierError(f"{self.endpoint.model}: HTTP {err.status_code} after retries") from None
+            except openai.APIConnectionError:
+                raise FrontierError(f"{self.endpoint.model}: endpoint unreachable") from None
+            except (openai.APIError, ValueError) as err:  # e.g. a body that is not JSON
+                raise FrontierError(
+                    f"{self.endpoint.model}: unusable response ({type(err).__name__})"
+                ) from None
+        usage = getattr(response, "usage", None)
+        p, c = (usage.prompt_tokens, usage.completion_tokens) if usage else (0, 0)
+        self.ledger.charge(p, c, self.cost_of(p, c))
+        value = self._parse(response, schema)
+        self._write_cache(key, value)
+        return value
+
+    def _parse(self, response: Any, schema: dict[str, Any]) -> dict[str, Any]:
+        model = self.endpoint.model
+        if not getattr(response, "choices", None):
+            raise FrontierError(f"{model}: the reply has no choices")
+        message = response.choices[0].message
+        if getattr(message, "refusal", None):
+            raise FrontierError(f"{model}: refused: {str(message.refusal)[:200]}")
+        content = message.content
+        if not content:
+            raise FrontierError(f"{model}: empty reply")
+        if len(content) > self.max_reply_chars:
+            raise FrontierError(f"{model}: reply longer than {self.max_reply_chars} characters")
+        try:
+            value = json.loads(content)
+        except json.JSONDecodeError as err:
+            raise FrontierError(f"{model}: reply is not JSON ({err.msg} at {err.pos})") from None
+        problems = schema_errors(value, schema)
+        if problems:
+            raise FrontierError(f"{model}: reply breaks the schema: {'; '.join(problems[:3])}")
+        return value
+
+    def _read_cache(self, key: str) -> dict[str, Any] | None:
+        if self.cache_dir is None:
+            return None
+        path = self.cache_dir / key[:2] / f"{key}.json"
+        if not path.is_file():
+            return None
+        try:
+            return json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            return None  # a damaged entry is a miss, and the next good reply replaces it
+
+    def _write_cache(self, key: str, value: dict[str, Any]) -> None:
+        if self.cache_dir is None:
+            return
+        folder = self.cache_dir / key[:2]
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{key}.{threading.get_ident()}.tmp"
+        tmp.write_text(json.dumps(value))
+        os.replace(tmp, folder / f"{key}.json")

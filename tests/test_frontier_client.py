@@ -1,0 +1,122 @@
+"""The frontier client against a local OpenAI-compatible server: replies, faults, cache, budget, key."""
+
+import pytest
+
+from curriculum.frontier.client import BudgetExceeded, Endpoint, FrontierClient, FrontierError, Ledger
+from curriculum.frontier.schema import errors
+from tests.openai_server import FakeOpenAI, json_reply
+
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "diagnosis": {"type": "string", "maxLength": 200},
+        "error_type": {"type": "string", "enum": ["perception", "counting", "reasoning"]},
+        "proposals": {"type": "array", "maxItems": 3, "items": {"type": "string"}},
+    },
+    "required": ["diagnosis", "error_type", "proposals"],
+    "additionalProperties": False,
+}
+GOOD = {"diagnosis": "undercounts crowded scenes", "error_type": "counting", "proposals": ["more objects"]}
+KEY = "sk-test-3f9a1c"
+MESSAGES = [{"role": "user", "content": "diagnose"}]
+
+
+@pytest.fixture
+def server():
+    with FakeOpenAI() as s:
+        yield s
+
+
+def _client(server, tmp_path, monkeypatch, **kw):
+    monkeypatch.setenv("LL_TEST_KEY", KEY)
+    endpoint = Endpoint("judge-1", base_url=server.url, api_key_env="LL_TEST_KEY", timeout=kw.pop("timeout", 5.0),
+                        max_retries=kw.pop("max_retries", 2))  # fmt: skip
+    return FrontierClient(endpoint, cache_dir=tmp_path / "cache", prices={"judge-1": [1000.0, 2000.0]}, **kw)
+
+
+def test_a_reply_is_parsed_checked_charged_and_cached(server, tmp_path, monkeypatch):
+    client = _client(server, tmp_path, monkeypatch)
+    server.script(json_reply(GOOD))
+    assert client.chat_json(MESSAGES, SCHEMA, "analysis") == GOOD
+    body = server.requests[0]["json"]
+    assert body["model"] == "judge-1" and body["response_format"]["json_schema"]["schema"] == SCHEMA
+    assert server.requests[0]["headers"]["authorization"] == f"Bearer {KEY}"
+    spent = client.ledger.to_dict()
+    assert spent["calls"] == 1 and spent["prompt_tokens"] > 0 and spent["cost"] > 0
+    # The same request again: answered from the cache, no call, no charge.
+    again = _client(server, tmp_path, monkeypatch)
+    assert again.chat_json(MESSAGES, SCHEMA, "analysis") == GOOD
+    assert server.calls == 1 and again.ledger.to_dict()["cached"] == 1 and again.ledger.cost == 0
+
+
+@pytest.mark.parametrize(
+    ("steps", "reason"),
+    [
+        ([{"status": 500}] * 3, "HTTP 500 after retries"),
+        ([{"status": 429, "retry_after": 0.05}] * 3, "HTTP 429 after retries"),
+        ([{"delay": 1.0, "content": "{}"}], "timed out"),
+        ([{"malformed": True}], "unusable response"),
+        ([{"empty_choices": True}], "no choices"),
+        ([{"refusal": "I can't help with that"}], "refused"),
+        ([{"content": "not json at all"}], "not JSON"),
+        ([json_reply({**GOOD, "error_type": "vibes"})], "breaks the schema: $.error_type"),
+        ([json_reply({"diagnosis": "x"})], "missing required key 'error_type'"),
+    ],
+)
+def test_faults_become_one_line_errors_and_are_not_cached(server, tmp_path, monkeypatch, steps, reason):
+    timeout = 0.3 if any("delay" in s for s in steps) else 5.0
+    client = _client(server, tmp_path, monkeypatch, timeout=timeout, max_retries=0 if timeout < 1 else 2)
+    server.script(*steps)
+    with pytest.raises(FrontierError, match=reason.replace("$", r"\$")) as info:
+        client.chat_json(MESSAGES, SCHEMA, "analysis")
+    assert "\n" not in str(info.value) and KEY not in str(info.value)
+    assert not list((tmp_path / "cache").rglob("*.json"))
+
+
+def test_retries_recover_from_a_429_then_succeed(server, tmp_path, monkeypatch):
+    client = _client(server, tmp_path, monkeypatch)
+    server.script({"status": 429, "retry_after": 0.05}, json_reply(GOOD))
+    assert client.chat_json(MESSAGES, SCHEMA, "analysis") == GOOD and server.calls == 2
+
+
+def test_budget_stops_calls_before_they_are_made(server, tmp_path, monkeypatch):
+    ledger = Ledger(run_budget=1e-9)
+    client = _client(server, tmp_path, monkeypatch, ledger=ledger)
+    server.script(json_reply(GOOD))
+    client.chat_json(MESSAGES, SCHEMA, "analysis")
+    with pytest.raises(BudgetExceeded, match="run budget"):
+        client.chat_json([{"role": "user", "content": "another"}], SCHEMA, "analysis")
+    assert server.calls == 1
+    round_ledger = Ledger(round_budget=1e-9)
+    client = _client(server, tmp_path / "b", monkeypatch, ledger=round_ledger)
+    server.script(json_reply(GOOD), json_reply(GOOD))
+    client.chat_json(MESSAGES, SCHEMA, "analysis")
+    with pytest.raises(BudgetExceeded, match="round budget"):
+        client.chat_json([{"role": "user", "content": "another"}], SCHEMA, "analysis")
+    round_ledger.start_round()
+    client.chat_json([{"role": "user", "content": "another"}], SCHEMA, "analysis")
+
+
+def test_the_key_is_required_and_never_written(server, tmp_path, monkeypatch):
+    monkeypatch.delenv("NO_SUCH_KEY_VAR", raising=False)
+    client = FrontierClient(Endpoint("m", base_url=server.url, api_key_env="NO_SUCH_KEY_VAR"))
+    with pytest.raises(FrontierError, match="NO_SUCH_KEY_VAR is not set"):
+        client.chat_json(MESSAGES, SCHEMA, "analysis")
+    client = _client(server, tmp_path, monkeypatch)
+    server.script(json_reply(GOOD))
+    client.chat_json(MESSAGES, SCHEMA, "analysis")
+    assert KEY not in repr(client.__dict__)
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            assert KEY not in path.read_text(errors="ignore")
+
+
+def test_schema_checker_names_every_problem():
+    assert errors(GOOD, SCHEMA) == []
+    bad = {"diagnosis": "d" * 201, "error_type": "counting", "proposals": ["a", 3, "c", "d"], "extra": 1}
+    found = errors(bad, SCHEMA)
+    assert any("$.diagnosis: longer than 200" in e for e in found)
+    assert any("$.proposals: more than 3 items" in e for e in found)
+    assert any("$.proposals[1]: expected string" in e for e in found)
+    assert any("unexpected key 'extra'" in e for e in found)
+    assert errors(True, {"type": "integer"}) == ["$: expected integer, got bool"]
