@@ -99,7 +99,7 @@ class Curriculum:
         self.seed = seed
         self.accelerator = accelerator
         self.is_main = accelerator is None or accelerator.is_main_process
-        self.analyzer = analyzer or OfflineAnalyzer(max_weaknesses=cfg.max_weaknesses)
+        self.analyzer = analyzer or make_analyzer(cfg, self.root)
         self.generators = generators or [
             WorldGenerator(image_size),
             SameImageGenerator(),
@@ -229,6 +229,9 @@ class Curriculum:
             failures = mine(probe, predictions, correct, self.seen, k, self.cfg.max_failures, rng)
             timings["mine_s"] = time.perf_counter() - t
             t = time.perf_counter()
+            ledger = getattr(getattr(self.analyzer, "client", None), "ledger", None)
+            if ledger is not None:
+                ledger.start_round()
             weaknesses = self.analyzer.analyze(failures, list(zip(probe, correct, strict=True)))
             timings["analyse_s"] = time.perf_counter() - t
             t = time.perf_counter()
@@ -310,6 +313,18 @@ class Curriculum:
             **{f"curriculum/dropped_{name}": float(n) for name, n in dropped.items()},
             **{f"curriculum/probe_skill/{s}": v for s, v in work.probe_skills.items()},
         }
+        ledger = getattr(getattr(self.analyzer, "client", None), "ledger", None)
+        if ledger is not None:
+            spent = ledger.to_dict()
+            metrics.update(
+                {
+                    "curriculum/frontier_calls": spent["calls"],
+                    "curriculum/frontier_cached": spent["cached"],
+                    "curriculum/cost_usd": spent["cost"],
+                    "curriculum/round_cost_usd": ledger.round_cost,
+                    "curriculum/cost_per_kept_usd": ledger.round_cost / max(1, len(kept)),
+                }
+            )
         summary = {
             "round": k,
             "step": step,
@@ -403,6 +418,25 @@ class Curriculum:
     def _barrier(self) -> None:
         if self.accelerator is not None and self.accelerator.num_processes > 1:
             self.accelerator.wait_for_everyone()
+
+
+def make_analyzer(cfg: Any, root: Path) -> Analyzer:
+    """The configured analyzer: offline, or a frontier model grouping through the offline one."""
+    offline = OfflineAnalyzer(max_weaknesses=cfg.max_weaknesses)
+    if cfg.analyzer == "offline":
+        return offline
+    from curriculum.frontier.analyzer import FrontierAnalyzer
+    from curriculum.frontier.client import Endpoint, FrontierClient, Ledger
+
+    fc = cfg.frontier
+    client = FrontierClient(
+        Endpoint(fc.model, fc.base_url, fc.api_key_env, fc.timeout, fc.max_retries),
+        cache_dir=root / "cache" if fc.cache else None,
+        prices=fc.prices,
+        ledger=Ledger(fc.run_budget, fc.round_budget),
+        concurrency=fc.concurrency,
+    )
+    return FrontierAnalyzer(client, offline, fc.representatives, fc.prompt)
 
 
 def hash_seed(*parts: Any) -> int:

@@ -130,6 +130,7 @@ class Weakness:
     diagnosis: str
     confusions: list[tuple[str, str, int]] = field(default_factory=list)  # (answer, predicted, times)
     spec: dict[str, Any] | None = None
+    notes: dict[str, Any] = field(default_factory=dict)  # the analyzer's extras: model, prompt, proposals
 
     def to_record(self) -> dict[str, Any]:
         return {
@@ -144,6 +145,7 @@ class Weakness:
             "diagnosis": self.diagnosis,
             "confusions": [list(c) for c in self.confusions],
             "spec": self.spec,
+            "notes": self.notes,
         }
 
 

@@ -196,6 +196,34 @@ class MixConfig:
 
 
 @dataclass
+class FrontierConfig:
+    model: str = "gpt-4o"
+    """Model name the endpoint serves (the analyzer's)."""
+    base_url: str | None = None
+    """OpenAI-compatible endpoint (Azure, vLLM, SGLang, a gateway); null: OpenAI itself."""
+    api_key_env: str = "OPENAI_API_KEY"
+    """Environment variable holding the API key (the key itself never goes in a config)."""
+    timeout: float = 60.0
+    """Seconds per request before it counts as timed out."""
+    max_retries: int = 3
+    """Retries with backoff on 429, 5xx and timeouts."""
+    concurrency: int = 4
+    """Requests in flight at once."""
+    run_budget: float = 0.0
+    """Hard spending limit for the run in USD (0: none); further calls are refused."""
+    round_budget: float = 0.0
+    """Hard spending limit per round in USD (0: none)."""
+    prices: dict[str, list[float]] = field(default_factory=dict)
+    """USD per million [input, output] tokens, per model name, for cost accounting."""
+    cache: bool = True
+    """Keep replies on disk under ``<run>/curriculum/cache`` so a repeated request is free."""
+    representatives: int = 3
+    """Failed items shown to the analyzer per group."""
+    prompt: str = "analyze_v1"
+    """Analysis prompt template (``curriculum/frontier/prompts/<name>.md``)."""
+
+
+@dataclass
 class CurriculumConfig:
     enabled: bool = False
     """Run curriculum rounds during training."""
@@ -211,8 +239,9 @@ class CurriculumConfig:
     """Probe items evaluated per round (0: the whole probe split)."""
     max_failures: int = 64
     """Failures analysed per round: new ones first, then a random sample of repeated ones."""
-    analyzer: Literal["offline"] = "offline"
-    """Who diagnoses the failures: ``offline`` groups them by skill, parameters and confusion."""
+    analyzer: Literal["offline", "openai"] = "offline"
+    """Who diagnoses the failures: ``offline`` groups them by skill, parameters and confusion;
+    ``openai`` also sends each group to the model of ``curriculum.frontier``."""
     max_weaknesses: int = 6
     """Weaknesses kept per round, strongest first."""
     budget: int = 192
@@ -239,6 +268,7 @@ class CurriculumConfig:
     retire_check: int = 64
     """Pool examples re-asked per round; those the model now answers correctly retire (mastered)."""
     mix: MixConfig = field(default_factory=MixConfig)
+    frontier: FrontierConfig = field(default_factory=FrontierConfig)
 
 
 @dataclass
