@@ -31,7 +31,13 @@ from typing import Any
 
 from curriculum.analyze import Analyzer, OfflineAnalyzer
 from curriculum.filters import AnswerCheck, Decontaminate, Dedup, StudentCheck
-from curriculum.generators import Generator, ReplayGenerator, SameImageGenerator, WorldGenerator
+from curriculum.generators import (
+    Generator,
+    ProposalGenerator,
+    ReplayGenerator,
+    SameImageGenerator,
+    WorldGenerator,
+)
 from curriculum.mining import mine
 from curriculum.pool import Pool
 from curriculum.records import write_round
@@ -101,6 +107,7 @@ class Curriculum:
         self.is_main = accelerator is None or accelerator.is_main_process
         self.analyzer = analyzer or make_analyzer(cfg, self.root)
         self.generators = generators or [
+            ProposalGenerator(image_size),  # first: only frontier weaknesses carry proposals
             WorldGenerator(image_size),
             SameImageGenerator(),
             ReplayGenerator(train),

@@ -164,3 +164,63 @@ def _closest_text(pool: list[Example], targets: list[Example]) -> list[Example]:
 
     scored = [(similarity(ex), i) for i, ex in enumerate(pool)]
     return [pool[i] for s, i in sorted(scored, key=lambda x: (-x[0], x[1])) if s > 0]
+
+
+def parse_value(text: str) -> Any:
+    """A proposal's parameter value as the world expects it: int, float, bool or text."""
+    low = text.strip().lower()
+    if low in ("true", "false"):
+        return low == "true"
+    for kind in (int, float):
+        try:
+            return kind(low)
+        except ValueError:
+            pass
+    return text.strip()
+
+
+class ProposalGenerator:
+    """Examples from a frontier analyzer's proposals (``weakness.notes["proposals"]``).
+
+    ``same_image``: the failed item's image with the proposed question and answer (the answer
+    filter recomputes it from the scene where there is one). ``rendered``: the proposed skill and
+    parameters go through the world's generator, so the answer is computed by program; a proposal
+    the world refuses (unknown skill or parameter, value out of range) is skipped.
+    """
+
+    name = "proposals"
+
+    def __init__(self, image_size: int) -> None:
+        self.image_size = image_size
+
+    def generate(
+        self, weakness: Weakness, failures: list[Failure], count: int, seed: int, prefix: str
+    ) -> list[Example]:
+        proposals = weakness.notes.get("proposals") or []
+        if count <= 0 or not proposals:
+            return []
+        by_id = {f.example.id: f.example for f in failures}
+        rendered = [p for p in proposals if p["kind"] == "rendered"]
+        out: list[Example] = []
+        for p in proposals:
+            src = by_id.get(p.get("item_id") or "")
+            if p["kind"] == "same_image" and src is not None and p["question"] and p["answer"]:
+                ex = Example(
+                    id=f"{prefix}-{len(out):05d}",
+                    image=src.image,
+                    question=p["question"],
+                    answer=p["answer"],
+                    scene=src.scene,
+                    source="synthetic",
+                )
+                out.append(_provenance(ex, self.name, weakness, image_from=src.id, proposal="same_image"))
+        per_spec = -(-max(0, count - len(out)) // max(1, len(rendered)))
+        for i, p in enumerate(rendered):
+            spec = {"skill": p["skill"], "params": {q["name"]: parse_value(q["value"]) for q in p["params"]}}
+            try:
+                made = generate(Spec.from_dict({**spec, "count": per_spec}), seed + i, self.image_size,
+                                source="synthetic", id_prefix=f"{prefix}-s{i}")  # fmt: skip
+            except ValueError:
+                continue  # the world refuses this spec: nothing is made from it
+            out += [_provenance(ex, self.name, weakness, proposal="rendered") for ex in made]
+        return out[:count]

@@ -115,8 +115,24 @@ def test_a_full_round_through_the_server_and_the_key_stays_out_of_the_run(tmp_pa
     assert all(
         w["notes"]["prompt"] == "analyze_v1" and w["diagnosis"].startswith("[counting") for w in analysis
     )
+    # Proposals became examples: rendered ones through the world (answers by program), same-image
+    # ones checked against the scene by the answer filter.
+    candidates = [
+        json.loads(x)
+        for x in (tmp_path / "curriculum" / "round_00001" / "candidates.jsonl").read_text().splitlines()
+    ]
+    proposed = [c for c in candidates if c["generator"] == "proposals"]
+    assert any(c["kept"] and c["skill"] == "count" for c in proposed)
+    same = [c for c in proposed if c["question"] == "How many red objects are there?"]
+    assert same and all(c["verdicts"]["answer"] in ("ok",) or c["dropped_by"] == "answer" for c in same)
     # The endpoint went down: the round is recorded as failed, with the reason, and nothing hangs.
     assert down.status == "failed" and "HTTP 503" in down.error
     for path in tmp_path.rglob("*"):
         if path.is_file():
             assert key not in path.read_text(errors="ignore"), path
+
+
+def test_proposal_values_parse_to_world_types():
+    from curriculum.generators import parse_value
+
+    assert [parse_value(v) for v in ("8", "0.07", "true", "False", "both")] == [8, 0.07, True, False, "both"]

@@ -247,10 +247,11 @@ class CurriculumConfig:
     budget: int = 192
     """Candidates generated per round, shared among weaknesses in proportion to their failure rate."""
     generators: dict[str, float] = field(
-        default_factory=lambda: {"world": 0.6, "same_image": 0.25, "replay": 0.15}
+        default_factory=lambda: {"proposals": 0.5, "world": 0.3, "same_image": 0.125, "replay": 0.075}
     )
-    """Share of each weakness's budget per generator (``world``, ``same_image``, ``replay``);
-    a generator that cannot serve a weakness passes its share to the others."""
+    """Share of each weakness's budget per generator (``proposals`` from a frontier analyzer,
+    ``world``, ``same_image``, ``replay``); a generator that cannot serve a weakness (the offline
+    analyzer makes no proposals) passes its share to the others."""
     student_check: Literal["fails", "band", "off"] = "fails"
     """Keep candidates the current model still gets wrong (``fails``), whose sampled pass rate
     lies in ``band`` (``band``), or all of them (``off``)."""
@@ -474,8 +475,8 @@ def validate(cfg: Config) -> None:
             "curriculum.band must be [low, high] with 0 <= low <= high <= 1",
         ),
         (
-            set(cfg.curriculum.generators) <= {"world", "same_image", "replay"},
-            "curriculum.generators keys must be among world, same_image, replay",
+            set(cfg.curriculum.generators) <= {"proposals", "world", "same_image", "replay"},
+            "curriculum.generators keys must be among proposals, world, same_image, replay",
         ),
         (cfg.data.source != "hf" or cfg.data.hf.path, "data.hf.path is required when data.source is 'hf'"),
         (
