@@ -177,6 +177,11 @@ class Curriculum:
         work.timings["wait_s"] = wait_s
         return self._finish(work, policy, blocked_s=blocked_before + wait_s, inject_step=step)
 
+    @property
+    def _ledger(self) -> Any:
+        """The spending ledger of an analyzer that calls an API (None for the offline one)."""
+        return getattr(getattr(self.analyzer, "client", None), "ledger", None)
+
     def pool_view(self) -> tuple[list[Example], list[float]]:
         """The live pool examples and their sampling weights, for the mixer."""
         examples = self.pool.examples
@@ -236,9 +241,8 @@ class Curriculum:
             failures = mine(probe, predictions, correct, self.seen, k, self.cfg.max_failures, rng)
             timings["mine_s"] = time.perf_counter() - t
             t = time.perf_counter()
-            ledger = getattr(getattr(self.analyzer, "client", None), "ledger", None)
-            if ledger is not None:
-                ledger.start_round()
+            if self._ledger is not None:
+                self._ledger.start_round()
             weaknesses = self.analyzer.analyze(failures, list(zip(probe, correct, strict=True)))
             timings["analyse_s"] = time.perf_counter() - t
             t = time.perf_counter()
@@ -320,7 +324,7 @@ class Curriculum:
             **{f"curriculum/dropped_{name}": float(n) for name, n in dropped.items()},
             **{f"curriculum/probe_skill/{s}": v for s, v in work.probe_skills.items()},
         }
-        ledger = getattr(getattr(self.analyzer, "client", None), "ledger", None)
+        ledger = self._ledger
         if ledger is not None:
             spent = ledger.to_dict()
             metrics.update(

@@ -46,6 +46,19 @@ def in_slice(params: dict[str, Any], slice_: dict[str, Any]) -> bool:
     return True
 
 
+def _on_image(src: Example, id: str, question: str, answer: str, skill: str | None = None) -> Example:
+    """A new synthetic question about ``src``'s picture (same image and scene)."""
+    return Example(
+        id=id,
+        image=src.image,
+        question=question,
+        answer=answer,
+        skill=skill,
+        scene=src.scene,
+        source="synthetic",
+    )
+
+
 def _provenance(ex: Example, generator: str, weakness: Weakness, **extra: Any) -> Example:
     meta = {**ex.meta, "generator": generator, "weakness": weakness.id, **extra}
     return dataclasses.replace(ex, meta=meta)
@@ -90,15 +103,7 @@ class SameImageGenerator:
             for items in per_scene:
                 if depth < len(items) and len(out) < count:
                     src, skill, question, answer = items[depth]
-                    ex = Example(
-                        id=f"{prefix}-{len(out):05d}",
-                        image=src.image,
-                        question=question,
-                        answer=answer,
-                        skill=skill,
-                        scene=src.scene,
-                        source="synthetic",
-                    )
+                    ex = _on_image(src, f"{prefix}-{len(out):05d}", question, answer, skill)
                     out.append(_provenance(ex, self.name, weakness, image_from=src.id))
         return out
 
@@ -205,14 +210,7 @@ class ProposalGenerator:
         for p in proposals:
             src = by_id.get(p.get("item_id") or "")
             if p["kind"] == "same_image" and src is not None and p["question"] and p["answer"]:
-                ex = Example(
-                    id=f"{prefix}-{len(out):05d}",
-                    image=src.image,
-                    question=p["question"],
-                    answer=p["answer"],
-                    scene=src.scene,
-                    source="synthetic",
-                )
+                ex = _on_image(src, f"{prefix}-{len(out):05d}", p["question"], p["answer"])
                 out.append(_provenance(ex, self.name, weakness, image_from=src.id, proposal="same_image"))
         per_spec = -(-max(0, count - len(out)) // max(1, len(rendered)))
         for i, p in enumerate(rendered):

@@ -44,7 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     from train.sft import ensure_tiny_model
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    ensure_tiny_model(cfg, load_splits(cfg.data, cfg.run.seed).train)
+    if cfg.model.build_tiny and not Path(cfg.model.name_or_path).exists():
+        # Built once here, before the two runs start, so they do not race to build it.
+        ensure_tiny_model(cfg, load_splits(cfg.data, cfg.run.seed).train)
 
     name = cfg.run.name
     off_name = f"{name}-off"
