@@ -3,6 +3,10 @@
 Two judgements per answer: ``exact`` (the stripped strings are equal) and ``correct`` (equal after
 normalisation: case, surrounding punctuation, articles, number words, and numeric equality).
 Accuracy reports use ``correct``; ``exact`` is kept to show how much normalisation forgives.
+
+An answer may come after reasoning: a prediction that contains the final-answer tag
+(``Answer:``) is judged by what follows its last tag, and a training target with a rationale is
+written as the rationale, a new line, the tag and the answer (``with_rationale``).
 """
 
 from __future__ import annotations
@@ -23,6 +27,27 @@ _ARTICLES = {"a", "an", "the"}
 _PUNCT = re.compile(r"[^\w\s.\-]")
 
 
+ANSWER_TAG = "Answer:"
+
+
+def split_answer(text: str) -> tuple[str, str]:
+    """(the reasoning before the last final-answer tag, what follows it); no tag: ("", text)."""
+    i = text.rfind(ANSWER_TAG)
+    if i < 0:
+        return "", text.strip()
+    return text[:i].strip(), text[i + len(ANSWER_TAG) :].strip()
+
+
+def final_answer(text: str) -> str:
+    """What follows the last final-answer tag, or the whole text when there is none."""
+    return split_answer(text)[1]
+
+
+def with_rationale(rationale: str, answer: str) -> str:
+    """A training target that reasons first: the rationale, then the tagged final answer."""
+    return f"{rationale.strip()}\n{ANSWER_TAG} {answer}"
+
+
 def normalise(text: str) -> str:
     """Lower-case, drop punctuation and articles, spell numbers as digits, fold white space."""
     text = _PUNCT.sub(" ", text.lower()).replace("-", " ")
@@ -39,7 +64,7 @@ def _number(text: str) -> float | None:
 
 
 def is_correct(prediction: str, answer: str) -> bool:
-    p, a = normalise(prediction), normalise(answer)
+    p, a = normalise(final_answer(prediction)), normalise(answer)
     if p == a:
         return True
     pn, an = _number(p), _number(a)

@@ -13,6 +13,8 @@ from typing import Any, Protocol
 
 from PIL import Image
 
+from curriculum.scoring import with_rationale
+
 
 class StoredImage:
     """An encoded image kept as bytes and decoded on each use.
@@ -57,6 +59,12 @@ class Example:
     source: str = "real"
     split: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def target(self) -> str:
+        """What the model is trained to say: the answer, after its rationale when it has one."""
+        rationale = self.meta.get("rationale")
+        return with_rationale(rationale, self.answer) if rationale else self.answer
 
     def to_record(self) -> dict[str, Any]:
         """A JSON-ready view of everything but the image (which is named by its hash)."""

@@ -51,7 +51,7 @@ class VLMCollator:
     def __call__(self, examples: list[Example]) -> dict[str, torch.Tensor]:
         images = [as_pil(ex.image) for ex in examples]
         prompts = [self._render(ex.question, None) for ex in examples]
-        fulls = [self._render(ex.question, ex.answer) for ex in examples]
+        fulls = [self._render(ex.question, ex.target) for ex in examples]
         for prompt, full in zip(prompts, fulls, strict=True):
             if not full.startswith(prompt):
                 raise ValueError("the chat template's generation prompt is not a prefix of the full turn")
