@@ -16,7 +16,9 @@ queue is empty, ``default(path, body)`` supplies the step.  Step keys:
 - ``malformed``: status 200, ``Content-Type: application/json``, body not JSON;
 - ``empty_choices``: a valid completion with ``"choices": []``;
 - ``refusal``: a completion whose message has ``content: null`` and that refusal;
-- ``images``: for ``/v1/images/generations``, that many distinct PNGs as ``b64_json``.
+- ``images``: for ``/v1/images/generations``, that many PNGs as ``b64_json``, distinct within
+  and across requests
+  (``bad_images``: that many more items whose data is not an image).
 """
 
 from __future__ import annotations
@@ -171,13 +173,13 @@ def _make_handler(server: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                 "json": body,
             }
             step, seq = server._take(record)
-            if step is None:
-                step = server.default(path, body)
             try:
+                if step is None:
+                    step = server.default(path, body)
                 status, headers, payload = _respond(step, path, body, raw, seq)
             except Exception as exc:  # a bad step should be a visible 500, not a hang
                 status, headers, payload = _error(500, f"FakeOpenAI step failed: {exc!r}", "server_error")
-            if step.get("delay"):
+            if step and step.get("delay"):
                 time.sleep(float(step["delay"]))
             try:
                 self.send_response(status)
@@ -218,8 +220,10 @@ def _respond(step: Step, path: str, body: Any, raw: bytes, seq: int) -> tuple[in
 
     if "images" in step:
         data = [
-            {"b64_json": base64.b64encode(png_bytes(i)).decode("ascii")} for i in range(int(step["images"]))
+            {"b64_json": base64.b64encode(png_bytes(7 * seq + i)).decode("ascii")}
+            for i in range(int(step["images"]))
         ]
+        data += [{"b64_json": base64.b64encode(b"not an image").decode()}] * int(step.get("bad_images", 0))
         return _json(200, {"created": created, "data": data})
 
     content = step.get("content")

@@ -120,3 +120,21 @@ def test_schema_checker_names_every_problem():
     assert any("$.proposals[1]: expected string" in e for e in found)
     assert any("unexpected key 'extra'" in e for e in found)
     assert errors(True, {"type": "integer"}) == ["$: expected integer, got bool"]
+
+
+def test_images_are_decoded_checked_charged_and_cached(server, tmp_path, monkeypatch):
+    client = _client(server, tmp_path, monkeypatch, image_price=0.04)
+    server.script({"images": 2, "bad_images": 1})
+    first = client.images("a red circle left of a blue square", 3, "256x256", {"guidance_scale": 3.5})
+    again = client.images("a red circle left of a blue square", 3, "256x256", {"guidance_scale": 3.5})
+    assert len(first) == 2 and first == again and server.calls == 1  # the bad one is skipped; cached
+    body = server.requests[0]["json"]
+    assert (
+        body["n"] == 3
+        and body["guidance_scale"] == 3.5
+        and server.requests[0]["path"].endswith("/images/generations")
+    )
+    assert client.ledger.images == 3 and abs(client.ledger.cost - 0.12) < 1e-9
+    server.script({"images": 0, "bad_images": 2})
+    with pytest.raises(FrontierError, match="no usable image"):
+        client.images("another prompt", 2, "256x256")

@@ -12,19 +12,26 @@ refusal, not JSON, too long, or off-schema. Around each call:
   per run and per round: a call that would start over budget raises ``BudgetExceeded``;
 - a concurrency limit shared by every thread that uses the client.
 
+``FrontierClient.images`` does the same for the images API (``/images/generations``): the PNG
+bytes of each variant come back decoded and checked, the cost is the endpoint's price per image.
+
 The API key is read from the environment variable the endpoint names, at call time, and is never
 stored on the object, written to the cache, or put in an error message.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import io
 import json
 import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from PIL import Image
 
 from curriculum.frontier.schema import errors as schema_errors
 
@@ -54,6 +61,7 @@ class Ledger:
     round_budget: float = 0.0
     calls: int = 0
     cached: int = 0
+    images: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost: float = 0.0
@@ -73,9 +81,10 @@ class Ledger:
                     f"round budget of ${self.round_budget:.2f} spent (${self.round_cost:.4f})"
                 )
 
-    def charge(self, prompt_tokens: int, completion_tokens: int, cost: float) -> None:
+    def charge(self, prompt_tokens: int, completion_tokens: int, cost: float, images: int = 0) -> None:
         with self._lock:
             self.calls += 1
+            self.images += images
             self.prompt_tokens += prompt_tokens
             self.completion_tokens += completion_tokens
             self.cost += cost
@@ -90,6 +99,7 @@ class Ledger:
             return {
                 "calls": self.calls,
                 "cached": self.cached,
+                "images": self.images,
                 "prompt_tokens": self.prompt_tokens,
                 "completion_tokens": self.completion_tokens,
                 "cost": round(self.cost, 6),
@@ -102,6 +112,7 @@ class FrontierClient:
         endpoint: Endpoint,
         cache_dir: str | Path | None = None,
         prices: dict[str, list[float]] | None = None,
+        image_price: float = 0.0,
         ledger: Ledger | None = None,
         concurrency: int = 4,
         max_reply_chars: int = 50_000,
@@ -109,6 +120,7 @@ class FrontierClient:
         self.endpoint = endpoint
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.prices = prices or {}
+        self.image_price = image_price
         self.ledger = ledger or Ledger()
         self.max_reply_chars = max_reply_chars
         self._slots = threading.Semaphore(max(1, concurrency))
@@ -164,28 +176,67 @@ class FrontierClient:
         if cached is not None:
             self.ledger.hit()
             return cached
-        self.ledger.check()
-        import openai
-
-        with self._slots:
-            try:
-                response = self._openai().chat.completions.create(**request)
-            except openai.APITimeoutError:
-                raise FrontierError(f"{self.endpoint.model}: timed out after retries") from None
-            except openai.APIStatusError as err:
-                raise FrontierError(f"{self.endpoint.model}: HTTP {err.status_code} after retries") from None
-            except openai.APIConnectionError:
-                raise FrontierError(f"{self.endpoint.model}: endpoint unreachable") from None
-            except (openai.APIError, ValueError) as err:  # e.g. a body that is not JSON
-                raise FrontierError(
-                    f"{self.endpoint.model}: unusable response ({type(err).__name__})"
-                ) from None
+        response = self._call(lambda api: api.chat.completions.create(**request))
         usage = getattr(response, "usage", None)
         p, c = (usage.prompt_tokens, usage.completion_tokens) if usage else (0, 0)
         self.ledger.charge(p, c, self.cost_of(p, c))
         value = self._parse(response, schema)
         self._write_cache(key, value)
         return value
+
+    def images(self, prompt: str, n: int, size: str, extra: dict[str, Any] | None = None) -> list[bytes]:
+        """``n`` generated images for ``prompt`` as image file bytes.
+
+        ``extra`` holds endpoint-specific fields sent in the request body (a guidance scale, a
+        seed; ``response_format: b64_json`` for models that answer with URLs by default). Only
+        base64 image data is read: an item without it, or that does not decode, is skipped.
+        """
+        request: dict[str, Any] = {
+            "model": self.endpoint.model,
+            "prompt": prompt,
+            "n": n,
+            "size": size,
+            "extra_body": extra or {},
+        }
+        key = self._key({"images": request})
+        cached = self._read_cache(key)
+        if cached is not None:
+            self.ledger.hit()
+            return [base64.b64decode(b) for b in cached["images"]]
+        response = self._call(lambda api: api.images.generate(**request))
+        data = list(getattr(response, "data", None) or [])
+        self.ledger.charge(0, 0, self.image_price * len(data), images=len(data))
+        out = []
+        for item in data:
+            try:
+                raw = base64.b64decode(getattr(item, "b64_json", None) or "", validate=True)
+                with Image.open(io.BytesIO(raw)) as img:
+                    img.verify()
+            except Exception:
+                continue  # an unreadable image is skipped; the caller counts what came back
+            out.append(raw)
+        if not out:
+            raise FrontierError(f"{self.endpoint.model}: no usable image in the reply")
+        self._write_cache(key, {"images": [base64.b64encode(b).decode() for b in out]})
+        return out
+
+    def _call(self, send: Any) -> Any:
+        """One request through the openai client, every failure turned into a FrontierError."""
+        self.ledger.check()
+        import openai
+
+        model = self.endpoint.model
+        with self._slots:
+            try:
+                return send(self._openai())
+            except openai.APITimeoutError:
+                raise FrontierError(f"{model}: timed out after retries") from None
+            except openai.APIStatusError as err:
+                raise FrontierError(f"{model}: HTTP {err.status_code} after retries") from None
+            except openai.APIConnectionError:
+                raise FrontierError(f"{model}: endpoint unreachable") from None
+            except (openai.APIError, ValueError) as err:  # e.g. a body that is not JSON
+                raise FrontierError(f"{model}: unusable response ({type(err).__name__})") from None
 
     def _parse(self, response: Any, schema: dict[str, Any]) -> dict[str, Any]:
         model = self.endpoint.model
