@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -49,12 +49,19 @@ class Analyzer(Protocol):
 
     ``failures`` is a capped subset of the wrong probe items with the model's predictions
     (``Failure.new`` marks ones not failed before); ``probe`` is every probe item with whether
-    the model answered it correctly this round, so failure rates can be computed.
+    the model answered it correctly this round, so failure rates can be computed. ``exemplars``
+    are the last round's accepted examples that the student still failed (question, answer,
+    skill, student_answer, weakness); an analyzer that writes proposals may aim them by these.
     """
 
     name: str
 
-    def analyze(self, failures: list[Failure], probe: list[tuple[Example, bool]]) -> list[Weakness]: ...
+    def analyze(
+        self,
+        failures: list[Failure],
+        probe: list[tuple[Example, bool]],
+        exemplars: Sequence[dict[str, Any]] = (),
+    ) -> list[Weakness]: ...
 
 
 def wilson_lower(k: int, n: int, z: float = 1.64) -> float:
@@ -282,7 +289,12 @@ class OfflineAnalyzer:
         self.max_weaknesses, self.min_failures, self.z = max_weaknesses, min_failures, z
         self.overlap, self.seed, self._embedder = overlap, seed, embedder
 
-    def analyze(self, failures: list[Failure], probe: list[tuple[Example, bool]]) -> list[Weakness]:
+    def analyze(
+        self,
+        failures: list[Failure],
+        probe: list[tuple[Example, bool]],
+        exemplars: Sequence[dict[str, Any]] = (),
+    ) -> list[Weakness]:
         """Weaknesses of this round, ranked by the lower bound of their failure rate."""
         items = {ex.id: (ex, ok) for ex, ok in probe}
         for f in failures:  # a failure missing from the probe still counts as a wrong item

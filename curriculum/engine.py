@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from curriculum.analyze import Analyzer, OfflineAnalyzer
-from curriculum.filters import AnswerCheck, Decontaminate, Dedup, StudentCheck
+from curriculum.filters import AnswerCheck, Decontaminate, Dedup, RationaleCheck, StudentCheck
 from curriculum.generators import (
     Generator,
     ProposalGenerator,
@@ -105,9 +105,17 @@ class Curriculum:
         self.seed = seed
         self.accelerator = accelerator
         self.is_main = accelerator is None or accelerator.is_main_process
-        self.analyzer = analyzer or make_analyzer(cfg, self.root)
+        offline = OfflineAnalyzer(max_weaknesses=cfg.max_weaknesses)
+        self.frontier = None
+        if analyzer is None and cfg.analyzer == "openai":
+            from curriculum.frontier.build import build_frontier
+
+            world_data = any(ex.scene is not None for ex in train[:100])
+            self.frontier = build_frontier(cfg.frontier, offline, rendered=world_data)
+        self.analyzer = analyzer or (self.frontier.analyzer if self.frontier else offline)
         self.generators = generators or [
-            ProposalGenerator(image_size),  # first: only frontier weaknesses carry proposals
+            # First: only frontier weaknesses carry proposals.
+            ProposalGenerator(image_size, self.frontier.images if self.frontier else None),
             WorldGenerator(image_size),
             SameImageGenerator(),
             ReplayGenerator(train),
@@ -122,6 +130,7 @@ class Curriculum:
         self.decontaminate = Decontaminate(eval_sets, probe, cfg.near_duplicate)
         self.seen: set[str] = set()
         self.history: list[dict[str, Any]] = []
+        self.exemplars: list[dict[str, Any]] = []  # last round's accepted examples the student failed
         self._executor: ThreadPoolExecutor | None = None
         self._pending: tuple[int, int, float, float, Future | None] | None = None
         self._redo: tuple[int, int] | None = None
@@ -179,7 +188,9 @@ class Curriculum:
 
     @property
     def _ledger(self) -> Any:
-        """The spending ledger of an analyzer that calls an API (None for the offline one)."""
+        """The spending ledger of the frontier endpoints (None when nothing calls an API)."""
+        if self.frontier is not None:
+            return self.frontier.ledger
         return getattr(getattr(self.analyzer, "client", None), "ledger", None)
 
     def pool_view(self) -> tuple[list[Example], list[float]]:
@@ -198,12 +209,14 @@ class Curriculum:
             "seen": sorted(self.seen),
             "history": list(self.history),
             "pending": pending,
+            "exemplars": list(self.exemplars),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.pool = Pool(self.root / "pool", self.cfg.pool_cap, upto=state["version"])
         self.seen = set(state["seen"])
         self.history = list(state["history"])
+        self.exemplars = list(state.get("exemplars", []))
         self._redo = tuple(state["pending"]) if state.get("pending") else None  # type: ignore[assignment]
 
     # ------------------------------------------------------------------ the round's stages
@@ -243,7 +256,9 @@ class Curriculum:
             t = time.perf_counter()
             if self._ledger is not None:
                 self._ledger.start_round()
-            weaknesses = self.analyzer.analyze(failures, list(zip(probe, correct, strict=True)))
+            weaknesses = self.analyzer.analyze(
+                failures, list(zip(probe, correct, strict=True)), exemplars=self.exemplars
+            )
             timings["analyse_s"] = time.perf_counter() - t
             t = time.perf_counter()
             candidates = self._generate(k, weaknesses, failures)
@@ -253,12 +268,21 @@ class Curriculum:
             dedup = Dedup(self.cfg.near_duplicate)
             for ex in self.pool.examples:
                 dedup.add(ex)
-            for check in (self.answer_check, dedup, self.decontaminate):
+            for check in self._filters(dedup):
                 check(candidates)
             timings["filter_s"] = time.perf_counter() - t
         except Exception:
             return _Work(k, step, accuracy, [], [], [], timings, skills, error=traceback.format_exc())
         return _Work(k, step, accuracy, failures, weaknesses, candidates, timings, skills)
+
+    def _filters(self, dedup: Dedup) -> list[Any]:
+        """The model-free filters of a round, in order (the student check comes after, on all ranks)."""
+        checks: list[Any] = [self.answer_check, dedup, self.decontaminate]
+        if self.frontier is not None and self.frontier.judges is not None:
+            checks.append(self.frontier.judges)
+        if self.frontier is not None and self.cfg.frontier.rationales:
+            checks.append(RationaleCheck())
+        return checks
 
     def _generate(self, k: int, weaknesses: list[Weakness], failures: list[Failure]) -> list[Candidate]:
         by_id = {f.example.id: f for f in failures}
@@ -281,6 +305,8 @@ class Curriculum:
                 left -= len(made)  # what one generator cannot make, the next ones get
                 for ex in made:
                     ex.meta.update(round=k, failures=weakness.failure_ids[:20], weight=weakness.failure_rate)
+                    if self.frontier is not None and self.cfg.frontier.rationales:
+                        ex.meta.setdefault("rationale_options", [])  # the judges may offer some
                     out.append(Candidate(ex, weakness.id, gen.name))
         return out
 
@@ -300,6 +326,7 @@ class Curriculum:
             retire = self._mastered(policy)
             work.timings["student_s"] = time.perf_counter() - t
             kept = [c.example for c in work.candidates if c.dropped is None]
+            self.exemplars = _exemplars(work.candidates)
             for c in work.candidates:
                 if c.dropped is None:
                     c.example.meta["verdicts"] = dict(c.verdicts)  # provenance travels with the example
@@ -331,6 +358,7 @@ class Curriculum:
                 {
                     "curriculum/frontier_calls": spent["calls"],
                     "curriculum/frontier_cached": spent["cached"],
+                    "curriculum/frontier_images": spent["images"],
                     "curriculum/cost_usd": spent["cost"],
                     "curriculum/round_cost_usd": ledger.round_cost,
                     "curriculum/cost_per_kept_usd": ledger.round_cost / max(1, len(kept)),
@@ -348,6 +376,17 @@ class Curriculum:
             "timings": work.timings,
             "metrics": metrics,
         }
+        if ledger is not None:
+            summary["cost"] = {
+                "round_usd": ledger.round_cost,
+                "per_kept_usd": ledger.round_cost / max(1, len(kept)),
+                "run_usd": ledger.cost,
+                **{k: v for k, v in ledger.to_dict().items() if k != "cost"},
+            }
+        image_errors = self._image_errors()
+        if image_errors:
+            summary["image_errors"] = image_errors
+            metrics["curriculum/image_errors"] = len(image_errors)
         if self.is_main:
             write_round(self.root, k, summary, work.failures, work.weaknesses, work.candidates)
         self.history.append({"round": k, "step": step, "status": "ok", "kept": len(kept)})
@@ -358,6 +397,16 @@ class Curriculum:
             len(work.weaknesses), len(kept), len(work.candidates), len(self.pool), work.timings["blocked_s"],
         )  # fmt: skip
         return RoundResult(k, step, "ok", metrics)
+
+    def _image_errors(self) -> list[str]:
+        """Image requests that failed this round (their proposals were skipped)."""
+        out: list[str] = []
+        for gen in self.generators:
+            errors = getattr(gen, "image_errors", None)
+            if errors:
+                out += errors
+                errors.clear()
+        return out
 
     def _mastered(self, policy: Policy) -> list[str]:
         """Ids of the oldest pool examples (up to ``retire_check``) the model now answers right."""
@@ -431,23 +480,22 @@ class Curriculum:
             self.accelerator.wait_for_everyone()
 
 
-def make_analyzer(cfg: Any, root: Path) -> Analyzer:
-    """The configured analyzer: offline, or a frontier model grouping through the offline one."""
-    offline = OfflineAnalyzer(max_weaknesses=cfg.max_weaknesses)
-    if cfg.analyzer == "offline":
-        return offline
-    from curriculum.frontier.analyzer import FrontierAnalyzer
-    from curriculum.frontier.client import Endpoint, FrontierClient, Ledger
-
-    fc = cfg.frontier
-    client = FrontierClient(
-        Endpoint(fc.model, fc.base_url, fc.api_key_env, fc.timeout, fc.max_retries),
-        cache_dir=root / "cache" if fc.cache else None,
-        prices=fc.prices,
-        ledger=Ledger(fc.run_budget, fc.round_budget),
-        concurrency=fc.concurrency,
-    )
-    return FrontierAnalyzer(client, offline, fc.representatives, fc.prompt)
+def _exemplars(candidates: list[Candidate]) -> list[dict[str, Any]]:
+    """Accepted candidates the student still failed, one weakness at a time (round-robin)."""
+    by_weakness: dict[str, list[Candidate]] = {}
+    for c in candidates:
+        meta = c.example.meta
+        failed = "student_answer" in meta or meta.get("student_pass_rate", 1.0) < 1.0
+        if c.dropped is None and failed:
+            by_weakness.setdefault(c.weakness, []).append(c)
+    out: list[dict[str, Any]] = []
+    for depth in range(max((len(v) for v in by_weakness.values()), default=0)):
+        for items in by_weakness.values():
+            if depth < len(items):
+                ex = items[depth].example
+                out.append({"question": ex.question, "answer": ex.answer, "skill": ex.skill,
+                            "student_answer": ex.meta.get("student_answer"), "weakness": items[depth].weakness})  # fmt: skip
+    return out[:64]
 
 
 def hash_seed(*parts: Any) -> int:

@@ -11,10 +11,16 @@
                      Examples rendered from a scene are matched by image only: the same scene
                      always renders the same pixels, and their templated questions recur across
                      unrelated pictures, so text says nothing about a leak there.
-4. ``StudentCheck``  keep what the current model still gets wrong (or whose sampled pass rate
+4. ``JudgePanel``    (frontier, optional) judges answer each candidate blind, or score it; see
+                     ``frontier/judge.py``.
+5. ``RationaleCheck`` with rationales on, of the reasoning offered for a candidate (by its proposal
+                     or by the judges that reached its answer) keep the first whose final answer
+                     matches the verified answer (STaR-style); a candidate whose every rationale
+                     ends elsewhere is dropped; one offered none trains on its plain answer.
+6. ``StudentCheck``  keep what the current model still gets wrong (or whose sampled pass rate
                      lies in a band): an example the model already answers teaches little.
 
-The first three are cheap and model-free; the student check asks the model.
+The first three are cheap and model-free; the judges call an API; the student check asks the model.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 
-from curriculum.scoring import is_correct, normalise
+from curriculum.scoring import final_answer, is_correct, normalise, split_answer
 from curriculum.types import Candidate, Example, Policy, image_hash
 from curriculum.world.questions import answer_from_scene
 
@@ -146,6 +152,25 @@ class Decontaminate:
                 c.drop(self.name, f"probe item {self.probe_items[(h, normalise(c.example.question))]}")
             else:
                 c.keep(self.name)
+
+
+class RationaleCheck:
+    name = "rationale"
+
+    def __call__(self, candidates: list[Candidate]) -> None:
+        for c in candidates:
+            options = c.example.meta.pop("rationale_options", None)
+            if c.dropped or options is None:
+                continue
+            good = [o for o in options if is_correct(final_answer(o), c.example.answer)]
+            if good:
+                c.example.meta["rationale"] = split_answer(good[0])[0]
+                c.keep(self.name)
+            elif options:
+                said = sorted({final_answer(o) for o in options})
+                c.drop(self.name, f"no rationale reaches the verified answer (they end at {said})")
+            else:
+                c.verdicts[self.name] = "none offered"
 
 
 class StudentCheck:

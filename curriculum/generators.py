@@ -18,7 +18,8 @@ import dataclasses
 import random
 from typing import Any, Protocol
 
-from curriculum.scoring import normalise
+from curriculum.frontier.client import FrontierError
+from curriculum.scoring import ANSWER_TAG, normalise, with_rationale
 from curriculum.types import Example, Failure, Weakness
 from curriculum.world import Spec, generate
 from curriculum.world.questions import questions_for_scene
@@ -188,15 +189,20 @@ class ProposalGenerator:
     """Examples from a frontier analyzer's proposals (``weakness.notes["proposals"]``).
 
     ``same_image``: the failed item's image with the proposed question and answer (the answer
-    filter recomputes it from the scene where there is one). ``rendered``: the proposed skill and
-    parameters go through the world's generator, so the answer is computed by program; a proposal
-    the world refuses (unknown skill or parameter, value out of range) is skipped.
+    filter recomputes it from the scene where there is one). ``generated``: variants of an image
+    generated from the proposal's description (``images``: an ``ImageMaker``; without one these
+    proposals are skipped), each with the proposed question and answer, for the judges to verify.
+    ``rendered``: the proposed skill and parameters go through the world's generator, so the
+    answer is computed by program; a proposal the world refuses (unknown skill or parameter,
+    value out of range) is skipped. A proposal's rationale is offered to the rationale filter.
+    Image requests that fail are skipped and their reasons kept in ``image_errors``.
     """
 
     name = "proposals"
 
-    def __init__(self, image_size: int) -> None:
-        self.image_size = image_size
+    def __init__(self, image_size: int, images: Any = None) -> None:
+        self.image_size, self.images = image_size, images
+        self.image_errors: list[str] = []
 
     def generate(
         self, weakness: Weakness, failures: list[Failure], count: int, seed: int, prefix: str
@@ -205,13 +211,40 @@ class ProposalGenerator:
         if count <= 0 or not proposals:
             return []
         by_id = {f.example.id: f.example for f in failures}
-        rendered = [p for p in proposals if p["kind"] == "rendered"]
         out: list[Example] = []
+
+        def add(ex: Example, p: dict[str, Any], **meta: Any) -> None:
+            extra = {k: p[k] for k in ("strategy", "model") if k in p}
+            ex = _provenance(ex, self.name, weakness, proposal=p["kind"], **extra, **meta)
+            if p.get("rationale"):  # checked by its own final answer when it states one
+                r = p["rationale"]
+                ex.meta["rationale_options"] = [r if ANSWER_TAG in r else with_rationale(r, p["answer"] or ex.answer)]
+            out.append(ex)
+
         for p in proposals:
             src = by_id.get(p.get("item_id") or "")
             if p["kind"] == "same_image" and src is not None and p["question"] and p["answer"]:
-                ex = _on_image(src, f"{prefix}-{len(out):05d}", p["question"], p["answer"])
-                out.append(_provenance(ex, self.name, weakness, image_from=src.id, proposal="same_image"))
+                add(
+                    _on_image(src, f"{prefix}-{len(out):05d}", p["question"], p["answer"]),
+                    p,
+                    image_from=src.id,
+                )
+        for p in proposals:
+            if p["kind"] != "generated" or self.images is None or len(out) >= count:
+                continue
+            if not (p["image_prompt"] and p["question"] and p["answer"]):
+                continue
+            try:
+                variants = self.images(p["image_prompt"], count - len(out))
+            except FrontierError as err:
+                self.image_errors.append(str(err))
+                continue
+            for image, setting in variants:
+                ex = Example(
+                    f"{prefix}-{len(out):05d}", image, p["question"], p["answer"], source="synthetic"
+                )
+                add(ex, p, image_generated=True, image_prompt=p["image_prompt"], image_setting=setting)
+        rendered = [p for p in proposals if p["kind"] == "rendered"]
         per_spec = -(-max(0, count - len(out)) // max(1, len(rendered)))
         for i, p in enumerate(rendered):
             spec = {"skill": p["skill"], "params": {q["name"]: parse_value(q["value"]) for q in p["params"]}}
@@ -220,5 +253,6 @@ class ProposalGenerator:
                                 source="synthetic", id_prefix=f"{prefix}-s{i}")  # fmt: skip
             except ValueError:
                 continue  # the world refuses this spec: nothing is made from it
-            out += [_provenance(ex, self.name, weakness, proposal="rendered") for ex in made]
+            for ex in made:
+                add(ex, {**p, "rationale": ""})  # the world's answer is not the proposal's
         return out[:count]

@@ -2,7 +2,7 @@
 
 ``round.json`` (step, status, counts, timings, error if any), ``failures.jsonl``,
 ``analysis.json`` (the weaknesses), ``candidates.jsonl`` (every candidate with its verdicts, kept
-or dropped with the reason) and ``contact_sheet.png``: the examples the round added, each with its
+or dropped with the reason, and its provenance) and ``contact_sheet.png``: the examples the round added, each with its
 question, answer and the weakness it targets. Files are written to a temporary name and renamed,
 so a crash never leaves half a record.
 """
@@ -80,6 +80,7 @@ def write_round(
                     "kept": c.dropped is None,
                     "dropped_by": c.dropped,
                     "verdicts": c.verdicts,
+                    "meta": c.example.meta,  # provenance, judges' votes, rationale, image prompt
                 }
                 for c in candidates
             ]

@@ -35,7 +35,7 @@ class ScriptedPolicy:
 class BrokenAnalyzer:
     name = "broken"
 
-    def analyze(self, failures, probe):
+    def analyze(self, failures, probe, exemplars=()):
         raise ConnectionError("analyzer unreachable")
 
 

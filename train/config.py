@@ -196,9 +196,9 @@ class MixConfig:
 
 
 @dataclass
-class FrontierConfig:
-    model: str = "gpt-4o"
-    """Model name the endpoint serves (the analyzer's)."""
+class EndpointConfig:
+    model: str = ""
+    """Model name the endpoint serves."""
     base_url: str | None = None
     """OpenAI-compatible endpoint (Azure, vLLM, SGLang, a gateway); null: OpenAI itself."""
     api_key_env: str = "OPENAI_API_KEY"
@@ -207,20 +207,69 @@ class FrontierConfig:
     """Seconds per request before it counts as timed out."""
     max_retries: int = 3
     """Retries with backoff on 429, 5xx and timeouts."""
+
+
+@dataclass
+class FrontierConfig:
+    model: str = "gpt-4o"
+    """The analyst: model name the endpoint serves."""
+    base_url: str | None = None
+    """The analyst's OpenAI-compatible endpoint (Azure, vLLM, SGLang, a gateway); null: OpenAI."""
+    api_key_env: str = "OPENAI_API_KEY"
+    """Environment variable holding the analyst's API key (never the key itself)."""
+    timeout: float = 60.0
+    """Seconds per request before it counts as timed out."""
+    max_retries: int = 3
+    """Retries with backoff on 429, 5xx and timeouts."""
+    preset: Literal["analyze", "lrf", "cads"] = "analyze"
+    """How failures become proposals: ``analyze`` (one diagnosis and proposals per failure group),
+    ``lrf`` (each failure described, its error hypothesised, pairs proposed on the failed or a
+    generated image; one judge scores triples 1-3, only 3s kept), ``cads`` (a committee of
+    generator models applies four strategies to each group; a judge committee solves each
+    candidate blind and the consensus keeps it)."""
+    prompt: str | None = None
+    """Analysis prompt template (``curriculum/frontier/prompts/<name>.md``); null: the preset's."""
+    committee: list[EndpointConfig] = field(default_factory=list)
+    """``cads``: the generator models (empty: the analyst alone)."""
+    judges: list[EndpointConfig] = field(default_factory=list)
+    """The judge panel; empty: no judges with ``analyze``, the analyst as the one judge with
+    ``lrf`` and ``cads``."""
+    judge_agree: int = 0
+    """Judges that must agree with a candidate (``lrf``: score it 3) to keep it; 0: a majority."""
+    judge_scope: Literal["all", "unverified"] = "all"
+    """Candidates the panel judges: ``all``, or only those whose answer no program verified."""
+    image_model: EndpointConfig | None = None
+    """Image-generation endpoint (the images API) for ``generated`` proposals; null: none are
+    asked for. Generated images are judged, so a panel must exist (a preset's or ``judges``)."""
+    image_size: str = "1024x1024"
+    """Size requested from the image endpoint."""
+    image_settings: list[dict[str, str | int | float]] = field(default_factory=lambda: [{}])
+    """Extra request fields per variant setting (e.g. ``{guidance_scale: 3.5}`` on a diffusion
+    server, ``{response_format: b64_json}`` for models that answer with URLs)."""
+    images_per_setting: int = 2
+    """Images generated per setting: each description yields settings x this many variants."""
+    image_price: float = 0.0
+    """USD per generated image, for cost accounting."""
+    exemplars: int = 4
+    """Accepted examples of the last round that the student still failed, shown in each request
+    of the next round (0: none)."""
+    rationales: bool = False
+    """Ask proposals and judges for reasoning; keep a candidate's rationale only when its final
+    answer matches the verified answer (STaR), and train on rationale then answer."""
     concurrency: int = 4
-    """Requests in flight at once."""
+    """Requests in flight at once (per endpoint)."""
     run_budget: float = 0.0
-    """Hard spending limit for the run in USD (0: none); further calls are refused."""
+    """Hard spending limit for the run in USD, over every endpoint (0: none); once spent, calls
+    not yet started are refused (those in flight, at most ``concurrency``, still finish)."""
     round_budget: float = 0.0
     """Hard spending limit per round in USD (0: none)."""
     prices: dict[str, list[float]] = field(default_factory=dict)
     """USD per million [input, output] tokens, per model name, for cost accounting."""
-    cache: bool = True
-    """Keep replies on disk under ``<run>/curriculum/cache`` so a repeated request is free."""
+    cache: str | None = "~/.cache/lessonloop/frontier"
+    """Folder of replies kept on disk and keyed by the request, so a resumed or repeated run does
+    not pay twice; null: no cache."""
     representatives: int = 3
-    """Failed items shown to the analyzer per group."""
-    prompt: str = "analyze_v1"
-    """Analysis prompt template (``curriculum/frontier/prompts/<name>.md``)."""
+    """Failed items shown per failure group."""
 
 
 @dataclass
@@ -477,6 +526,26 @@ def validate(cfg: Config) -> None:
         (
             set(cfg.curriculum.generators) <= {"proposals", "world", "same_image", "replay"},
             "curriculum.generators keys must be among proposals, world, same_image, replay",
+        ),
+        (
+            0
+            <= cfg.curriculum.frontier.judge_agree
+            <= (len(cfg.curriculum.frontier.judges) or (cfg.curriculum.frontier.preset != "analyze")),
+            "curriculum.frontier.judge_agree must lie between 0 and the number of judges",
+        ),
+        (
+            all(e.model for e in cfg.curriculum.frontier.judges + cfg.curriculum.frontier.committee),
+            "every curriculum.frontier judge and committee member needs a model",
+        ),
+        (
+            cfg.curriculum.frontier.image_model is None or bool(cfg.curriculum.frontier.image_model.model),
+            "curriculum.frontier.image_model needs a model",
+        ),
+        (
+            cfg.curriculum.frontier.image_model is None
+            or cfg.curriculum.frontier.judges
+            or cfg.curriculum.frontier.preset != "analyze",
+            "curriculum.frontier.image_model needs a judge panel: set curriculum.frontier.judges",
         ),
         (cfg.data.source != "hf" or cfg.data.hf.path, "data.hf.path is required when data.source is 'hf'"),
         (

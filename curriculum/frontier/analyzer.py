@@ -1,84 +1,116 @@
-"""The frontier analyzer: a model behind the OpenAI API diagnoses each group of failures.
+"""The frontier analyzer: models behind the OpenAI API diagnose failures and propose examples.
 
 Failures are grouped first by the offline analyzer (skill and parameter slices where the data has
-them, embedding clusters where it does not); each group's representatives (image as a data URL,
-question, gold answer, the model's answer) then go to the frontier model with the versioned prompt
-in ``prompts/``, and its schema-checked reply (error type, missing skill, diagnosis, proposals)
-replaces the group's offline diagnosis. Dataset text enters the prompt only inside a ``<data>``
-block, JSON-encoded, and the system prompt says it is data.
+them, embedding clusters where it does not). What is asked of the frontier then depends on the
+preset:
 
-A group whose call fails keeps its offline diagnosis, with the reason in its notes (a partial
-round); if every call fails, ``analyze`` raises and the round is recorded as failed while training
-goes on. A spent budget stops further calls in the round.
+- ``analyze``: each group's representatives go to the analyst in one request, which returns the
+  error type, the missing skill, a diagnosis and proposals for new examples.
+- ``lrf``: each failure goes alone: the analyst describes the image, names its key visual
+  elements, hypothesises the reasoning error and proposes question/answer pairs, on the failed
+  image or on an image to generate from a description.
+- ``cads``: a committee of generator models; each applies each of four strategies (parameter
+  variation, logic reversal, auxiliary extension, isomorphic transfer) to the group's failures.
+
+Every reply is schema-checked JSON; proposals share one form (kind ``same_image``, ``rendered`` or
+``generated``) and become examples in ``generators.ProposalGenerator``. The accepted examples of
+the last round that the student still failed (``exemplars``) go into every request, so each
+round's proposals move toward what is hard for the model.
+
+A group whose requests all fail keeps its offline diagnosis, with the reason in its notes (a
+partial round); if every group fails, ``analyze`` raises and the round is recorded as failed while
+training goes on. A spent budget refuses the calls not yet started.
 """
 
 from __future__ import annotations
 
-import base64
 import json
-from pathlib import Path
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from curriculum.analyze import OfflineAnalyzer
-from curriculum.frontier.client import BudgetExceeded, FrontierClient, FrontierError
-from curriculum.types import Example, Failure, Weakness, image_to_png_bytes
+from curriculum.frontier.client import FrontierClient, FrontierError
+from curriculum.frontier.prompting import data_block, data_url, fill, load_prompt
+from curriculum.types import Example, Failure, Weakness
 from curriculum.world import describe_skills
 
-PROMPTS = Path(__file__).parent / "prompts"
 ERROR_TYPES = ["perception", "counting", "spatial", "reading", "reasoning", "format", "other"]
+KINDS = ["same_image", "rendered", "generated"]
+STRATEGIES = {
+    "parameter_variation": "keep the question's structure and change its parameters (numbers, "
+    "attributes, positions) so that the answer changes",
+    "logic_reversal": "reverse the question's logic (ask for the complement, the opposite relation, "
+    "or the premise given the conclusion)",
+    "auxiliary_extension": "add one reasoning step or one auxiliary element the answer depends on",
+    "isomorphic_transfer": "keep the reasoning and move it to another surface: other objects, "
+    "another chart or scene type, other wording",
+}
+PRESET_PROMPTS = {"analyze": "analyze_v1", "lrf": "lrf_v1", "cads": "cads_v1"}
+KIND_TEXT = {
+    "same_image": 'Kind "same_image": a new question and its answer about one of the shown images '
+    '(its number in "item").',
+    "rendered": 'Kind "rendered": a question type the built-in world renders, as a skill name and '
+    "parameter values from the skill list below; question and answer may be left empty, the world "
+    "computes them.",
+    "generated": 'Kind "generated": a new image to be generated from "image_prompt" (a precise '
+    "description of everything the question needs to be visible), with its question and answer.",
+}
 
-SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "additionalProperties": False,
-    "required": ["error_type", "missing_skill", "diagnosis", "proposals"],
-    "properties": {
-        "error_type": {"type": "string", "enum": ERROR_TYPES},
-        "missing_skill": {"type": "string", "maxLength": 200},
-        "diagnosis": {"type": "string", "maxLength": 1000},
-        "proposals": {
+
+def text(n: int) -> dict[str, Any]:
+    return {"type": "string", "maxLength": n}
+
+
+def proposal_schema(kinds: Sequence[str], rationale: bool, max_items: int = 12) -> dict[str, Any]:
+    """The JSON schema of a list of proposals (fields that do not apply are left empty)."""
+    props: dict[str, Any] = {
+        "kind": {"type": "string", "enum": list(kinds)},
+        "item": {"type": "integer", "minimum": 0, "maximum": 16},
+        "question": text(300),
+        "answer": text(100),
+        "skill": text(40),
+        "params": {
             "type": "array",
             "maxItems": 12,
             "items": {
                 "type": "object",
                 "additionalProperties": False,
-                "required": ["kind", "item", "question", "answer", "skill", "params"],
-                "properties": {
-                    "kind": {"type": "string", "enum": ["same_image", "rendered"]},
-                    "item": {"type": "integer", "minimum": 0, "maximum": 16},
-                    "question": {"type": "string", "maxLength": 300},
-                    "answer": {"type": "string", "maxLength": 100},
-                    "skill": {"type": "string", "maxLength": 40},
-                    "params": {
-                        "type": "array",
-                        "maxItems": 12,
-                        "items": {
-                            "type": "object",
-                            "additionalProperties": False,
-                            "required": ["name", "value"],
-                            "properties": {
-                                "name": {"type": "string", "maxLength": 40},
-                                "value": {"type": "string", "maxLength": 40},
-                            },
-                        },
-                    },
-                },
+                "required": ["name", "value"],
+                "properties": {"name": text(40), "value": text(40)},
             },
         },
-    },
-}
+        "image_prompt": text(1000),
+    }
+    if rationale:
+        props["rationale"] = text(1500)
+    item = {"type": "object", "additionalProperties": False, "required": list(props), "properties": props}
+    return {"type": "array", "maxItems": max_items, "items": item}
 
 
-def load_prompt(name: str) -> str:
-    """A prompt template by versioned name, e.g. ``analyze_v1``."""
-    path = PROMPTS / f"{name}.md"
-    if not path.is_file():
-        known = ", ".join(sorted(p.stem for p in PROMPTS.glob("*.md")))
-        raise ValueError(f"unknown prompt {name!r} (known: {known})")
-    return path.read_text()
+def reply_schema(preset: str, kinds: Sequence[str], rationale: bool) -> dict[str, Any]:
+    fields: dict[str, Any]
+    if preset == "analyze":
+        fields = {
+            "error_type": {"type": "string", "enum": ERROR_TYPES},
+            "missing_skill": {"type": "string", "maxLength": 200},
+            "diagnosis": {"type": "string", "maxLength": 1000},
+        }
+    elif preset == "lrf":
+        fields = {
+            "image_description": {"type": "string", "maxLength": 1000},
+            "key_elements": {"type": "array", "maxItems": 12, "items": {"type": "string", "maxLength": 100}},
+            "error_hypothesis": {"type": "string", "maxLength": 600},
+        }
+    elif preset == "cads":
+        fields = {}
+    else:
+        raise ValueError(f"unknown frontier preset {preset!r} (known: {', '.join(PRESET_PROMPTS)})")
+    fields["proposals"] = proposal_schema(kinds, rationale)
+    return {"type": "object", "additionalProperties": False, "required": list(fields), "properties": fields}
 
 
-def data_url(example: Example) -> str:
-    return "data:image/png;base64," + base64.b64encode(image_to_png_bytes(example.image)).decode()
+SCHEMA = reply_schema("analyze", KINDS[:2], rationale=False)
 
 
 class FrontierAnalyzer:
@@ -89,68 +121,158 @@ class FrontierAnalyzer:
         client: FrontierClient,
         grouper: OfflineAnalyzer | None = None,
         representatives: int = 3,
-        prompt: str = "analyze_v1",
+        preset: str = "analyze",
+        prompt: str | None = None,
+        committee: list[FrontierClient] | None = None,
+        kinds: Sequence[str] = ("same_image", "rendered"),
+        rationales: bool = False,
+        exemplars: int = 4,
+        workers: int = 4,
     ) -> None:
         self.client, self.grouper = client, grouper or OfflineAnalyzer()
-        self.representatives, self.prompt = representatives, prompt
-        skills = json.dumps(describe_skills(), indent=None)
-        self.system = load_prompt(prompt).replace("{skills}", skills)
+        self.representatives, self.preset = representatives, preset
+        self.prompt = prompt or PRESET_PROMPTS[preset]
+        self.committee = committee or [client]
+        self.schema = reply_schema(preset, kinds, rationales)
+        self.max_exemplars, self.workers = exemplars, max(1, workers)
+        rationale_text = (
+            'Give each proposal a "rationale": the reasoning from what the image shows to the answer, '
+            'in a few sentences a student could follow, ending with "Answer: <the answer>".'
+            if rationales
+            else ""
+        )
+        self.system = fill(
+            load_prompt(self.prompt),
+            skills=json.dumps(describe_skills()) if "rendered" in kinds else "none (this data is not rendered)",
+            kinds="\n".join(f"- {KIND_TEXT[k]}" for k in kinds),
+            rationale=rationale_text,
+        )
 
-    def messages(self, weakness: Weakness, failures: list[Failure]) -> list[dict[str, Any]]:
-        """The request for one group: the system prompt, then each representative as data."""
-        content: list[dict[str, Any]] = [
-            {
-                "type": "text",
-                "text": f"Group: {weakness.id}; the model fails {weakness.failures} of {weakness.n} "
-                f"probe items like these.",
-            }
-        ]
+    # ------------------------------------------------------------------ requests
+
+    def messages(
+        self,
+        weakness: Weakness,
+        failures: list[Failure],
+        exemplars: Sequence[dict[str, Any]] = (),
+        strategy: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """One request: the system prompt, the group, each failure as data, then the exemplars."""
+        head = f"Group: {weakness.id}; the model fails {weakness.failures} of {weakness.n} probe items like these."
+        if strategy is not None:
+            head += f"\nStrategy: {strategy}: {STRATEGIES[strategy]}."
+        content: list[dict[str, Any]] = [{"type": "text", "text": head}]
         for i, f in enumerate(failures):
-            item = {
-                "item": i,
-                "question": f.example.question,
-                "answer": f.example.answer,
-                "model_answer": f.prediction,
-            }
+            item = {"item": i, "question": f.example.question, "answer": f.example.answer,
+                    "model_answer": f.prediction}  # fmt: skip
             content.append({"type": "image_url", "image_url": {"url": data_url(f.example)}})
-            content.append({"type": "text", "text": f"<data>{json.dumps(item)}</data>"})
+            content.append({"type": "text", "text": data_block(item)})
+        if exemplars:
+            content.append({"type": "text", "text": "Accepted examples of the last round that the model "
+                            "still answered wrongly (make new ones at least this hard):"})  # fmt: skip
+            content.append({"type": "text", "text": data_block(list(exemplars))})
         return [{"role": "system", "content": self.system}, {"role": "user", "content": content}]
 
-    def analyze(self, failures: list[Failure], probe: list[tuple[Example, bool]]) -> list[Weakness]:
+    def _requests(
+        self, weakness: Weakness, shown: list[Failure], exemplars: Sequence[dict[str, Any]]
+    ) -> list[tuple[FrontierClient, list[dict[str, Any]], dict[str, Any]]]:
+        """(client, messages, tag) per request; the tag says how to read the reply back."""
+        if self.preset == "lrf":
+            return [
+                (self.client, self.messages(weakness, [f], exemplars), {"failure": f.example.id})
+                for f in shown
+            ]
+        if self.preset == "cads":
+            return [
+                (c, self.messages(weakness, shown, exemplars, s), {"model": c.endpoint.model, "strategy": s})
+                for c in self.committee
+                for s in STRATEGIES
+            ]
+        return [(self.client, self.messages(weakness, shown, exemplars), {})]
+
+    def _ask(self, client: FrontierClient, messages: list[dict[str, Any]]) -> dict[str, Any] | FrontierError:
+        try:
+            return client.chat_json(messages, self.schema, f"{self.preset}_reply")
+        except FrontierError as err:
+            return err
+
+    # ------------------------------------------------------------------ a round
+
+    def analyze(
+        self,
+        failures: list[Failure],
+        probe: list[tuple[Example, bool]],
+        exemplars: Sequence[dict[str, Any]] = (),
+    ) -> list[Weakness]:
         weaknesses = self.grouper.analyze(failures, probe)
         by_id = {f.example.id: f for f in failures}
-        reasons: list[str] = []
-        stopped = None
-        for w in weaknesses:
-            if stopped is not None:
-                w.notes = {"analyzer": self.name, "skipped": stopped}
+        jobs: list[tuple[int, list[Failure], dict[str, Any], Any]] = []
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="analyst") as pool:
+            for w_index, w in enumerate(weaknesses):
+                shown = [by_id[i] for i in w.failure_ids if i in by_id][: self.representatives]
+                for client, messages, tag in self._requests(w, shown, _for(w, exemplars, self.max_exemplars)):
+                    jobs.append((w_index, shown, tag, pool.submit(self._ask, client, messages)))
+            replies = [(w_index, shown, tag, future.result()) for w_index, shown, tag, future in jobs]
+        failed = 0
+        for w_index, w in enumerate(weaknesses):
+            mine = [(shown, tag, r) for i, shown, tag, r in replies if i == w_index]
+            errors = [str(r) for _, _, r in mine if isinstance(r, FrontierError)]
+            good = [(shown, tag, r) for shown, tag, r in mine if not isinstance(r, FrontierError)]
+            if not good:
+                failed += 1
+                w.notes = {
+                    "analyzer": self.name,
+                    "preset": self.preset,
+                    "error": errors[0] if errors else "no request",
+                }
                 continue
-            shown = [by_id[i] for i in w.failure_ids if i in by_id][: self.representatives]
-            try:
-                reply = self.client.chat_json(self.messages(w, shown), SCHEMA, "failure_analysis")
-            except BudgetExceeded as err:
-                stopped = str(err)
-                reasons.append(stopped)
-                w.notes = {"analyzer": self.name, "skipped": stopped}
-                continue
-            except FrontierError as err:
-                reasons.append(str(err))
-                w.notes = {"analyzer": self.name, "error": str(err)}
-                continue
-            offline = w.diagnosis
-            w.diagnosis = f"[{reply['error_type']}; missing: {reply['missing_skill']}] {reply['diagnosis']}"
-            w.notes = {
-                "analyzer": self.name,
-                "model": self.client.endpoint.model,
-                "prompt": self.prompt,
-                "error_type": reply["error_type"],
-                "missing_skill": reply["missing_skill"],
-                "offline_diagnosis": offline,
-                "proposals": [
-                    {**p, "item_id": shown[p["item"]].example.id if p["item"] < len(shown) else None}
-                    for p in reply["proposals"]
-                ],
-            }
-        if weaknesses and len(reasons) == len(weaknesses):
-            raise FrontierError(f"no group could be analysed: {reasons[0]}")
+            self._merge(w, good, errors)
+        if weaknesses and failed == len(weaknesses):
+            first = next(w.notes["error"] for w in weaknesses)
+            raise FrontierError(f"no group could be analysed: {first}")
         return weaknesses
+
+    def _merge(self, w: Weakness, good: list[tuple[list[Failure], dict[str, Any], dict[str, Any]]],
+               errors: list[str]) -> None:  # fmt: skip
+        """The replies of one group into its diagnosis and proposals (``weakness.notes``)."""
+        proposals = []
+        for shown, tag, reply in good:
+            for p in reply["proposals"]:
+                if "failure" in tag:  # lrf: one failure per request, whatever "item" says
+                    item_id = tag["failure"]
+                else:
+                    item_id = shown[p["item"]].example.id if p["item"] < len(shown) else None
+                proposals.append(
+                    {**p, **{k: v for k, v in tag.items() if k != "failure"}, "item_id": item_id}
+                )
+        notes: dict[str, Any] = {
+            "analyzer": self.name,
+            "preset": self.preset,
+            "model": self.client.endpoint.model,
+            "prompt": self.prompt,
+            "offline_diagnosis": w.diagnosis,
+            "proposals": proposals,
+        }
+        if errors:
+            notes["errors"] = errors  # a partial group: some requests failed
+        if self.preset == "analyze":
+            reply = good[0][2]
+            w.diagnosis = f"[{reply['error_type']}; missing: {reply['missing_skill']}] {reply['diagnosis']}"
+            notes.update(error_type=reply["error_type"], missing_skill=reply["missing_skill"])
+        elif self.preset == "lrf":
+            notes["failures"] = [
+                {"item_id": tag["failure"], **{k: r[k] for k in ("image_description", "key_elements",
+                                                               "error_hypothesis")}}
+                for _, tag, r in good
+            ]  # fmt: skip
+            w.diagnosis = "[lrf] " + " | ".join(f["error_hypothesis"] for f in notes["failures"])[:1000]
+        else:
+            notes["committee"] = sorted({c.endpoint.model for c in self.committee})
+        w.notes = notes
+
+
+def _for(weakness: Weakness, exemplars: Sequence[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
+    """The exemplars shown for one weakness: those of its skill when it has one, at most ``limit``."""
+    if weakness.skill is not None:
+        exemplars = [e for e in exemplars if e.get("skill") == weakness.skill]
+    return list(exemplars)[:limit]

@@ -1,0 +1,139 @@
+"""The judge panel: frontier models check each candidate before it may train.
+
+Two ways to judge, one per preset family:
+
+- ``answer`` (blind): each judge sees only the image and the question and answers it; the
+  candidate is kept when at least ``agree`` judges reach its answer. For a generated image each
+  judge also says whether the image shows what the question needs, and the same number must say
+  yes. Consensus of independent solvers is how a committee separates solvable-and-correct items
+  from the rest.
+- ``score``: each judge sees image, question and answer and scores the triple 1 to 3 (3: the image
+  shows what the question needs and the answer is right); kept when ``agree`` judges give 3.
+
+Every vote (model, answer or score, reasoning) is stored in the example's ``meta["judges"]``.
+A judge whose call fails casts no vote; a candidate that can no longer reach ``agree`` votes is
+dropped with the reason. With rationales on, the reasoning of each judge that reached the
+candidate's answer is offered to the rationale filter.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from curriculum.frontier.client import FrontierClient, FrontierError
+from curriculum.frontier.prompting import data_block, data_url, load_prompt
+from curriculum.scoring import is_correct, with_rationale
+from curriculum.types import Candidate
+
+ANSWER_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["reasoning", "answer"],
+    "properties": {
+        "reasoning": {"type": "string", "maxLength": 1500},
+        "answer": {"type": "string", "maxLength": 100},
+    },
+}
+IMAGE_SCHEMA: dict[str, Any] = {
+    **ANSWER_SCHEMA,
+    "required": ["reasoning", "answer", "image_shows"],
+    "properties": {**ANSWER_SCHEMA["properties"], "image_shows": {"type": "string", "enum": ["yes", "no"]}},
+}
+SCORE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["reasoning", "score"],
+    "properties": {
+        "reasoning": {"type": "string", "maxLength": 1500},
+        "score": {"type": "integer", "minimum": 1, "maximum": 3},
+    },
+}
+PROMPTS = {"answer": "judge_answer_v1", "score": "judge_score_v1"}
+
+
+class JudgePanel:
+    name = "judge"
+
+    def __init__(
+        self,
+        judges: list[FrontierClient],
+        agree: int = 0,
+        mode: str = "answer",
+        scope: str = "all",
+        workers: int = 4,
+    ) -> None:
+        if not judges:
+            raise ValueError("a judge panel needs at least one judge")
+        self.judges, self.mode, self.scope, self.workers = judges, mode, scope, max(1, workers)
+        self.need = agree or len(judges) // 2 + 1  # 0: a majority
+        if self.need > len(judges):
+            raise ValueError(f"judge_agree={agree} but the panel has {len(judges)} judges")
+        self.prompt = PROMPTS[mode]
+        self.system = load_prompt(self.prompt)
+
+    def messages(self, candidate: Candidate) -> list[dict[str, Any]]:
+        ex = candidate.example
+        item: dict[str, Any] = {"question": ex.question}
+        if self.mode == "score":
+            item["answer"] = ex.answer
+        content = [
+            {"type": "image_url", "image_url": {"url": data_url(ex.image)}},
+            {"type": "text", "text": data_block(item)},
+        ]
+        return [{"role": "system", "content": self.system}, {"role": "user", "content": content}]
+
+    def _schema(self, candidate: Candidate) -> dict[str, Any]:
+        if self.mode == "score":
+            return SCORE_SCHEMA
+        return IMAGE_SCHEMA if candidate.example.meta.get("image_generated") else ANSWER_SCHEMA
+
+    def _ask(self, judge: FrontierClient, candidate: Candidate) -> dict[str, Any]:
+        try:
+            reply = judge.chat_json(self.messages(candidate), self._schema(candidate), f"judge_{self.mode}")
+        except FrontierError as err:
+            return {"model": judge.endpoint.model, "error": str(err)}
+        return {"model": judge.endpoint.model, **reply}
+
+    def __call__(self, candidates: list[Candidate]) -> None:
+        live = [
+            c
+            for c in candidates
+            if not c.dropped and (self.scope == "all" or c.verdicts.get("answer") == "unverified")
+        ]
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="judge") as pool:
+            futures = [[pool.submit(self._ask, j, c) for j in self.judges] for c in live]
+            votes = [[f.result() for f in row] for row in futures]
+        for c, row in zip(live, votes, strict=True):
+            self._verdict(c, row)
+
+    def _verdict(self, c: Candidate, votes: list[dict[str, Any]]) -> None:
+        ex = c.example
+        cast = [v for v in votes if "error" not in v]
+        if self.mode == "score":
+            passed = [v for v in cast if v["score"] == 3]
+        else:
+            for v in cast:
+                v["agrees"] = is_correct(v["answer"], ex.answer)
+            passed = [v for v in cast if v["agrees"] and v.get("image_shows", "yes") == "yes"]
+            if ex.meta.get("rationale_options") is not None:
+                ex.meta["rationale_options"] += [
+                    with_rationale(v["reasoning"], v["answer"]) for v in cast if v["agrees"]
+                ]
+        ex.meta["judges"] = votes
+        if len(passed) >= self.need:
+            c.keep(self.name)
+        elif len(cast) < self.need:
+            errors = [v["error"] for v in votes if "error" in v]
+            c.drop(self.name, f"{len(cast)} of {len(votes)} judges answered ({errors[0]})")
+        elif self.mode == "score":
+            c.drop(self.name, f"scored {[v['score'] for v in cast]}; {self.need} threes needed")
+        else:
+            said = [
+                f"{v['answer']!r}" + ("" if v.get("image_shows", "yes") == "yes" else " (image no)")
+                for v in cast
+            ]
+            c.drop(
+                self.name,
+                f"{len(passed)} of {len(cast)} judges agree ({', '.join(said)}); {self.need} needed",
+            )
