@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from curriculum.analyze import Analyzer, OfflineAnalyzer
-from curriculum.filters import AnswerCheck, Decontaminate, Dedup, RationaleCheck, StudentCheck
+from curriculum.filters import AnswerCheck, Decontaminate, Dedup, RationaleCheck, StudentCheck, VerifiedOnly
 from curriculum.generators import (
     Generator,
     ProposalGenerator,
@@ -69,6 +69,7 @@ class _Work:
     timings: dict[str, float]
     probe_skills: dict[str, float] = field(default_factory=dict)
     error: str | None = None
+    image_errors: list[str] = field(default_factory=list)
 
 
 def split_budget(weaknesses: list[Weakness], budget: int) -> list[int]:
@@ -98,6 +99,7 @@ class Curriculum:
         generators: list[Generator] | None = None,
         accelerator: Any = None,
         fresh: bool = True,
+        verified_only: bool = False,
     ) -> None:
         self.cfg = cfg
         self.root = Path(root)
@@ -127,6 +129,7 @@ class Curriculum:
         self._barrier()
         self.pool = Pool(self.root / "pool", cap=cfg.pool_cap)
         self.answer_check = AnswerCheck()
+        self.verified_only = verified_only  # GRPO: only answers a reward can trust
         self.decontaminate = Decontaminate(eval_sets, probe, cfg.near_duplicate)
         self.seen: set[str] = set()
         self.history: list[dict[str, Any]] = []
@@ -210,6 +213,7 @@ class Curriculum:
             "history": list(self.history),
             "pending": pending,
             "exemplars": list(self.exemplars),
+            "spent": self._ledger.state_dict() if self._ledger is not None else None,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -217,6 +221,8 @@ class Curriculum:
         self.seen = set(state["seen"])
         self.history = list(state["history"])
         self.exemplars = list(state.get("exemplars", []))
+        if self._ledger is not None and state.get("spent"):
+            self._ledger.load_state_dict(state["spent"])
         self._redo = tuple(state["pending"]) if state.get("pending") else None  # type: ignore[assignment]
 
     # ------------------------------------------------------------------ the round's stages
@@ -225,12 +231,21 @@ class Curriculum:
         items = self.probe
         if self.cfg.probe_max and len(items) > self.cfg.probe_max:
             items = random.Random(f"{self.seed}|probe|{k}").sample(items, self.cfg.probe_max)
-        predictions = policy.answer(items)
-        return (
-            items,
-            predictions,
-            [is_correct(p, ex.answer) for p, ex in zip(predictions, items, strict=True)],
-        )
+        if not self.cfg.probe_samples:
+            predictions = policy.answer(items)
+            return (
+                items,
+                predictions,
+                [is_correct(p, ex.answer) for p, ex in zip(predictions, items, strict=True)],
+            )
+        # Sampled: an item fails when its pass rate is at most the threshold (GRPO: all rollouts fail).
+        samples = policy.sample(items, self.cfg.probe_samples)
+        rates = [
+            sum(is_correct(p, ex.answer) for p in ps) / len(ps) for ps, ex in zip(samples, items, strict=True)
+        ]
+        predictions = [next((p for p in ps if not is_correct(p, ex.answer)), ps[0])
+                       for ps, ex in zip(samples, items, strict=True)]  # fmt: skip
+        return items, predictions, [r > self.cfg.failure_pass_rate for r in rates]
 
     def _prepare(
         self,
@@ -262,6 +277,7 @@ class Curriculum:
             timings["analyse_s"] = time.perf_counter() - t
             t = time.perf_counter()
             candidates = self._generate(k, weaknesses, failures)
+            image_errors = self._image_errors()
             timings["generate_s"] = time.perf_counter() - t
             t = time.perf_counter()
             # Duplicates are judged against the live pool (a retired example may come back).
@@ -272,8 +288,9 @@ class Curriculum:
                 check(candidates)
             timings["filter_s"] = time.perf_counter() - t
         except Exception:
-            return _Work(k, step, accuracy, [], [], [], timings, skills, error=traceback.format_exc())
-        return _Work(k, step, accuracy, failures, weaknesses, candidates, timings, skills)
+            errors = self._image_errors()
+            return _Work(k, step, accuracy, [], [], [], timings, skills, traceback.format_exc(), errors)
+        return _Work(k, step, accuracy, failures, weaknesses, candidates, timings, skills, None, image_errors)
 
     def _filters(self, dedup: Dedup) -> list[Any]:
         """The model-free filters of a round, in order (the student check comes after, on all ranks)."""
@@ -282,6 +299,8 @@ class Curriculum:
             checks.append(self.frontier.judges)
         if self.frontier is not None and self.cfg.frontier.rationales:
             checks.append(RationaleCheck())
+        if self.verified_only:
+            checks.append(VerifiedOnly())
         return checks
 
     def _generate(self, k: int, weaknesses: list[Weakness], failures: list[Failure]) -> list[Candidate]:
@@ -326,7 +345,7 @@ class Curriculum:
             retire = self._mastered(policy)
             work.timings["student_s"] = time.perf_counter() - t
             kept = [c.example for c in work.candidates if c.dropped is None]
-            self.exemplars = _exemplars(work.candidates)
+            self.exemplars = exemplars_of(kept)
             for c in work.candidates:
                 if c.dropped is None:
                     c.example.meta["verdicts"] = dict(c.verdicts)  # provenance travels with the example
@@ -351,19 +370,11 @@ class Curriculum:
             **{f"curriculum/dropped_{name}": float(n) for name, n in dropped.items()},
             **{f"curriculum/probe_skill/{s}": v for s, v in work.probe_skills.items()},
         }
-        ledger = self._ledger
-        if ledger is not None:
-            spent = ledger.to_dict()
-            metrics.update(
-                {
-                    "curriculum/frontier_calls": spent["calls"],
-                    "curriculum/frontier_cached": spent["cached"],
-                    "curriculum/frontier_images": spent["images"],
-                    "curriculum/cost_usd": spent["cost"],
-                    "curriculum/round_cost_usd": ledger.round_cost,
-                    "curriculum/cost_per_kept_usd": ledger.round_cost / max(1, len(kept)),
-                }
-            )
+        cost = self._cost(work.candidates)
+        if cost:
+            metrics.update({f"curriculum/{key}": value for key, value in cost.items()})
+        if work.image_errors:
+            metrics["curriculum/image_errors"] = len(work.image_errors)
         summary = {
             "round": k,
             "step": step,
@@ -376,17 +387,10 @@ class Curriculum:
             "timings": work.timings,
             "metrics": metrics,
         }
-        if ledger is not None:
-            summary["cost"] = {
-                "round_usd": ledger.round_cost,
-                "per_kept_usd": ledger.round_cost / max(1, len(kept)),
-                "run_usd": ledger.cost,
-                **{k: v for k, v in ledger.to_dict().items() if k != "cost"},
-            }
-        image_errors = self._image_errors()
-        if image_errors:
-            summary["image_errors"] = image_errors
-            metrics["curriculum/image_errors"] = len(image_errors)
+        if cost:
+            summary["cost"] = cost
+        if work.image_errors:
+            summary["image_errors"] = work.image_errors
         if self.is_main:
             write_round(self.root, k, summary, work.failures, work.weaknesses, work.candidates)
         self.history.append({"round": k, "step": step, "status": "ok", "kept": len(kept)})
@@ -397,6 +401,23 @@ class Curriculum:
             len(work.weaknesses), len(kept), len(work.candidates), len(self.pool), work.timings["blocked_s"],
         )  # fmt: skip
         return RoundResult(k, step, "ok", metrics)
+
+    def _cost(self, candidates: list[Candidate]) -> dict[str, float]:
+        """What this round spent on the frontier, and per accepted example (all of them, and those
+        the frontier proposed); the run totals. Empty when nothing calls an API."""
+        ledger = self._ledger
+        if ledger is None:
+            return {}
+        kept = [c for c in candidates if c.dropped is None]
+        proposed = [c for c in kept if c.generator == "proposals"]
+        spent = ledger.round_dict()
+        return {
+            "round_cost_usd": spent["cost"],
+            "cost_per_kept_usd": spent["cost"] / max(1, len(kept)),
+            "cost_per_kept_proposal_usd": spent["cost"] / max(1, len(proposed)),
+            "cost_usd": ledger.cost,
+            **{f"frontier_{key}": value for key, value in spent.items() if key != "cost"},
+        }
 
     def _image_errors(self) -> list[str]:
         """Image requests that failed this round (their proposals were skipped)."""
@@ -418,6 +439,7 @@ class Curriculum:
 
     def _restore(self, k: int, step: int) -> RoundResult:
         self.pool.apply_round(k)
+        self.exemplars = exemplars_of(self.pool.round_examples(k))
         self.history.append({"round": k, "step": step, "status": "restored"})
         log.info("curriculum round %d @ step %d: restored from disk (pool %d)", k, step, len(self.pool))
         return RoundResult(
@@ -443,6 +465,10 @@ class Curriculum:
                 log.warning("curriculum round %d: could not commit it empty: %s", k, commit_err)
         if self.is_main:
             summary = {"round": k, "step": step, "status": "failed", "error": text, "timings": timings}
+            if cost := self._cost(work.candidates if work else []):
+                summary["cost"] = cost  # what the failed round spent before it failed
+            if work is not None and work.image_errors:
+                summary["image_errors"] = work.image_errors
             write_round(self.root, k, summary, work.failures if work else [], work.weaknesses if work else [])
         self.history.append({"round": k, "step": step, "status": "failed", "error": last})
         return RoundResult(k, step, "failed", {"curriculum/round": k, "curriculum/failed": 1.0}, error=last)
@@ -480,21 +506,20 @@ class Curriculum:
             self.accelerator.wait_for_everyone()
 
 
-def _exemplars(candidates: list[Candidate]) -> list[dict[str, Any]]:
-    """Accepted candidates the student still failed, one weakness at a time (round-robin)."""
-    by_weakness: dict[str, list[Candidate]] = {}
-    for c in candidates:
-        meta = c.example.meta
-        failed = "student_answer" in meta or meta.get("student_pass_rate", 1.0) < 1.0
-        if c.dropped is None and failed:
-            by_weakness.setdefault(c.weakness, []).append(c)
+def exemplars_of(kept: list[Example]) -> list[dict[str, Any]]:
+    """A round's accepted examples that the student still failed, one weakness at a time
+    (round-robin). Read from the examples alone, so a restored round gives the same ones."""
+    by_weakness: dict[str, list[Example]] = {}
+    for ex in kept:
+        if "student_answer" in ex.meta or ex.meta.get("student_pass_rate", 1.0) < 1.0:
+            by_weakness.setdefault(ex.meta.get("weakness", ""), []).append(ex)
     out: list[dict[str, Any]] = []
     for depth in range(max((len(v) for v in by_weakness.values()), default=0)):
-        for items in by_weakness.values():
+        for weakness, items in by_weakness.items():
             if depth < len(items):
-                ex = items[depth].example
+                ex = items[depth]
                 out.append({"question": ex.question, "answer": ex.answer, "skill": ex.skill,
-                            "student_answer": ex.meta.get("student_answer"), "weakness": items[depth].weakness})  # fmt: skip
+                            "student_answer": ex.meta.get("student_answer"), "weakness": weakness})  # fmt: skip
     return out[:64]
 
 

@@ -17,7 +17,9 @@
                      or by the judges that reached its answer) keep the first whose final answer
                      matches the verified answer (STaR-style); a candidate whose every rationale
                      ends elsewhere is dropped; one offered none trains on its plain answer.
-6. ``StudentCheck``  keep what the current model still gets wrong (or whose sampled pass rate
+6. ``VerifiedOnly``  (GRPO) only answers a reward can trust: real items, or answers a program or
+                     the judges verified.
+7. ``StudentCheck``  keep what the current model still gets wrong (or whose sampled pass rate
                      lies in a band): an example the model already answers teaches little.
 
 The first three are cheap and model-free; the judges call an API; the student check asks the model.
@@ -162,7 +164,7 @@ class RationaleCheck:
             options = c.example.meta.pop("rationale_options", None)
             if c.dropped or options is None:
                 continue
-            good = [o for o in options if is_correct(final_answer(o), c.example.answer)]
+            good = [o for o in options if is_correct(o, c.example.answer)]  # judged by its final answer
             if good:
                 c.example.meta["rationale"] = split_answer(good[0])[0]
                 c.keep(self.name)
@@ -171,6 +173,25 @@ class RationaleCheck:
                 c.drop(self.name, f"no rationale reaches the verified answer (they end at {said})")
             else:
                 c.verdicts[self.name] = "none offered"
+
+
+class VerifiedOnly:
+    """For a reward: keep real items and candidates whose answer a program or the judges verified."""
+
+    name = "verified"
+
+    def __call__(self, candidates: list[Candidate]) -> None:
+        for c in candidates:
+            if c.dropped:
+                continue
+            if (
+                c.example.source == "real"
+                or c.verdicts.get("answer") == "ok"
+                or c.verdicts.get("judge") == "ok"
+            ):
+                c.keep(self.name)
+            else:
+                c.drop(self.name, "no program or judge verified its answer")
 
 
 class StudentCheck:

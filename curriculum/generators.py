@@ -18,7 +18,6 @@ import dataclasses
 import random
 from typing import Any, Protocol
 
-from curriculum.frontier.client import FrontierError
 from curriculum.scoring import ANSWER_TAG, normalise, with_rationale
 from curriculum.types import Example, Failure, Weakness
 from curriculum.world import Spec, generate
@@ -192,10 +191,10 @@ class ProposalGenerator:
     filter recomputes it from the scene where there is one). ``generated``: variants of an image
     generated from the proposal's description (``images``: an ``ImageMaker``; without one these
     proposals are skipped), each with the proposed question and answer, for the judges to verify.
+    Image requests that fail are skipped and their reasons kept in ``image_errors``.
     ``rendered``: the proposed skill and parameters go through the world's generator, so the
     answer is computed by program; a proposal the world refuses (unknown skill or parameter,
     value out of range) is skipped. A proposal's rationale is offered to the rationale filter.
-    Image requests that fail are skipped and their reasons kept in ``image_errors``.
     """
 
     name = "proposals"
@@ -218,7 +217,9 @@ class ProposalGenerator:
             ex = _provenance(ex, self.name, weakness, proposal=p["kind"], **extra, **meta)
             if p.get("rationale"):  # checked by its own final answer when it states one
                 r = p["rationale"]
-                ex.meta["rationale_options"] = [r if ANSWER_TAG in r else with_rationale(r, p["answer"] or ex.answer)]
+                ex.meta["rationale_options"] = [
+                    r if ANSWER_TAG in r else with_rationale(r, p["answer"] or ex.answer)
+                ]
             out.append(ex)
 
         for p in proposals:
@@ -234,11 +235,8 @@ class ProposalGenerator:
                 continue
             if not (p["image_prompt"] and p["question"] and p["answer"]):
                 continue
-            try:
-                variants = self.images(p["image_prompt"], count - len(out))
-            except FrontierError as err:
-                self.image_errors.append(str(err))
-                continue
+            variants, errors = self.images(p["image_prompt"], count - len(out))
+            self.image_errors += errors
             for image, setting in variants:
                 ex = Example(
                     f"{prefix}-{len(out):05d}", image, p["question"], p["answer"], source="synthetic"

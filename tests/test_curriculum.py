@@ -15,7 +15,7 @@ from curriculum.engine import Curriculum
 from curriculum.types import image_hash
 from tests.conftest import tiny_run_overrides
 from train.config import CurriculumConfig, load_config
-from train.sft import run
+from train.loop import run
 
 
 class ScriptedPolicy:
@@ -180,7 +180,7 @@ def test_rounds_feed_the_training_stream(tmp_path, tiny_qwen, mode):
 _CHILD = """
 import sys
 from train.config import load_config
-from train.sft import run
+from train.loop import run
 run(load_config(None, sys.argv[1:]))
 """
 

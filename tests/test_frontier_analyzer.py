@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from curriculum.frontier.analyzer import SCHEMA, FrontierAnalyzer
+from curriculum.frontier.analyzer import FrontierAnalyzer, reply_schema
 from curriculum.frontier.client import Endpoint, FrontierClient, FrontierError, Ledger
 from curriculum.frontier.schema import errors
 from curriculum.types import Failure
@@ -46,7 +46,7 @@ def _analyzer(server, monkeypatch, ledger=None, **kw):
 
 
 def test_groups_are_diagnosed_by_the_frontier_model_with_data_marked(world_small, monkeypatch):
-    assert errors(REPLY, SCHEMA) == []
+    assert errors(REPLY, reply_schema("analyze", ["same_image", "rendered"], rationale=False)) == []
     failures, probe = _round(world_small)
     with FakeOpenAI(default=lambda path, body: json_reply(REPLY)) as server:
         weaknesses = _analyzer(server, monkeypatch).analyze(failures, probe)

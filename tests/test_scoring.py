@@ -26,7 +26,9 @@ def test_a_reasoned_prediction_is_judged_by_its_last_final_answer():
     from curriculum.types import Example
 
     text = with_rationale("Two red, one blue. Answer: not this one", "3")
-    assert split_answer(text) == ("Two red, one blue. Answer: not this one", "3") and final_answer(text) == "3"
+    assert (
+        split_answer(text) == ("Two red, one blue. Answer: not this one", "3") and final_answer(text) == "3"
+    )
     assert is_correct(text, "three") and not is_correct("Answer: 4", "3") and final_answer(" 7 ") == "7"
     ex = Example("e", None, "How many?", "3", meta={"rationale": "I count three."})
     assert ex.target == "I count three.\nAnswer: 3" and Example("f", None, "q", "3").target == "3"

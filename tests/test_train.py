@@ -9,7 +9,7 @@ import pytest
 
 from tests.conftest import tiny_run_overrides
 from train.config import load_config
-from train.sft import run
+from train.loop import run
 
 
 def _cfg(tmp_path, model_path, name, *extra):

@@ -27,7 +27,7 @@ def _train(args: argparse.Namespace) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    from train.sft import run
+    from train.loop import run
 
     run(cfg)
     import torch.distributed as dist

@@ -29,16 +29,24 @@ def messages(question: str, answer: str | None = None, question_first: bool = Fa
 class VLMCollator:
     """Callable on a list of Examples; ``prompts`` builds left-padded generation inputs."""
 
-    def __init__(self, processor: Any, question_first: bool = False) -> None:
+    def __init__(self, processor: Any, question_first: bool = False, question_suffix: str = "") -> None:
         self.processor = processor
         self.question_first = question_first
+        self.question_suffix = question_suffix
         self.tokenizer = getattr(processor, "tokenizer", processor)
         if self.tokenizer.pad_token_id is None:
             raise ValueError("the tokenizer has no pad token; set one before training")
+        # Placeholder tokens the processor expands into image features: a sampled one would make
+        # the model look for an image that is not there, so sampling never emits them.
+        names = [getattr(processor, a, None) for a in ("image_token", "video_token")]
+        ids = [self.tokenizer.convert_tokens_to_ids(n) for n in names if isinstance(n, str)]
+        self.media_token_ids = sorted(
+            {i for i in ids if isinstance(i, int) and i != self.tokenizer.unk_token_id}
+        )
 
     def _render(self, question: str, answer: str | None) -> str:
         return self.processor.apply_chat_template(
-            messages(question, answer, self.question_first),
+            messages(question + self.question_suffix, answer, self.question_first),
             tokenize=False,
             add_generation_prompt=answer is None,
         )

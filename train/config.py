@@ -128,12 +128,17 @@ class DataConfig:
     """Put the question before the image in the user turn. Image first is the order pretrained
     VLMs saw; question first lets a causal model read the image already knowing the question,
     which a model trained from scratch learns several times faster."""
+    question_suffix: str = ""
+    """Text appended to every question the model reads (training, evaluation, rollouts), e.g.
+    an instruction to reason and end with ``Answer: <answer>``; scoring reads the last
+    ``Answer:`` of a reply when there is one."""
 
 
 @dataclass
 class TrainConfig:
-    mode: Literal["sft"] = "sft"
-    """Training objective."""
+    mode: Literal["sft", "grpo"] = "sft"
+    """Training objective: ``sft`` (cross-entropy on the answers) or ``grpo`` (Group Relative
+    Policy Optimization on sampled answers, settings under ``grpo``)."""
     steps: int = 100
     """Optimizer steps."""
     batch_size: int = 8
@@ -169,6 +174,39 @@ class TrainConfig:
     """Train on CPU even when a GPU is present."""
     save_model: bool = True
     """Write the final model (and processor) to ``<run>/model`` at the end."""
+
+
+@dataclass
+class GRPOConfig:
+    group_size: int = 8
+    """Completions sampled per prompt (G); ``train.batch_size`` prompts per step and device."""
+    temperature: float = 1.0
+    """Sampling temperature of the rollouts (log-probabilities are taken at the same one)."""
+    top_p: float = 1.0
+    """Nucleus sampling of the rollouts."""
+    max_new_tokens: int = 16
+    """Longest completion."""
+    rewards: dict[str, float] = field(default_factory=lambda: {"correct": 1.0})
+    """Reward functions and their weights: built in ``exact``, ``correct``, ``numeric``,
+    ``choice``, ``format``, or ``module:function`` for your own (TRL's signature)."""
+    scale_rewards: Literal["group", "none"] = "group"
+    """Divide advantages by the group's reward standard deviation (``group``) or not."""
+    updates: int = 1
+    """Optimizer steps per batch of rollouts; above 1 the ratio to the sampling policy is clipped."""
+    clip_eps: float = 0.2
+    """Lower clip of the probability ratio (1 - eps)."""
+    clip_eps_high: float | None = None
+    """Upper clip (1 + eps_high); null: ``clip_eps``."""
+    kl_coef: float = 0.0
+    """Weight of the KL penalty to the reference model (with LoRA: the adapter switched off)."""
+    loss_norm: Literal["sequence", "token"] = "sequence"
+    """Average the loss per completion then over completions, or over all completion tokens."""
+    dynamic_sampling: bool = True
+    """Drop groups whose rewards all agree and draw more prompts in their place."""
+    refill_tries: int = 3
+    """Extra draws per step at most when refilling; still short, the batch keeps dropped groups."""
+    log_completions: int = 4
+    """Completions (with images in W&B) logged at each log step."""
 
 
 @dataclass
@@ -210,17 +248,11 @@ class EndpointConfig:
 
 
 @dataclass
-class FrontierConfig:
+class FrontierConfig(EndpointConfig):
+    """The analyst's endpoint (the fields of ``EndpointConfig``) and everything else frontier."""
+
     model: str = "gpt-4o"
     """The analyst: model name the endpoint serves."""
-    base_url: str | None = None
-    """The analyst's OpenAI-compatible endpoint (Azure, vLLM, SGLang, a gateway); null: OpenAI."""
-    api_key_env: str = "OPENAI_API_KEY"
-    """Environment variable holding the analyst's API key (never the key itself)."""
-    timeout: float = 60.0
-    """Seconds per request before it counts as timed out."""
-    max_retries: int = 3
-    """Retries with backoff on 429, 5xx and timeouts."""
     preset: Literal["analyze", "lrf", "cads"] = "analyze"
     """How failures become proposals: ``analyze`` (one diagnosis and proposals per failure group),
     ``lrf`` (each failure described, its error hypothesised, pairs proposed on the failed or a
@@ -257,12 +289,15 @@ class FrontierConfig:
     """Ask proposals and judges for reasoning; keep a candidate's rationale only when its final
     answer matches the verified answer (STaR), and train on rationale then answer."""
     concurrency: int = 4
-    """Requests in flight at once (per endpoint)."""
+    """Requests in flight at once, per stage of a round (analysis, images, judging)."""
     run_budget: float = 0.0
     """Hard spending limit for the run in USD, over every endpoint (0: none); once spent, calls
     not yet started are refused (those in flight, at most ``concurrency``, still finish)."""
     round_budget: float = 0.0
     """Hard spending limit per round in USD (0: none)."""
+    round_seconds: float = 900.0
+    """Time limit of a round's API work: no new call starts after it (0: none). A round then
+    ends within ``timeout`` x (``max_retries`` + 1) more, so a slow endpoint cannot stall training."""
     prices: dict[str, list[float]] = field(default_factory=dict)
     """USD per million [input, output] tokens, per model name, for cost accounting."""
     cache: str | None = "~/.cache/lessonloop/frontier"
@@ -286,6 +321,11 @@ class CurriculumConfig:
     the loop waits at that step if the worker is not done. A fixed lag keeps runs reproducible."""
     probe_max: int = 0
     """Probe items evaluated per round (0: the whole probe split)."""
+    probe_samples: int = 0
+    """Sampled answers per probe item (0: one greedy answer). With samples, an item fails when its
+    pass rate is at most ``failure_pass_rate`` (GRPO: all of its rollouts fail)."""
+    failure_pass_rate: float = 0.0
+    """With ``probe_samples``: the pass rate at or below which a probe item counts as failed."""
     max_failures: int = 64
     """Failures analysed per round: new ones first, then a random sample of repeated ones."""
     analyzer: Literal["offline", "openai"] = "offline"
@@ -345,6 +385,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
+    grpo: GRPOConfig = field(default_factory=GRPOConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
 
     @property
@@ -528,6 +569,17 @@ def validate(cfg: Config) -> None:
             "curriculum.generators keys must be among proposals, world, same_image, replay",
         ),
         (
+            not (cfg.curriculum.enabled and cfg.curriculum.frontier.rationales)
+            or cfg.eval.max_new_tokens >= 64,
+            "curriculum.frontier.rationales needs eval.max_new_tokens >= 64: a reasoned answer is cut off before it ends",
+        ),
+        (cfg.curriculum.probe_samples >= 0, "curriculum.probe_samples must be >= 0"),
+        (0.0 <= cfg.curriculum.failure_pass_rate < 1.0, "curriculum.failure_pass_rate must lie in [0, 1)"),
+        (cfg.grpo.group_size >= 2, "grpo.group_size must be at least 2 (advantages compare within a group)"),
+        (cfg.grpo.temperature > 0, "grpo.temperature must be positive"),
+        (cfg.grpo.updates >= 1, "grpo.updates must be >= 1"),
+        (bool(cfg.grpo.rewards), "grpo.rewards must name at least one reward function"),
+        (
             0
             <= cfg.curriculum.frontier.judge_agree
             <= (len(cfg.curriculum.frontier.judges) or (cfg.curriculum.frontier.preset != "analyze")),
@@ -593,9 +645,8 @@ def reference() -> list[tuple[str, str, str, str]]:
                 walk(tp, f"{prefix}{f.name}.")
                 continue
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-            rows.append(
-                (prefix + f.name, _type_text(tp), repr(default), docs.get((cls.__name__, f.name), ""))
-            )
+            doc = next((docs[(c.__name__, f.name)] for c in cls.__mro__ if (c.__name__, f.name) in docs), "")
+            rows.append((prefix + f.name, _type_text(tp), repr(default), doc))
 
     walk(Config, "")
     return rows

@@ -50,10 +50,11 @@ def generate_answers(
     generated = 0
     eos = collator.tokenizer.eos_token_id
     sampling = (
-        {"do_sample": True, "temperature": temperature, "num_return_sequences": samples}
+        {"do_sample": True, "temperature": temperature, "top_k": 0, "num_return_sequences": samples}
         if samples
         else {"do_sample": False}
     )
+    sampling["suppress_tokens"] = collator.media_token_ids or None
     for start in range(0, len(examples), batch_size):
         chunk = examples[start : start + batch_size]
         inputs = {k: v.to(device) for k, v in collator.prompts(chunk).items()}
@@ -79,6 +80,7 @@ def sharded_answers(
     batch_size: int,
     max_new_tokens: int,
     samples: int = 0,
+    temperature: float = 1.0,
 ) -> tuple[list[str], int]:
     """``generate_answers`` split over ranks; every rank gets all answers, in order."""
     world, rank = accelerator.num_processes, accelerator.process_index
@@ -87,7 +89,7 @@ def sharded_answers(
     shard = padded[rank * per_rank : (rank + 1) * per_rank]
     unwrapped = accelerator.unwrap_model(model)
     answers, generated = generate_answers(
-        unwrapped, collator, shard, batch_size, max_new_tokens, accelerator.device, samples
+        unwrapped, collator, shard, batch_size, max_new_tokens, accelerator.device, samples, temperature
     )
     if world > 1:
         from accelerate.utils import gather_object
@@ -115,13 +117,23 @@ def evaluate(
 
 
 class ModelPolicy:
-    """The model under training as the curriculum's ``Policy``: it answers, sharded over ranks."""
+    """The model under training as the curriculum's ``Policy``: it answers, sharded over ranks.
+    ``answer`` is greedy; ``sample`` draws at ``temperature`` with up to ``sample_tokens`` new
+    tokens (GRPO: its rollout settings)."""
 
     def __init__(
-        self, model: Any, collator: VLMCollator, accelerator: Any, batch_size: int, max_new_tokens: int
+        self,
+        model: Any,
+        collator: VLMCollator,
+        accelerator: Any,
+        batch_size: int,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        sample_tokens: int | None = None,
     ):
         self.model, self.collator, self.accelerator = model, collator, accelerator
         self.batch_size, self.max_new_tokens = batch_size, max_new_tokens
+        self.temperature, self.sample_tokens = temperature, sample_tokens or max_new_tokens
 
     def answer(self, examples: list[Example]) -> list[str]:
         return sharded_answers(
@@ -129,9 +141,8 @@ class ModelPolicy:
         )[0]
 
     def sample(self, examples: list[Example], n: int) -> list[list[str]]:
-        flat = sharded_answers(
-            self.model, self.collator, examples, self.accelerator, self.batch_size, self.max_new_tokens, n
-        )[0]
+        flat = sharded_answers(self.model, self.collator, examples, self.accelerator, self.batch_size,
+                               self.sample_tokens, n, self.temperature)[0]  # fmt: skip
         return [flat[i * n : (i + 1) * n] for i in range(len(examples))]
 
 

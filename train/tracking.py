@@ -59,6 +59,26 @@ class Tracker:
         if self.wandb is not None:
             self.wandb.log(metrics, step=step)
 
+    def samples(self, name: str, rows: list[dict[str, Any]], step: int) -> None:
+        """A few examples (question, answer, completion, reward...): ``samples.jsonl`` without
+        their images, and a W&B table with them."""
+        if not self.active or not rows:
+            return
+        with open(self.run_dir / "samples.jsonl", "a") as f:
+            for row in rows:
+                f.write(
+                    json.dumps({"step": step, "name": name, **{k: v for k, v in row.items() if k != "image"}})
+                    + "\n"
+                )
+        if self.wandb is not None:
+            import wandb
+
+            from curriculum.types import as_pil
+
+            keys = list(rows[0])
+            data = [[wandb.Image(as_pil(r[k])) if k == "image" else r[k] for k in keys] for r in rows]
+            self.wandb.log({name: wandb.Table(columns=keys, data=data)}, step=step)
+
     def summary(self, values: dict[str, Any]) -> None:
         if self.wandb is not None:
             self.wandb.summary.update(values)

@@ -36,7 +36,6 @@ from curriculum.types import Example, Failure, Weakness
 from curriculum.world import describe_skills
 
 ERROR_TYPES = ["perception", "counting", "spatial", "reading", "reasoning", "format", "other"]
-KINDS = ["same_image", "rendered", "generated"]
 STRATEGIES = {
     "parameter_variation": "keep the question's structure and change its parameters (numbers, "
     "attributes, positions) so that the answer changes",
@@ -110,9 +109,6 @@ def reply_schema(preset: str, kinds: Sequence[str], rationale: bool) -> dict[str
     return {"type": "object", "additionalProperties": False, "required": list(fields), "properties": fields}
 
 
-SCHEMA = reply_schema("analyze", KINDS[:2], rationale=False)
-
-
 class FrontierAnalyzer:
     name = "openai"
 
@@ -143,7 +139,9 @@ class FrontierAnalyzer:
         )
         self.system = fill(
             load_prompt(self.prompt),
-            skills=json.dumps(describe_skills()) if "rendered" in kinds else "none (this data is not rendered)",
+            skills=json.dumps(describe_skills())
+            if "rendered" in kinds
+            else "none (this data is not rendered)",
             kinds="\n".join(f"- {KIND_TEXT[k]}" for k in kinds),
             rationale=rationale_text,
         )
@@ -272,7 +270,10 @@ class FrontierAnalyzer:
 
 
 def _for(weakness: Weakness, exemplars: Sequence[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
-    """The exemplars shown for one weakness: those of its skill when it has one, at most ``limit``."""
-    if weakness.skill is not None:
-        exemplars = [e for e in exemplars if e.get("skill") == weakness.skill]
-    return list(exemplars)[:limit]
+    """The exemplars shown for one weakness, at most ``limit``: those made for the same weakness
+    first, then those of its skill (all of them when it has none)."""
+    same = [e for e in exemplars if e.get("weakness") == weakness.id]
+    related = [
+        e for e in exemplars if e not in same and (weakness.skill is None or e.get("skill") == weakness.skill)
+    ]
+    return (same + related)[:limit]

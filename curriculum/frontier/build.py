@@ -29,7 +29,7 @@ class Frontier:
 def build_frontier(fc: Any, grouper: OfflineAnalyzer, rendered: bool = True) -> Frontier:
     """``fc``: a ``train.config.FrontierConfig`` (read by attribute only). ``rendered``: the data
     comes from the built-in world, so proposals may be world specs."""
-    ledger = Ledger(fc.run_budget, fc.round_budget)
+    ledger = Ledger(fc.run_budget, fc.round_budget, fc.round_seconds)
     cache = Path(fc.cache).expanduser() if fc.cache else None
 
     def client(e: Any, image_price: float = 0.0) -> FrontierClient:
@@ -46,7 +46,9 @@ def build_frontier(fc: Any, grouper: OfflineAnalyzer, rendered: bool = True) -> 
     if fc.image_model is not None and panel is not None:
         images = ImageMaker(client(fc.image_model, fc.image_price), fc.image_settings,
                             fc.images_per_setting, fc.image_size)  # fmt: skip
-    kinds = ["same_image"] + (["rendered"] if rendered else []) + (["generated"] if images is not None else [])
+    kinds = (
+        ["same_image"] + (["rendered"] if rendered else []) + (["generated"] if images is not None else [])
+    )
     analyzer = FrontierAnalyzer(
         analyst,
         grouper,

@@ -27,7 +27,8 @@ import io
 import json
 import os
 import threading
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,57 +54,91 @@ class Endpoint:
     max_retries: int = 3
 
 
-@dataclass
-class Ledger:
-    """Tokens and cost spent, with optional hard limits (0: no limit). Thread-safe."""
+FIELDS = ("calls", "cached", "images", "prompt_tokens", "completion_tokens", "cost")
 
-    run_budget: float = 0.0
-    round_budget: float = 0.0
-    calls: int = 0
-    cached: int = 0
-    images: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cost: float = 0.0
-    round_cost: float = 0.0
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+class Ledger:
+    """Tokens, images and cost spent, for the run and for the current round, with hard limits
+    (0: none): a spending budget per run and per round, and a deadline per round in seconds after
+    which no new call starts. Thread-safe; the run totals go into checkpoints."""
+
+    def __init__(
+        self, run_budget: float = 0.0, round_budget: float = 0.0, round_seconds: float = 0.0
+    ) -> None:
+        self.run_budget, self.round_budget, self.round_seconds = run_budget, round_budget, round_seconds
+        self.totals = dict.fromkeys(FIELDS, 0.0)
+        self.round = dict.fromkeys(FIELDS, 0.0)
+        self._deadline: float | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def cost(self) -> float:
+        return self.totals["cost"]
+
+    @property
+    def round_cost(self) -> float:
+        return self.round["cost"]
+
+    @property
+    def images(self) -> int:
+        return int(self.totals["images"])
 
     def start_round(self) -> None:
         with self._lock:
-            self.round_cost = 0.0
+            self.round = dict.fromkeys(FIELDS, 0.0)
+            self._deadline = time.monotonic() + self.round_seconds if self.round_seconds else None
 
     def check(self) -> None:
         with self._lock:
-            if self.run_budget and self.cost >= self.run_budget:
-                raise BudgetExceeded(f"run budget of ${self.run_budget:.2f} spent (${self.cost:.4f})")
-            if self.round_budget and self.round_cost >= self.round_budget:
+            if self.run_budget and self.totals["cost"] >= self.run_budget:
                 raise BudgetExceeded(
-                    f"round budget of ${self.round_budget:.2f} spent (${self.round_cost:.4f})"
+                    f"run budget of ${self.run_budget:.2f} spent (${self.totals['cost']:.4f})"
                 )
+            if self.round_budget and self.round["cost"] >= self.round_budget:
+                raise BudgetExceeded(
+                    f"round budget of ${self.round_budget:.2f} spent (${self.round['cost']:.4f})"
+                )
+            if self._deadline is not None and time.monotonic() > self._deadline:
+                raise BudgetExceeded(f"round time limit of {self.round_seconds:.0f}s passed")
+
+    def _add(self, **amounts: float) -> None:
+        with self._lock:
+            for key, value in amounts.items():
+                self.totals[key] += value
+                self.round[key] += value
 
     def charge(self, prompt_tokens: int, completion_tokens: int, cost: float, images: int = 0) -> None:
-        with self._lock:
-            self.calls += 1
-            self.images += images
-            self.prompt_tokens += prompt_tokens
-            self.completion_tokens += completion_tokens
-            self.cost += cost
-            self.round_cost += cost
+        self._add(
+            calls=1,
+            images=images,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            cost=cost,
+        )
 
     def hit(self) -> None:
-        with self._lock:
-            self.cached += 1
+        self._add(cached=1)
+
+    @staticmethod
+    def _view(counts: dict[str, float]) -> dict[str, float]:
+        return {k: round(v, 6) if k == "cost" else int(v) for k, v in counts.items()}
 
     def to_dict(self) -> dict[str, float]:
+        """The run totals."""
         with self._lock:
-            return {
-                "calls": self.calls,
-                "cached": self.cached,
-                "images": self.images,
-                "prompt_tokens": self.prompt_tokens,
-                "completion_tokens": self.completion_tokens,
-                "cost": round(self.cost, 6),
-            }
+            return self._view(self.totals)
+
+    def round_dict(self) -> dict[str, float]:
+        with self._lock:
+            return self._view(self.round)
+
+    def state_dict(self) -> dict[str, float]:
+        with self._lock:
+            return dict(self.totals)
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        with self._lock:
+            self.totals = {k: float(state.get(k, 0.0)) for k in FIELDS}
 
 
 class FrontierClient:
@@ -178,7 +213,8 @@ class FrontierClient:
             return cached
         response = self._call(lambda api: api.chat.completions.create(**request))
         usage = getattr(response, "usage", None)
-        p, c = (usage.prompt_tokens, usage.completion_tokens) if usage else (0, 0)
+        p = int(getattr(usage, "prompt_tokens", 0) or 0)
+        c = int(getattr(usage, "completion_tokens", 0) or 0)
         self.ledger.charge(p, c, self.cost_of(p, c))
         value = self._parse(response, schema)
         self._write_cache(key, value)
@@ -222,11 +258,11 @@ class FrontierClient:
 
     def _call(self, send: Any) -> Any:
         """One request through the openai client, every failure turned into a FrontierError."""
-        self.ledger.check()
         import openai
 
         model = self.endpoint.model
         with self._slots:
+            self.ledger.check()  # once a slot is free: a call that waited sees the latest spending
             try:
                 return send(self._openai())
             except openai.APITimeoutError:
@@ -237,6 +273,10 @@ class FrontierClient:
                 raise FrontierError(f"{model}: endpoint unreachable") from None
             except (openai.APIError, ValueError) as err:  # e.g. a body that is not JSON
                 raise FrontierError(f"{model}: unusable response ({type(err).__name__})") from None
+            except FrontierError:
+                raise
+            except Exception as err:  # anything else the client raises costs this call, not the round
+                raise FrontierError(f"{model}: unexpected {type(err).__name__}: {str(err)[:200]}") from None
 
     def _parse(self, response: Any, schema: dict[str, Any]) -> dict[str, Any]:
         model = self.endpoint.model
@@ -275,6 +315,6 @@ class FrontierClient:
             return
         folder = self.cache_dir / key[:2]
         folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".{key}.{threading.get_ident()}.tmp"
+        tmp = folder / f".{key}.{os.getpid()}.{threading.get_ident()}.tmp"  # runs may share the cache
         tmp.write_text(json.dumps(value))
         os.replace(tmp, folder / f"{key}.json")

@@ -13,7 +13,7 @@ from typing import Any
 
 from PIL import Image
 
-from curriculum.frontier.client import FrontierClient
+from curriculum.frontier.client import FrontierClient, FrontierError
 
 
 class ImageMaker:
@@ -28,17 +28,22 @@ class ImageMaker:
         self.client, self.settings = client, settings or [{}]
         self.per_setting, self.size, self.max_side = per_setting, size, max_side
 
-    def __call__(self, prompt: str, limit: int) -> list[tuple[Image.Image, dict[str, Any]]]:
-        """Up to ``limit`` variants of ``prompt`` with the setting each came from."""
+    def __call__(self, prompt: str, limit: int) -> tuple[list[tuple[Image.Image, dict[str, Any]]], list[str]]:
+        """Up to ``limit`` variants of ``prompt``, each with the setting it came from, and the
+        errors of settings that failed (the variants already made are kept)."""
         out: list[tuple[Image.Image, dict[str, Any]]] = []
+        errors: list[str] = []
         for setting in self.settings:
             if len(out) >= limit:
                 break
-            for raw in self.client.images(
-                prompt, min(self.per_setting, limit - len(out)), self.size, setting
-            ):
+            try:
+                made = self.client.images(prompt, min(self.per_setting, limit - len(out)), self.size, setting)
+            except FrontierError as err:
+                errors.append(str(err))
+                continue
+            for raw in made:
                 with Image.open(io.BytesIO(raw)) as img:
                     image = img.convert("RGB")
                 image.thumbnail((self.max_side, self.max_side))
                 out.append((image, setting))
-        return out[:limit]
+        return out[:limit], errors

@@ -121,6 +121,7 @@ class JudgePanel:
                     with_rationale(v["reasoning"], v["answer"]) for v in cast if v["agrees"]
                 ]
         ex.meta["judges"] = votes
+        ex.meta["judge_prompt"] = self.prompt
         if len(passed) >= self.need:
             c.keep(self.name)
         elif len(cast) < self.need:

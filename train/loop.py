@@ -1,0 +1,372 @@
+"""The training loop: one explicit Accelerate loop, readable top to bottom.
+
+    python -m train --config configs/demo.yaml [key=value ...]
+    accelerate launch -m train --config configs/qwen2_5_vl_3b_lora.yaml
+
+Set-up (data, model, optimizer, resume), an evaluation at the start, then the steps, with
+logging, curriculum rounds, periodic evaluation and checkpoints as inline blocks, then a last
+evaluation, the final model and a summary. What one optimizer step does is the objective's:
+``train/sft.py`` (cross-entropy on the answers) or ``train/grpo.py`` (GRPO on sampled answers).
+The same code runs on CPU, one GPU or many.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import torch
+import transformers
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from tqdm.auto import tqdm
+
+from curriculum.mixer import Mixer, ratio_schedule
+from train.checkpoint import checkpoint_dir, load_checkpoint, resolve_resume, save_checkpoint
+from train.collate import VLMCollator
+from train.config import Config, TrainConfig, dump
+from train.data import Splits, load_eval_sets, load_splits
+from train.evaluate import EvalResult, ModelPolicy, evaluate, prior_baseline, skill_table
+from train.tracking import Tracker
+
+log = logging.getLogger("lessonloop")
+
+
+def lr_lambda(tc: TrainConfig):
+    """Multiplier of the peak LR at each step: linear warm-up, then the chosen decay."""
+
+    def factor(step: int) -> float:
+        if step < tc.warmup_steps:
+            return (step + 1) / (tc.warmup_steps + 1)
+        if tc.schedule == "constant":
+            return 1.0
+        progress = (step - tc.warmup_steps) / max(1, tc.steps - tc.warmup_steps)
+        shape = 0.5 * (1 + math.cos(math.pi * progress)) if tc.schedule == "cosine" else 1 - progress
+        return tc.min_lr_ratio + (1 - tc.min_lr_ratio) * shape
+
+    return factor
+
+
+COUNTS = ("samples", "tokens", "answer_tokens", "rollout_tokens")  # reported per second
+
+
+def window_metrics(window: dict[str, float], steps: int, seconds: float, world: int) -> dict[str, float]:
+    """A log window's sums as metrics: counts per second (all ranks), ``data_s`` and
+    ``pool_samples`` as fractions, everything else averaged over the window's steps."""
+    out = {}
+    for key, total in window.items():
+        if key in COUNTS:
+            out[f"train/{key}_per_s"] = total * world / seconds
+        elif key == "data_s":
+            out["train/data_fraction"] = total / seconds
+        elif key == "pool_samples":
+            out["train/pool_fraction"] = total / max(1.0, window.get("samples", 0.0))
+        else:
+            out[f"train/{key}"] = total / steps
+    return out
+
+
+def resolve_mixed_precision(tc: TrainConfig) -> str:
+    if tc.mixed_precision != "auto":
+        return tc.mixed_precision
+    on_gpu = torch.cuda.is_available() and not tc.cpu
+    return "bf16" if on_gpu and torch.cuda.is_bf16_supported() else "no"
+
+
+def ensure_tiny_model(cfg: Config, train: list) -> None:
+    """Build the configured tiny VLM when asked to and its folder is missing (tokenizer trained
+    on the train split's text)."""
+    from models import build_tiny_vlm
+
+    mc = cfg.model
+    path = Path(mc.name_or_path)
+    if mc.build_tiny and not path.exists():
+        corpus = [t for ex in train[:4000] for t in (ex.question, ex.answer)]
+        log.info("building a tiny %s VLM at %s", mc.build_tiny, path)
+        build_tiny_vlm(
+            path,
+            arch=mc.build_tiny,
+            preset=mc.tiny_preset,
+            image_size=cfg.data.world.image_size,
+            corpus=corpus,
+            seed=cfg.run.seed,
+        )
+
+
+def prepare_model(cfg: Config, splits: Splits, accelerator: Accelerator) -> tuple[Any, Any]:
+    """Load the configured model; first build a tiny one when asked and it is not there yet."""
+    from models import LoraSettings, load_model
+
+    mc = cfg.model
+    if accelerator.is_main_process:
+        ensure_tiny_model(cfg, splits.train)
+    accelerator.wait_for_everyone()
+    lora = None
+    if mc.lora.enabled:
+        lora = LoraSettings(
+            r=mc.lora.r, alpha=mc.lora.alpha, dropout=mc.lora.dropout, target_modules=mc.lora.target_modules
+        )
+    return load_model(
+        mc.name_or_path,
+        dtype=mc.dtype,
+        gradient_checkpointing=mc.gradient_checkpointing,
+        freeze_vision=mc.freeze_vision,
+        lora=lora,
+        attn_implementation=mc.attn_implementation,
+        device=str(accelerator.device),
+    )
+
+
+def run(cfg: Config) -> dict[str, Any]:
+    """Train as configured; returns the summary that is also written to ``<run>/summary.json``."""
+    tc = cfg.train
+    accelerator = Accelerator(
+        gradient_accumulation_steps=tc.grad_accum, mixed_precision=resolve_mixed_precision(tc), cpu=tc.cpu
+    )
+    is_main = accelerator.is_main_process
+    logging.basicConfig(level=logging.INFO if is_main else logging.WARNING, format="%(message)s")
+    logging.getLogger("accelerate").setLevel(logging.WARNING)
+    transformers.utils.logging.disable_progress_bar()
+    run_dir = cfg.run_dir
+    if is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(dump(cfg))
+    set_seed(cfg.run.seed)
+    t_start = time.perf_counter()
+
+    # ---- data and model
+    splits = load_splits(cfg.data, cfg.run.seed)
+    log.info(
+        "data: %s%s", splits.sizes(), f", skipped images {dict(splits.skipped)}" if splits.skipped else ""
+    )
+    model, processor = prepare_model(cfg, splits, accelerator)
+    collator = VLMCollator(processor, cfg.data.question_first, cfg.data.question_suffix)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    n_params = sum(p.numel() for p in model.parameters())
+    log.info(
+        "model: %s, %.2fM parameters (%.2fM trainable), mixed precision %s, %d process(es) on %s",
+        cfg.model.name_or_path,
+        n_params / 1e6,
+        sum(p.numel() for p in trainable) / 1e6,
+        accelerator.mixed_precision,
+        accelerator.num_processes,
+        accelerator.device,
+    )
+    groups = [
+        {"params": [p for p in trainable if p.ndim >= 2], "weight_decay": tc.weight_decay},
+        {"params": [p for p in trainable if p.ndim < 2], "weight_decay": 0.0},
+    ]
+    optimizer = torch.optim.AdamW(
+        groups, lr=tc.lr, betas=tuple(tc.betas), fused=accelerator.device.type == "cuda"
+    )
+    # The scheduler stays unprepared: Accelerate would step it once per process per step.
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(tc))
+    model, optimizer = accelerator.prepare(model, optimizer)
+    accelerator.register_for_checkpointing(scheduler)
+    cc = cfg.curriculum
+    ratio = (
+        ratio_schedule(cc.mix.ratio, cc.mix.ratio_end, cc.mix.ramp_steps) if cc.enabled else (lambda _: 0.0)
+    )
+    stream = Mixer(splits.train, cfg.run.seed, ratio, accelerator.process_index, accelerator.num_processes)
+    ckpt = resolve_resume(tc.resume, run_dir)
+    if ckpt is None and is_main and checkpoint_dir(run_dir).exists():
+        log.info("starting over: removing the earlier checkpoints of %s", run_dir)
+        shutil.rmtree(checkpoint_dir(run_dir))
+    tracker = Tracker(cfg, run_dir, active=is_main, fresh=ckpt is None)
+    eval_set = splits.test[: cfg.eval.max_examples] if cfg.eval.max_examples else splits.test
+    skill_counts = Counter(ex.skill or "all" for ex in eval_set)
+    grpo = tc.mode == "grpo"
+    policy = ModelPolicy(model, collator, accelerator, cfg.eval.batch_size, cfg.eval.max_new_tokens,
+                         *((cfg.grpo.temperature, cfg.grpo.max_new_tokens) if grpo else ()))  # fmt: skip
+    curriculum = None
+    if cc.enabled:
+        from curriculum.engine import Curriculum
+
+        curriculum = Curriculum(
+            cc,
+            run_dir / "curriculum",
+            splits.train,
+            splits.probe,
+            {"test": splits.test, **load_eval_sets(cc.eval_sets, cfg.data)},
+            cfg.data.world.image_size,
+            cfg.run.seed,
+            accelerator=accelerator,
+            fresh=ckpt is None,
+            verified_only=grpo,
+        )
+
+    def run_eval(step: int) -> EvalResult:
+        result = evaluate(
+            model, collator, eval_set, accelerator, cfg.eval.batch_size, cfg.eval.max_new_tokens
+        )
+        tokens_per_s = result.generated_tokens / max(result.seconds, 1e-9)
+        tracker.log(
+            {
+                **{f"eval/{k}": v for k, v in result.metrics.items()},
+                "eval/seconds": result.seconds,
+                "eval/gen_tokens_per_s": tokens_per_s,
+            },
+            step,
+        )
+        log.info(
+            "eval @ step %d: accuracy %.3f (exact %.3f) on %d items in %.1fs",
+            step,
+            result.metrics["accuracy"],
+            result.metrics["exact"],
+            len(eval_set),
+            result.seconds,
+        )
+        return result
+
+    # ---- resume
+    step, history = 0, []
+    saved_step = None  # the step of the newest checkpoint on disk
+    if ckpt is not None:
+        state = load_checkpoint(accelerator, ckpt)
+        step, history = state["step"], state["history"]
+        saved_step = step
+        stream.load_state_dict(state["stream"])
+        if curriculum is not None and "curriculum" in state:
+            curriculum.load_state_dict(state["curriculum"])
+            stream.set_pool(*curriculum.pool_view())
+        log.info("resumed from %s at step %d", ckpt, step)
+    elif cfg.eval.at_start:
+        history.append({"step": 0, **run_eval(0).metrics})
+        log.info("test accuracy at the start:\n%s", skill_table({"start": history[0]}, skill_counts))
+
+    def checkpoint_state() -> dict[str, Any]:
+        state = {"stream": stream.state_dict(), "history": history}
+        if curriculum is not None:
+            state["curriculum"] = curriculum.state_dict()
+        return state
+
+    # ---- train
+    model.train()
+    if grpo:
+        from train.grpo import GRPOStep
+
+        train_step: Any = GRPOStep(cfg.grpo, model, collator, optimizer, accelerator, stream, tc.batch_size,
+                                   tc.max_grad_norm, cfg.model.lora.enabled)  # fmt: skip
+    else:
+        from train.sft import SFTStep
+
+        train_step = SFTStep(model, collator, optimizer, accelerator, stream, tc)
+    # A live bar on a terminal; in a log file, one line per log window instead.
+    interactive = is_main and sys.stderr.isatty()
+    bar = tqdm(total=tc.steps, initial=step, disable=not interactive, desc="train", dynamic_ncols=True)
+    window: dict[str, float] = {}
+    window_steps, t_window = 0, time.perf_counter()
+    round_seconds = 0.0  # wall time the loop spent in curriculum rounds
+    t_loop = time.perf_counter()
+    while step < tc.steps:
+        out = train_step(step)
+        scheduler.step()
+        step += 1
+        out["loss"] = float(accelerator.reduce(torch.tensor(out["loss"], device=accelerator.device), "mean"))
+        for key, value in out.items():
+            window[key] = window.get(key, 0.0) + value
+        window_steps += 1
+        bar.update(1)
+
+        if step % tc.log_every == 0 or step == tc.steps:
+            metrics = window_metrics(
+                window, window_steps, time.perf_counter() - t_window, accelerator.num_processes
+            )
+            metrics["train/lr"] = scheduler.get_last_lr()[0]
+            metrics["train/epoch"] = stream.epoch
+            if accelerator.device.type == "cuda":
+                metrics["train/peak_mem_gib"] = torch.cuda.max_memory_allocated(accelerator.device) / 2**30
+            tracker.log(metrics, step)
+            if getattr(train_step, "samples", None):
+                tracker.samples("train/completions", train_step.samples, step)
+            bar.set_postfix(loss=f"{metrics['train/loss']:.4f}", lr=f"{metrics['train/lr']:.2e}")
+            if not interactive:
+                extra = (
+                    f"  reward {metrics['train/reward_mean']:.3f}" if "train/reward_mean" in metrics else ""
+                )
+                log.info(
+                    "step %d/%d  loss %.4f%s  lr %.2e  %.1f samples/s  (%.0f%% building batches)",
+                    step, tc.steps, metrics["train/loss"], extra, metrics["train/lr"],
+                    metrics["train/samples_per_s"], 100 * metrics.get("train/data_fraction", 0.0),
+                )  # fmt: skip
+            window, window_steps, t_window = {}, 0, time.perf_counter()
+
+        if curriculum is not None:
+            # A round's examples join the stream at the next step; async rounds inject here too.
+            t_round = time.perf_counter()
+            result = curriculum.poll(step, policy)
+            if curriculum.due(step) and step < tc.steps:  # a round at the last step would teach nothing
+                result = curriculum.update(step, policy) or result
+            if result is not None:
+                stream.set_pool(*curriculum.pool_view())
+                tracker.log(result.metrics, step)
+            round_seconds += time.perf_counter() - t_round
+
+        if cfg.eval.every and step % cfg.eval.every == 0 and step < tc.steps:
+            history.append({"step": step, **run_eval(step).metrics})
+        if tc.save_every and step % tc.save_every == 0 and step < tc.steps:
+            save_checkpoint(accelerator, run_dir, step, checkpoint_state(), tc.keep_checkpoints)
+            saved_step = step
+    bar.close()
+    if curriculum is not None:
+        curriculum.close()
+
+    # ---- final evaluation, checkpoint, model and summary
+    final = run_eval(step)
+    if history and history[-1]["step"] == step:  # resumed from a finished run: evaluated again
+        history.pop()
+    history.append({"step": step, **final.metrics})
+    if saved_step != step:
+        save_checkpoint(accelerator, run_dir, step, checkpoint_state(), tc.keep_checkpoints)
+    if tc.save_model:
+        from models import save_model
+
+        accelerator.wait_for_everyone()
+        if is_main:
+            save_model(accelerator.unwrap_model(model), processor, run_dir / "model")
+    prior = prior_baseline(splits.train, eval_set)
+    start = history[0] if history[0]["step"] == 0 else None
+    columns = {"start": start, "end": final.metrics, "prior": prior}
+    table = skill_table({k: v for k, v in columns.items() if v is not None}, skill_counts)
+    summary = {
+        "run": cfg.run.name,
+        "steps": step,
+        "wall_seconds": round(time.perf_counter() - t_start, 1),
+        "start": start,
+        "end": final.metrics,
+        "prior_baseline": prior,
+        "history": history,
+        "data": splits.sizes(),
+        "skipped_images": dict(splits.skipped),
+    }
+    if curriculum is not None:
+        loop_seconds = time.perf_counter() - t_loop
+        summary["curriculum"] = {
+            "mode": cc.mode,
+            "rounds": curriculum.history,
+            "pool_size": len(curriculum.pool),
+            "round_seconds": round(round_seconds, 1),
+            "loop_seconds": round(loop_seconds, 1),
+            "round_share": round(round_seconds / max(loop_seconds, 1e-9), 3),
+        }
+    if is_main:
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+        (run_dir / "eval_predictions.jsonl").write_text(
+            "".join(json.dumps(s.__dict__) + "\n" for s in final.scores)
+        )
+        print(
+            f"\nTest accuracy by skill ({len(eval_set)} held-out items; prior: always the skill's most "
+            f"common train answer, the best a model blind to the image can do):\n{table}\n",
+            flush=True,
+        )
+    tracker.summary({"final/" + k: v for k, v in final.metrics.items()})
+    tracker.close()
+    accelerator.end_training()
+    return summary
