@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export WANDB_SILENT := true
 
-.PHONY: setup demo test test-all lint format clean
+.PHONY: setup demo grpo-demo test test-all lint format clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -20,6 +20,10 @@ setup: $(VENV)/.installed
 
 demo: setup
 	$(BIN)/python -m train.demo --config configs/demo.yaml
+
+grpo-demo: setup
+	test -d runs/demo/model || $(BIN)/python -m train --config configs/demo.yaml
+	$(BIN)/python -m train --config configs/grpo_demo.yaml
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -235,17 +235,18 @@ def test_grpo_curriculum_mines_by_pass_rate_and_pools_only_verified_answers(tmp_
     assert [c.dropped for c in cands] == ["verified", None, None, None]
 
 
-def test_grpo_with_the_curriculum_in_the_loop(tmp_path, tiny_qwen):
+def test_grpo_with_the_curriculum_in_the_loop(tmp_path, tiny_qwen, monkeypatch):
     from tests.conftest import tiny_run_overrides
     from train.config import load_config
     from train.loop import run
 
+    monkeypatch.setenv("WANDB_MODE", "offline")
     summary = run(load_config(None, [
         *tiny_run_overrides(tmp_path, tiny_qwen), "run.name=gc", "train.mode=grpo", "train.steps=3",
         "train.batch_size=2", "grpo.group_size=4", "grpo.max_new_tokens=3", "eval.at_start=false",
         "curriculum.enabled=true", "curriculum.every=2", "curriculum.budget=16", "curriculum.probe_samples=4",
         "curriculum.student_check=band", "curriculum.band=[0.0, 0.875]", "curriculum.band_samples=4",
-        "curriculum.mix.ratio=0.5",
+        "curriculum.mix.ratio=0.5", "wandb.enabled=true", "wandb.mode=offline",
     ]))  # fmt: skip
     rounds = summary["curriculum"]["rounds"]
     assert [r["status"] for r in rounds] == ["ok"] and summary["curriculum"]["pool_size"] > 0
@@ -258,3 +259,9 @@ def test_grpo_with_the_curriculum_in_the_loop(tmp_path, tiny_qwen):
     assert all(v.get("verified") == "ok" for v in verdicts if "student" in v)
     metrics = [json.loads(x) for x in (tmp_path / "gc" / "metrics.jsonl").read_text().splitlines()]
     assert any(m.get("train/pool_fraction", 0) > 0 for m in metrics if m["step"] == 3)
+    # Completions with their images go to W&B as a table (here an offline run).
+    tables = list(
+        (tmp_path / "gc" / "wandb").glob("offline-run-*/files/media/table/train/completions_*.table.json")
+    )
+    images = list((tmp_path / "gc" / "wandb").glob("offline-run-*/files/media/images/**/*.png"))
+    assert tables and images

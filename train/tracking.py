@@ -77,7 +77,15 @@ class Tracker:
 
             keys = list(rows[0])
             data = [[wandb.Image(as_pil(r[k])) if k == "image" else r[k] for k in keys] for r in rows]
-            self.wandb.log({name: wandb.Table(columns=keys, data=data)}, step=step)
+            logged: dict[str, Any] = {name: wandb.Table(columns=keys, data=data)}
+            if "image" in keys:  # also as captioned images: offline runs keep no images inside tables
+                logged[f"{name}_images"] = [
+                    wandb.Image(
+                        as_pil(r["image"]), caption=" | ".join(f"{k}: {r[k]}" for k in keys if k != "image")
+                    )
+                    for r in rows
+                ]
+            self.wandb.log(logged, step=step)
 
     def summary(self, values: dict[str, Any]) -> None:
         if self.wandb is not None:
