@@ -106,7 +106,7 @@ def policy_loss(
 @dataclass
 class Rollout:
     examples: list[Example]  # each prompt repeated group_size times, group by group
-    inputs: dict[str, torch.Tensor]  # the prompts as the model reads them (left-padded)
+    inputs: dict[str, torch.Tensor]  # the prompts as the model reads them, one row each (left-padded)
     completion_ids: torch.Tensor  # [N, T]
     mask: torch.Tensor  # [N, T]
     texts: list[str]
@@ -123,9 +123,10 @@ def rollout(
     top_p: float,
     device: torch.device,
 ) -> Rollout:
-    """``group_size`` sampled completions per prompt, in one batched ``generate``."""
+    """``group_size`` sampled completions per prompt, in one batched ``generate``; each prompt's
+    image is processed once (``generate`` repeats the inputs)."""
     examples = [ex for ex in prompts for _ in range(group_size)]
-    inputs = {k: v.to(device) for k, v in collator.prompts(examples).items()}
+    inputs = {k: v.to(device) for k, v in collator.prompts(prompts).items()}
     was_training = model.training
     model.eval()
     out = model.generate(
@@ -136,6 +137,7 @@ def rollout(
         top_k=0,  # no top-k: the log-probabilities below are of the full distribution
         suppress_tokens=collator.media_token_ids or None,
         max_new_tokens=max_new_tokens,
+        num_return_sequences=group_size,
         pad_token_id=collator.tokenizer.pad_token_id,
         eos_token_id=collator.tokenizer.eos_token_id,
     )
@@ -340,21 +342,20 @@ class Group:
         return range(self.rows.start, self.rows.stop)
 
     def tensors(self) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
-        """The group's prompt inputs, completion ids and completion mask."""
-        inputs = self.ro.inputs
+        """The group's prompt inputs (its prompt's row, once per completion), completion ids and
+        completion mask."""
+        inputs, g = self.ro.inputs, self.rows.stop - self.rows.start
+        p, prompts = self.rows.start // g, len(self.ro.examples) // g
         out = {}
         for key, value in inputs.items():
-            if (
-                key == "pixel_values"
-                and "image_grid_thw" in inputs
-                and value.shape[0] != len(self.ro.examples)
-            ):
-                # Qwen2-VL style: image patches flattened over rows; cut by each row's patch count.
+            if value.shape[0] == prompts:
+                out[key] = value[p : p + 1].repeat_interleave(g, dim=0)
+            elif key == "pixel_values" and "image_grid_thw" in inputs:
+                # Qwen2-VL style: image patches flattened over prompts; cut by each one's patch count.
                 sizes = inputs["image_grid_thw"].prod(dim=1).tolist()
-                start, stop = sum(sizes[: self.rows.start]), sum(sizes[: self.rows.stop])
-                out[key] = value[start:stop]
+                out[key] = value[sum(sizes[:p]) : sum(sizes[: p + 1])].repeat(g, *[1] * (value.dim() - 1))
             else:
-                out[key] = value[self.rows]
+                raise ValueError(f"cannot tell which rows of the prompt input {key!r} belong to which prompt")
         return out, self.ro.completion_ids[self.rows], self.ro.mask[self.rows]
 
     def sample(self) -> dict[str, Any]:
