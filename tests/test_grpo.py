@@ -15,6 +15,11 @@ def short(completions, **_):
     return [-float(len(c)) for c in completions]
 
 
+def flat_for_shapes(completions, question, **_):
+    """Flat (no signal) on shape questions, shorter-is-better elsewhere."""
+    return [1.0 if "shape" in q else -float(len(c)) for c, q in zip(completions, question, strict=True)]
+
+
 def same(completions, **_):
     """A test reward that cannot tell completions apart."""
     return [1.0] * len(completions)
@@ -140,6 +145,24 @@ def test_a_step_moves_probability_toward_the_better_completions(tiny_qwen, world
     assert float(change[advantages > 0].mean()) > float(change[advantages < 0].mean())
 
 
+@pytest.mark.parametrize("norm", ["sequence", "token"])
+def test_groups_per_forward_pass_do_not_change_the_update(tiny_qwen, world_small, norm):
+    step, _ = _step(
+        tiny_qwen, [world_small["probe"][:4]], rewards={"tests.test_grpo:short": 1.0}, loss_norm=norm
+    )
+    step.optimizer.step = lambda: None  # the model stays put; only the gradients are compared
+    step(0)
+    groups = step.groups
+    step._groups = lambda s: (groups, {})
+    seen = []
+    for size in (1, 3, 4):
+        step.gc.forward_groups = size
+        out = step(1)
+        seen.append((out["loss"], out["grad_norm"]))
+    for loss, norm_ in seen[1:]:
+        assert loss == pytest.approx(seen[0][0], abs=1e-6) and norm_ == pytest.approx(seen[0][1], rel=1e-4)
+
+
 def test_dynamic_sampling_drops_flat_groups_and_refills(tiny_qwen, world_small):
     flat = world_small["probe"][:2]
     rewards = {"tests.test_grpo:same": 1.0}
@@ -153,6 +176,15 @@ def test_dynamic_sampling_drops_flat_groups_and_refills(tiny_qwen, world_small):
     assert out["zero_spread_fraction"] == 1.0 and out["loss"] == 0.0 and stream.calls == 3
     step, stream = _step(tiny_qwen, [flat], rewards=rewards, dynamic_sampling=False)
     assert step(0)["prompts_drawn"] == 2 and stream.calls == 1
+    # Kept groups from two rollouts (their completions may differ in length) train together.
+    probe = world_small["probe"]
+    shape = next(ex for ex in probe if "shape" in ex.question)
+    others = [ex for ex in probe if "shape" not in ex.question][:3]
+    step, stream = _step(tiny_qwen, [[shape, others[0]], others[1:3]], rewards={"tests.test_grpo:flat_for_shapes": 1.0},
+                         max_new_tokens=6)  # fmt: skip
+    out = step(0)
+    assert out["groups_dropped"] == 1 and stream.calls == 2 and out["filler_groups"] == 0
+    assert {id(g.ro) for g in step.groups} and len({id(g.ro) for g in step.groups}) == 2
 
 
 def test_reused_batches_clip_against_the_sampling_policy(tiny_qwen, world_small):

@@ -201,6 +201,9 @@ class GRPOConfig:
     """Weight of the KL penalty to the reference model (with LoRA: the adapter switched off)."""
     loss_norm: Literal["sequence", "token"] = "sequence"
     """Average the loss per completion then over completions, or over all completion tokens."""
+    forward_groups: int = 4
+    """Groups (of one rollout) per forward and backward pass in the update: more is faster and
+    takes more memory; the loss is the same."""
     dynamic_sampling: bool = True
     """Drop groups whose rewards all agree and draw more prompts in their place."""
     refill_tries: int = 3
@@ -578,6 +581,7 @@ def validate(cfg: Config) -> None:
         (cfg.grpo.group_size >= 2, "grpo.group_size must be at least 2 (advantages compare within a group)"),
         (cfg.grpo.temperature > 0, "grpo.temperature must be positive"),
         (cfg.grpo.updates >= 1, "grpo.updates must be >= 1"),
+        (cfg.grpo.forward_groups >= 1, "grpo.forward_groups must be >= 1"),
         (bool(cfg.grpo.rewards), "grpo.rewards must name at least one reward function"),
         (
             0

@@ -75,8 +75,12 @@ def policy_loss(
     ref_logp: torch.Tensor | None = None,
     kl_coef: float = 0.0,
     norm: str = "sequence",
+    total: float | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """The clipped GRPO loss over completion tokens (``[N, T]`` tensors, ``advantages`` ``[N]``)."""
+    """The clipped GRPO loss over completion tokens (``[N, T]`` tensors, ``advantages`` ``[N]``).
+
+    ``total``: the batch's number of sequences (``sequence``) or completion tokens (``token``)
+    when these rows are one part of it, so that the parts' losses add up to the batch's loss."""
     mask = mask.to(logp.dtype)
     ratio = torch.exp(logp - old_logp)
     adv = advantages.unsqueeze(1)
@@ -88,9 +92,9 @@ def policy_loss(
         kl = torch.exp(delta) - delta - 1  # k3: unbiased, always >= 0
         per_token = per_token + kl_coef * kl
     if norm == "token":
-        loss = (per_token * mask).sum() / mask.sum().clamp(min=1)
+        loss = (per_token * mask).sum() / (total or mask.sum().clamp(min=1))
     else:
-        loss = ((per_token * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)).mean()
+        loss = ((per_token * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)).sum() / (total or len(mask))
     n = mask.sum().clamp(min=1)
     stats = {
         # Tokens where the clipped term wins the min: their gradient is cut.
@@ -180,8 +184,9 @@ def token_logprobs(
 
 class GRPOStep:
     """One GRPO optimizer step per call (``updates`` of them when a batch is reused); returns the
-    step's metrics. Each group is one forward pass of ``group_size`` sequences; gradients
-    synchronise across ranks on the last group only."""
+    step's metrics. Up to ``forward_groups`` groups of one rollout share a forward pass; the
+    losses are normalised over the whole batch, so the chunking does not change the update.
+    Gradients synchronise across ranks on the last pass only."""
 
     def __init__(
         self,
@@ -255,7 +260,12 @@ class GRPOStep:
         t_gen = time.perf_counter() - t0
         rewards = torch.cat([grp.rewards for grp in groups])
         advantages = group_advantages(rewards, g, gc.scale_rewards).to(acc.device).view(len(groups), g)
-        batches = [grp.tensors() for grp in groups]
+        # Groups of one rollout share their padding: up to forward_groups of them per forward pass.
+        chunks = forward_chunks(groups, gc.forward_groups)
+        batches = [_concat([groups[i].tensors() for i in chunk]) for chunk in chunks]
+        adv = [advantages[chunk].reshape(-1) for chunk in chunks]
+        lengths = torch.cat([grp.ro.mask[grp.rows].sum(dim=1) for grp in groups]).float()
+        total = float(lengths.sum().clamp(min=1)) if gc.loss_norm == "token" else float(len(lengths))
         eps_high = gc.clip_eps_high if gc.clip_eps_high is not None else gc.clip_eps
         old = ref = None
         with torch.no_grad():
@@ -271,16 +281,17 @@ class GRPOStep:
                     loss, s = policy_loss(
                         logp,
                         old[c] if old is not None else logp.detach(),
-                        advantages[c],
+                        adv[c],
                         mask,
                         gc.clip_eps,
                         eps_high,
                         ref[c] if ref is not None else None,
                         gc.kl_coef,
                         gc.loss_norm,
+                        total,
                     )
-                    acc.backward(loss / len(batches))
-                loss_total += float(loss.detach()) / len(batches) / gc.updates
+                    acc.backward(loss)
+                loss_total += float(loss.detach()) / gc.updates
                 clip.append(s["clip_fraction"])
                 kls.append(s["kl"])
             if self.max_grad_norm > 0:
@@ -288,7 +299,6 @@ class GRPOStep:
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
         t_update = time.perf_counter() - t0 - t_gen
-        lengths = torch.cat([mask.sum(dim=1) for _, _, mask in batches]).float()
         passed = [is_correct(grp.ro.texts[k], grp.ro.examples[k].answer) for grp in groups for k in grp.range]
         self.samples = [grp.sample() for grp in groups[: gc.log_completions]]
         out = {
@@ -317,6 +327,25 @@ class GRPOStep:
         unwrapped = self.accelerator.unwrap_model(self.model)
         with unwrapped.disable_adapter():
             return token_logprobs(unwrapped, inputs, ids, mask, self.gc.temperature, self.suppressed)
+
+
+def forward_chunks(groups: list[Group], size: int) -> list[list[int]]:
+    """Indices of consecutive groups from the same rollout, at most ``size`` per chunk."""
+    chunks: list[list[int]] = []
+    for i, grp in enumerate(groups):
+        if chunks and len(chunks[-1]) < size and groups[chunks[-1][-1]].ro is grp.ro:
+            chunks[-1].append(i)
+        else:
+            chunks.append([i])
+    return chunks
+
+
+def _concat(
+    parts: list[tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]],
+) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+    """Several groups' tensors (of one rollout: same padding) as one batch."""
+    inputs = {key: torch.cat([p[0][key] for p in parts]) for key in parts[0][0]}
+    return inputs, torch.cat([p[1] for p in parts]), torch.cat([p[2] for p in parts])
 
 
 def columns(examples: list[Example]) -> dict[str, list[Any]]:
