@@ -32,6 +32,7 @@ from typing import Any
 from curriculum.analyze import OfflineAnalyzer
 from curriculum.frontier.client import FrontierClient, FrontierError
 from curriculum.frontier.prompting import data_block, data_url, fill, load_prompt
+from curriculum.frontier.schema import strict_object, text
 from curriculum.types import Example, Failure, Weakness
 from curriculum.world import describe_skills
 
@@ -57,10 +58,6 @@ KIND_TEXT = {
 }
 
 
-def text(n: int) -> dict[str, Any]:
-    return {"type": "string", "maxLength": n}
-
-
 def proposal_schema(kinds: Sequence[str], rationale: bool, max_items: int = 12) -> dict[str, Any]:
     """The JSON schema of a list of proposals (fields that do not apply are left empty)."""
     props: dict[str, Any] = {
@@ -72,19 +69,13 @@ def proposal_schema(kinds: Sequence[str], rationale: bool, max_items: int = 12) 
         "params": {
             "type": "array",
             "maxItems": 12,
-            "items": {
-                "type": "object",
-                "additionalProperties": False,
-                "required": ["name", "value"],
-                "properties": {"name": text(40), "value": text(40)},
-            },
+            "items": strict_object({"name": text(40), "value": text(40)}),
         },
         "image_prompt": text(1000),
     }
     if rationale:
         props["rationale"] = text(1500)
-    item = {"type": "object", "additionalProperties": False, "required": list(props), "properties": props}
-    return {"type": "array", "maxItems": max_items, "items": item}
+    return {"type": "array", "maxItems": max_items, "items": strict_object(props)}
 
 
 def reply_schema(preset: str, kinds: Sequence[str], rationale: bool) -> dict[str, Any]:
@@ -92,21 +83,21 @@ def reply_schema(preset: str, kinds: Sequence[str], rationale: bool) -> dict[str
     if preset == "analyze":
         fields = {
             "error_type": {"type": "string", "enum": ERROR_TYPES},
-            "missing_skill": {"type": "string", "maxLength": 200},
-            "diagnosis": {"type": "string", "maxLength": 1000},
+            "missing_skill": text(200),
+            "diagnosis": text(1000),
         }
     elif preset == "lrf":
         fields = {
-            "image_description": {"type": "string", "maxLength": 1000},
-            "key_elements": {"type": "array", "maxItems": 12, "items": {"type": "string", "maxLength": 100}},
-            "error_hypothesis": {"type": "string", "maxLength": 600},
+            "image_description": text(1000),
+            "key_elements": {"type": "array", "maxItems": 12, "items": text(100)},
+            "error_hypothesis": text(600),
         }
     elif preset == "cads":
         fields = {}
     else:
         raise ValueError(f"unknown frontier preset {preset!r} (known: {', '.join(PRESET_PROMPTS)})")
     fields["proposals"] = proposal_schema(kinds, rationale)
-    return {"type": "object", "additionalProperties": False, "required": list(fields), "properties": fields}
+    return strict_object(fields)
 
 
 class FrontierAnalyzer:

@@ -23,32 +23,17 @@ from typing import Any
 
 from curriculum.frontier.client import FrontierClient, FrontierError
 from curriculum.frontier.prompting import data_block, data_url, load_prompt
+from curriculum.frontier.schema import strict_object, text
 from curriculum.scoring import is_correct, with_rationale
 from curriculum.types import Candidate
 
-ANSWER_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "additionalProperties": False,
-    "required": ["reasoning", "answer"],
-    "properties": {
-        "reasoning": {"type": "string", "maxLength": 1500},
-        "answer": {"type": "string", "maxLength": 100},
-    },
-}
-IMAGE_SCHEMA: dict[str, Any] = {
-    **ANSWER_SCHEMA,
-    "required": ["reasoning", "answer", "image_shows"],
-    "properties": {**ANSWER_SCHEMA["properties"], "image_shows": {"type": "string", "enum": ["yes", "no"]}},
-}
-SCORE_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "additionalProperties": False,
-    "required": ["reasoning", "score"],
-    "properties": {
-        "reasoning": {"type": "string", "maxLength": 1500},
-        "score": {"type": "integer", "minimum": 1, "maximum": 3},
-    },
-}
+ANSWER_SCHEMA = strict_object({"reasoning": text(1500), "answer": text(100)})
+IMAGE_SCHEMA = strict_object(
+    {**ANSWER_SCHEMA["properties"], "image_shows": {"type": "string", "enum": ["yes", "no"]}}
+)
+SCORE_SCHEMA = strict_object(
+    {"reasoning": text(1500), "score": {"type": "integer", "minimum": 1, "maximum": 3}}
+)
 PROMPTS = {"answer": "judge_answer_v1", "score": "judge_score_v1"}
 
 

@@ -10,6 +10,21 @@ from __future__ import annotations
 
 from typing import Any
 
+
+def text(max_length: int) -> dict[str, Any]:
+    return {"type": "string", "maxLength": max_length}
+
+
+def strict_object(properties: dict[str, Any]) -> dict[str, Any]:
+    """An object that needs every property and allows no other, as strict structured outputs ask."""
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": list(properties),
+        "properties": properties,
+    }
+
+
 _TYPES: dict[str, tuple[type, ...]] = {
     "object": (dict,),
     "array": (list,),
