@@ -130,6 +130,7 @@ class Curriculum:
         self.pool = Pool(self.root / "pool", cap=cfg.pool_cap)
         self.answer_check = AnswerCheck()
         self.verified_only = verified_only  # GRPO: only answers a reward can trust
+        self.rationales = self.frontier is not None and cfg.frontier.rationales
         self.decontaminate = Decontaminate(eval_sets, probe, cfg.near_duplicate)
         self.seen: set[str] = set()
         self.history: list[dict[str, Any]] = []
@@ -240,11 +241,13 @@ class Curriculum:
             )
         # Sampled: an item fails when its pass rate is at most the threshold (GRPO: all rollouts fail).
         samples = policy.sample(items, self.cfg.probe_samples)
-        rates = [
-            sum(is_correct(p, ex.answer) for p in ps) / len(ps) for ps, ex in zip(samples, items, strict=True)
+        marks = [[is_correct(p, ex.answer) for p in ps] for ps, ex in zip(samples, items, strict=True)]
+        rates = [sum(m) / len(m) for m in marks]
+        # The recorded prediction is a wrong sample when there is one.
+        predictions = [
+            next((p for p, ok in zip(ps, m, strict=True) if not ok), ps[0])
+            for ps, m in zip(samples, marks, strict=True)
         ]
-        predictions = [next((p for p in ps if not is_correct(p, ex.answer)), ps[0])
-                       for ps, ex in zip(samples, items, strict=True)]  # fmt: skip
         return items, predictions, [r > self.cfg.failure_pass_rate for r in rates]
 
     def _prepare(
@@ -297,7 +300,7 @@ class Curriculum:
         checks: list[Any] = [self.answer_check, dedup, self.decontaminate]
         if self.frontier is not None and self.frontier.judges is not None:
             checks.append(self.frontier.judges)
-        if self.frontier is not None and self.cfg.frontier.rationales:
+        if self.rationales:
             checks.append(RationaleCheck())
         if self.verified_only:
             checks.append(VerifiedOnly())
@@ -324,7 +327,7 @@ class Curriculum:
                 left -= len(made)  # what one generator cannot make, the next ones get
                 for ex in made:
                     ex.meta.update(round=k, failures=weakness.failure_ids[:20], weight=weakness.failure_rate)
-                    if self.frontier is not None and self.cfg.frontier.rationales:
+                    if self.rationales:
                         ex.meta.setdefault("rationale_options", [])  # the judges may offer some
                     out.append(Candidate(ex, weakness.id, gen.name))
         return out
