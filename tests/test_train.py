@@ -91,3 +91,32 @@ def test_cli_refuses_a_typo_with_one_line(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "train", "train.stpes=3"], capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip() == "error: unknown config key 'train.stpes' (did you mean 'train.steps'?)"
+
+
+def test_sampled_metrics_count_pass_rates_and_any_right():
+    from curriculum.types import Example
+    from train.evaluate import sampled_metrics
+
+    items = [Example(id=f"e{i}", image=None, question="q", answer=a, skill=s) for i, (a, s) in
+             enumerate([("3", "count"), ("red", "colour"), ("4", "count")])]  # fmt: skip
+    flat = ["3", "2", "3", "3",  "blue", "blue", "blue", "blue",  "4", "four", "5", "4.0"]  # fmt: skip
+    m = sampled_metrics(items, flat, 4)
+    assert m["sampled"] == pytest.approx((0.75 + 0.0 + 0.75) / 3)  # "four" and "4.0" are right
+    assert m["pass_at_k"] == pytest.approx(2 / 3)
+    assert m["sampled/skill/count"] == pytest.approx(0.75) and m["sampled/skill/colour"] == 0.0
+
+
+def test_sampled_evaluation_reports_and_leaves_training_alone(tmp_path, tiny_qwen):
+    """Sampling at evaluation draws from its own seed: the run's losses are the same with it on."""
+    extra = ("train.steps=6", "eval.every=3")
+    plain = run(_cfg(tmp_path, tiny_qwen, "plain", *extra))
+    sampled = run(_cfg(tmp_path, tiny_qwen, "sampled", *extra, "eval.samples=4"))
+    assert _losses(tmp_path / "plain") == _losses(tmp_path / "sampled")
+    assert plain["end"]["accuracy"] == sampled["end"]["accuracy"] and "sampled" not in plain["end"]
+    for point in sampled["history"]:
+        assert 0.0 <= point["sampled"] <= point["pass_at_k"] <= 1.0
+        assert {k for k in point if k.startswith("sampled/skill/")} == {
+            "sampled/" + k for k in point if k.startswith("skill/")
+        }
+    again = run(_cfg(tmp_path, tiny_qwen, "again", *extra, "eval.samples=4"))
+    assert again["history"] == sampled["history"]  # the same seed draws the same samples

@@ -224,6 +224,15 @@ class EvalConfig:
     """Prompts per generation batch per device."""
     max_new_tokens: int = 8
     """Generated tokens per answer."""
+    samples: int = 0
+    """Also sample this many answers per item at ``temperature`` and report their mean pass rate
+    (``sampled``: pass@1 averaged over the samples, as GRPO work reports it) and ``pass_at_k``
+    (any sample right), overall and per skill; 0: greedy answers only."""
+    temperature: float = 1.0
+    """Sampling temperature of ``samples``."""
+    sample_seed: int = 0
+    """Seed of the sampled answers: every evaluation draws from the same seed, and the training
+    run's random state is left as it was."""
 
 
 @dataclass
@@ -551,6 +560,8 @@ def validate(cfg: Config) -> None:
         (cfg.train.keep_checkpoints >= 1, "train.keep_checkpoints must be >= 1"),
         (cfg.eval.batch_size > 0, "eval.batch_size must be positive"),
         (cfg.eval.max_new_tokens > 0, "eval.max_new_tokens must be positive"),
+        (cfg.eval.samples >= 0, "eval.samples must be 0 or more"),
+        (cfg.eval.temperature > 0, "eval.temperature must be positive"),
         (cfg.curriculum.every > 0, "curriculum.every must be positive"),
         (cfg.curriculum.max_staleness >= 0, "curriculum.max_staleness must be >= 0"),
         (

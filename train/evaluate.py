@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from curriculum.scoring import Score, score, summarise
+from curriculum.scoring import Score, is_correct, score, summarise
 from curriculum.types import Example
 from train.collate import VLMCollator
 
@@ -106,14 +106,47 @@ def evaluate(
     accelerator: Any,
     batch_size: int,
     max_new_tokens: int,
+    samples: int = 0,
+    temperature: float = 1.0,
+    seed: int = 0,
 ) -> EvalResult:
-    """Score ``examples`` with sharded generation; every rank returns the same result."""
+    """Score ``examples`` with sharded greedy generation; every rank returns the same result.
+
+    With ``samples``, also ``samples`` sampled answers per item: ``sampled`` is their mean pass
+    rate (pass@1 averaged over the samples) and ``pass_at_k`` the share of items with any right,
+    overall and per skill (``sampled/skill/<name>``). They are drawn from ``seed`` (each rank
+    its own stream) inside a forked RNG, so the run's random state is untouched."""
     t0 = time.perf_counter()
     answers, generated = sharded_answers(model, collator, examples, accelerator, batch_size, max_new_tokens)
     scores = score(
         [ex.id for ex in examples], [ex.skill for ex in examples], answers, [ex.answer for ex in examples]
     )
-    return EvalResult(scores, summarise(scores), time.perf_counter() - t0, generated)
+    metrics = summarise(scores)
+    if samples:
+        device = accelerator.device
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(seed + accelerator.process_index)
+            flat, more = sharded_answers(model, collator, examples, accelerator, batch_size, max_new_tokens,
+                                         samples, temperature)  # fmt: skip
+        generated += more
+        metrics.update(sampled_metrics(examples, flat, samples))
+    return EvalResult(scores, metrics, time.perf_counter() - t0, generated)
+
+
+def sampled_metrics(examples: list[Example], flat: list[str], samples: int) -> dict[str, float]:
+    """Mean pass rate and pass@k of ``samples`` answers per example (flattened example by example)."""
+    rates: dict[str, list[float]] = defaultdict(list)
+    any_right = 0
+    for i, ex in enumerate(examples):
+        marks = [is_correct(a, ex.answer) for a in flat[i * samples : (i + 1) * samples]]
+        rates[ex.skill or ""].append(sum(marks) / samples)
+        any_right += any(marks)
+    every = [r for skill_rates in rates.values() for r in skill_rates]
+    out = {"sampled": sum(every) / len(every), "pass_at_k": any_right / len(examples)}
+    for skill, values in sorted(rates.items()):
+        if skill:
+            out[f"sampled/skill/{skill}"] = sum(values) / len(values)
+    return out
 
 
 class ModelPolicy:

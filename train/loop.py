@@ -73,6 +73,13 @@ def window_metrics(window: dict[str, float], steps: int, seconds: float, world: 
     return out
 
 
+def sampled_view(metrics: dict[str, float]) -> dict[str, float]:
+    """The sampled evaluation's metrics under the greedy names, for ``skill_table``."""
+    out = {"accuracy": metrics["sampled"]}
+    out.update({k[len("sampled/") :]: v for k, v in metrics.items() if k.startswith("sampled/skill/")})
+    return out
+
+
 def resolve_mixed_precision(tc: TrainConfig) -> str:
     if tc.mixed_precision != "auto":
         return tc.mixed_precision
@@ -203,9 +210,9 @@ def run(cfg: Config) -> dict[str, Any]:
         )
 
     def run_eval(step: int) -> EvalResult:
-        result = evaluate(
-            model, collator, eval_set, accelerator, cfg.eval.batch_size, cfg.eval.max_new_tokens
-        )
+        ec = cfg.eval
+        result = evaluate(model, collator, eval_set, accelerator, ec.batch_size, ec.max_new_tokens,
+                          ec.samples, ec.temperature, ec.sample_seed)  # fmt: skip
         tokens_per_s = result.generated_tokens / max(result.seconds, 1e-9)
         tracker.log(
             {
@@ -215,14 +222,12 @@ def run(cfg: Config) -> dict[str, Any]:
             },
             step,
         )
-        log.info(
-            "eval @ step %d: accuracy %.3f (exact %.3f) on %d items in %.1fs",
-            step,
-            result.metrics["accuracy"],
-            result.metrics["exact"],
-            len(eval_set),
-            result.seconds,
+        m = result.metrics
+        sampled = (
+            f", sampled {m['sampled']:.3f} (pass@{ec.samples} {m['pass_at_k']:.3f})" if ec.samples else ""
         )
+        log.info("eval @ step %d: accuracy %.3f (exact %.3f)%s on %d items in %.1fs",
+                 step, m["accuracy"], m["exact"], sampled, len(eval_set), result.seconds)  # fmt: skip
         return result
 
     # ---- resume
@@ -366,6 +371,13 @@ def run(cfg: Config) -> dict[str, Any]:
             f"common train answer, the best a model blind to the image can do):\n{table}\n",
             flush=True,
         )
+        if cfg.eval.samples:
+            sampled = {k: sampled_view(v) for k, v in columns.items() if v is not None and "sampled" in v}
+            print(
+                f"Sampled test accuracy by skill (mean pass rate of {cfg.eval.samples} answers per item at "
+                f"temperature {cfg.eval.temperature:g}):\n{skill_table(sampled, skill_counts)}\n",
+                flush=True,
+            )
     tracker.summary({"final/" + k: v for k, v in final.metrics.items()})
     tracker.close()
     accelerator.end_training()
