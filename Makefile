@@ -29,7 +29,7 @@ test: setup
 	$(BIN)/python -m pytest -q
 
 test-all: setup
-	$(BIN)/python -m pytest -q -m "slow or not slow"
+	$(BIN)/python -m pytest -q -m "not gpu"
 
 lint: setup
 	$(BIN)/ruff check .

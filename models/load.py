@@ -53,14 +53,15 @@ class LoraSettings:
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
-    """The number of parameters of ``model`` (each shared tensor counted once)."""
+    """The number of parameters of ``model`` (each shared tensor counted once; whole also when
+    DeepSpeed ZeRO-3 holds only a shard of each)."""
     seen: set[int] = set()
     total = 0
     for param in model.parameters():
         if id(param) in seen or (trainable_only and not param.requires_grad):
             continue
         seen.add(id(param))
-        total += param.numel()
+        total += getattr(param, "ds_numel", param.numel())
     return total
 
 
@@ -263,7 +264,10 @@ def load_model(
     load_kwargs: dict[str, Any] = {"dtype": torch_dtype, **hub_kwargs}
     if attn_implementation is not None:
         load_kwargs["attn_implementation"] = attn_implementation
-    if torch.device(device).type != "cpu":
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    # Under ZeRO-3 the weights load straight into each rank's shard; DeepSpeed places them.
+    if torch.device(device).type != "cpu" and not is_deepspeed_zero3_enabled():
         load_kwargs["device_map"] = device
     model = AutoModelForImageTextToText.from_pretrained(base_source, **load_kwargs)
     try:
@@ -333,23 +337,30 @@ def _plain_state_dict(peft_model: Any, merge: bool) -> dict[str, torch.Tensor]:
     return state
 
 
-def save_model(model: Any, processor: Any, out_dir: str | Path, merge_lora: bool = False) -> Path:
+def save_model(
+    model: Any,
+    processor: Any,
+    out_dir: str | Path,
+    merge_lora: bool = False,
+    state_dict: dict[str, Any] | None = None,
+) -> Path:
     """Write a checkpoint that :func:`load_model` reads back, with the processor beside it.
 
     A plain model is saved as a full checkpoint. A LoRA model is saved as its adapter, which
     names its base checkpoint (the base is written to ``out_dir/base`` when it has no
     directory or hub name to point at), or, with ``merge_lora``, as a full checkpoint with the
-    adapter folded into the weights. The model passed in is left unchanged.
+    adapter folded into the weights. The model passed in is left unchanged. ``state_dict``: the
+    model's weights when the model itself holds only a shard of them (ZeRO-3, FSDP).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if not _is_peft(model):
-        model.save_pretrained(out)
+        model.save_pretrained(out, state_dict=state_dict)
     elif merge_lora:
         base = model.get_base_model()
         base.save_pretrained(out, state_dict=_plain_state_dict(model, merge=True))
     else:
-        model.save_pretrained(out)
+        model.save_pretrained(out, state_dict=state_dict)
         base_name = model.peft_config[model.active_adapter].base_model_name_or_path or ""
         if not base_name or not (Path(base_name).is_dir() or not _looks_like_path(base_name)):
             base = model.get_base_model()

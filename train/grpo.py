@@ -23,7 +23,6 @@ sampling temperature.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import time
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ import torch
 from curriculum.scoring import is_correct
 from curriculum.types import Example
 from train.collate import VLMCollator
+from train.distributed import backward_pass, shards_parameters
 from train.rewards import Rewards
 
 # ----------------------------------------------------------------------------- the arithmetic
@@ -206,6 +206,11 @@ class GRPOStep:
         self.rewards = Rewards(gc.rewards)
         self.suppressed = collator.media_token_ids
         self.reference = None
+        if gc.kl_coef and not lora and shards_parameters(accelerator):
+            raise ValueError(
+                "grpo.kl_coef without LoRA needs a frozen copy of the whole model, which ZeRO-3 and FSDP "
+                "do not hold: enable model.lora (the adapter switched off is the reference) or use ZeRO-2"
+            )
         if gc.kl_coef and not lora:  # a frozen copy; with LoRA the base model is the reference
             self.reference = copy.deepcopy(accelerator.unwrap_model(model)).eval().requires_grad_(False)
         self.samples: list[dict[str, Any]] = []  # a few completions of the last step, for logging
@@ -276,7 +281,7 @@ class GRPOStep:
         loss_total, clip, kls, grad_norm = 0.0, [], [], None
         for _ in range(gc.updates):
             for c, (inputs, ids, mask) in enumerate(batches):
-                with contextlib.nullcontext() if c == len(batches) - 1 else acc.no_sync(self.model):
+                with backward_pass(acc, self.model, last=c == len(batches) - 1):
                     logp = token_logprobs(self.model, inputs, ids, mask, gc.temperature, self.suppressed)
                     loss, s = policy_loss(
                         logp,
@@ -294,7 +299,7 @@ class GRPOStep:
                 loss_total += float(loss.detach()) / gc.updates
                 clip.append(s["clip_fraction"])
                 kls.append(s["kl"])
-            if self.max_grad_norm > 0:
+            if self.max_grad_norm > 0:  # under DeepSpeed: its engine clipped, this reads the norm
                 grad_norm = acc.clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)

@@ -33,6 +33,7 @@ from train.checkpoint import checkpoint_dir, load_checkpoint, resolve_resume, sa
 from train.collate import VLMCollator
 from train.config import Config, TrainConfig, dump
 from train.data import Splits, load_eval_sets, load_splits
+from train.distributed import fill_deepspeed_config, full_state_dict
 from train.evaluate import EvalResult, ModelPolicy, evaluate, prior_baseline, skill_table
 from train.tracking import Tracker
 
@@ -155,13 +156,14 @@ def run(cfg: Config) -> dict[str, Any]:
     )
     model, processor = prepare_model(cfg, splits, accelerator)
     collator = VLMCollator(processor, cfg.data.question_first, cfg.data.question_suffix)
+    from models import count_parameters
+
     trainable = [p for p in model.parameters() if p.requires_grad]
-    n_params = sum(p.numel() for p in model.parameters())
     log.info(
         "model: %s, %.2fM parameters (%.2fM trainable), mixed precision %s, %d process(es) on %s",
         cfg.model.name_or_path,
-        n_params / 1e6,
-        sum(p.numel() for p in trainable) / 1e6,
+        count_parameters(model) / 1e6,
+        count_parameters(model, trainable_only=True) / 1e6,
         accelerator.mixed_precision,
         accelerator.num_processes,
         accelerator.device,
@@ -173,9 +175,11 @@ def run(cfg: Config) -> dict[str, Any]:
     optimizer = torch.optim.AdamW(
         groups, lr=tc.lr, betas=tuple(tc.betas), fused=accelerator.device.type == "cuda"
     )
-    # The scheduler stays unprepared: Accelerate would step it once per process per step.
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(tc))
+    fill_deepspeed_config(accelerator, tc.batch_size, tc.max_grad_norm)
     model, optimizer = accelerator.prepare(model, optimizer)
+    # On the prepared optimizer (DeepSpeed may have replaced the one built above, e.g. by its CPU
+    # Adam when offloading), and unprepared: Accelerate would step it once per process per step.
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(tc))
     accelerator.register_for_checkpointing(scheduler)
     cc = cfg.curriculum
     ratio = (
@@ -334,8 +338,9 @@ def run(cfg: Config) -> dict[str, Any]:
         from models import save_model
 
         accelerator.wait_for_everyone()
+        weights = full_state_dict(accelerator, model)  # ZeRO-3 / FSDP: gathered from every rank
         if is_main:
-            save_model(accelerator.unwrap_model(model), processor, run_dir / "model")
+            save_model(accelerator.unwrap_model(model), processor, run_dir / "model", state_dict=weights)
     prior = prior_baseline(splits.train, eval_set)
     start = history[0] if history[0]["step"] == 0 else None
     columns = {"start": start, "end": final.metrics, "prior": prior}

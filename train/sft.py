@@ -38,7 +38,10 @@ class SFTStep:
                 loss = self.model(**batch).loss
                 acc.backward(loss)
                 if acc.sync_gradients and tc.max_grad_norm > 0:
-                    out["grad_norm"] = float(acc.clip_grad_norm_(self.model.parameters(), tc.max_grad_norm))
+                    # Under DeepSpeed its engine clipped already; this reads the norm (None at first).
+                    norm = acc.clip_grad_norm_(self.model.parameters(), tc.max_grad_norm)
+                    if norm is not None:
+                        out["grad_norm"] = float(norm)
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
             step_loss += loss.detach() / tc.grad_accum

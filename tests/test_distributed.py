@@ -1,0 +1,144 @@
+"""Distributed runs on CPU (two gloo ranks) and the launch configs of launch/.
+
+The GPU side (DeepSpeed ZeRO-2/3, FSDP through these same configs) is tests/test_gpu_launch.py.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from tests.conftest import tiny_run_overrides
+from train.distributed import backward_pass, fill_deepspeed_config, zero_stage
+
+ROOT = Path(__file__).resolve().parents[1]
+ACCELERATE_CONFIGS = sorted((ROOT / "launch" / "accelerate").glob("*.yaml"))
+CURRICULUM = [
+    "curriculum.enabled=true",
+    "curriculum.budget=24",
+    "curriculum.mix.ratio=0.5",
+    "eval.at_start=false",
+]
+
+
+# ----------------------------------------------------------------------------- launch/
+
+
+def test_every_strategy_has_a_config_that_accelerate_reads():
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    names = {p.stem for p in ACCELERATE_CONFIGS}
+    assert names == {"1gpu", "ddp", "zero2", "zero3", "zero3_offload", "fsdp"}
+    for path in ACCELERATE_CONFIGS:
+        first = path.read_text().splitlines()[:4]
+        assert first[0].startswith("# ") and any("accelerate launch" in line for line in first), path.name
+        cfg = load_config_from_file(str(path))
+        assert cfg.num_machines == 1 and not cfg.use_cpu
+        if path.stem.startswith("zero"):
+            ds_file = ROOT / cfg.deepspeed_config["deepspeed_config_file"]
+            ds = json.loads(ds_file.read_text())
+            assert ds_file.stem == path.stem and ds["zero_optimization"]["stage"] == int(path.stem[4])
+            offload = ds["zero_optimization"].get("offload_optimizer", {}).get("device")
+            assert (offload == "cpu") == path.stem.endswith("offload")
+            assert cfg.deepspeed_config["zero3_init_flag"] == (ds["zero_optimization"]["stage"] == 3)
+    assert load_config_from_file(str(ROOT / "launch/accelerate/fsdp.yaml")).fsdp_config["fsdp_version"] == 2
+
+
+@pytest.mark.parametrize("script", ["multinode.sh", "slurm.sbatch"])
+def test_the_multi_node_scripts_parse_and_say_how_to_use_them(script):
+    path = ROOT / "launch" / script
+    assert subprocess.run(["bash", "-n", str(path)]).returncode == 0
+    assert "NUM_MACHINES" in path.read_text() and path.read_text().splitlines()[1].startswith("# ")
+
+
+def test_multinode_names_the_missing_setting():
+    env = {k: v for k, v in os.environ.items() if k not in ("MAIN_ADDR", "NUM_MACHINES", "MACHINE_RANK")}
+    proc = subprocess.run(["bash", str(ROOT / "launch/multinode.sh"), "configs/demo.yaml"], env=env,
+                          capture_output=True, text=True)  # fmt: skip
+    assert proc.returncode != 0 and "MAIN_ADDR" in proc.stderr
+
+
+def _accelerator(ds_config):
+    plugin = SimpleNamespace(deepspeed_config=ds_config) if ds_config is not None else None
+    dist = SimpleNamespace(name="DEEPSPEED" if plugin else "NO")
+    return SimpleNamespace(state=SimpleNamespace(deepspeed_plugin=plugin), distributed_type=dist,
+                           gradient_accumulation_steps=2, num_processes=4)  # fmt: skip
+
+
+def test_deepspeed_auto_fields_are_filled_from_the_run_config():
+    ds = json.loads((ROOT / "launch/deepspeed/zero3.json").read_text())
+    acc = _accelerator(ds)
+    fill_deepspeed_config(acc, batch_size=8, max_grad_norm=0.5)
+    assert ds["train_micro_batch_size_per_gpu"] == 8 and ds["gradient_clipping"] == 0.5
+    assert ds["train_batch_size"] == 8 * 2 * 4 and zero_stage(acc) == 3
+    fixed = {"train_micro_batch_size_per_gpu": 2, "gradient_clipping": 2.0, "zero_optimization": {"stage": 2}}
+    fill_deepspeed_config(_accelerator(fixed), batch_size=8, max_grad_norm=0.5)
+    assert fixed["train_micro_batch_size_per_gpu"] == 2 and fixed["gradient_clipping"] == 2.0
+    assert zero_stage(_accelerator(None)) == 0
+
+
+def test_only_the_last_backward_pass_of_a_step_synchronises():
+    from accelerate import Accelerator
+
+    acc = Accelerator(cpu=True)
+    seen = []
+    for last in (False, False, True):
+        with backward_pass(acc, None, last):
+            seen.append(acc.sync_gradients)
+    assert seen == [False, False, True] and acc.sync_gradients
+
+
+# ----------------------------------------------------------------------------- two gloo ranks
+
+
+def _two_ranks(tmp_path, model, *overrides, env=None):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "train",
+           *tiny_run_overrides(tmp_path, model), *CURRICULUM, "train.batch_size=4", *overrides]  # fmt: skip
+    proc = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}, capture_output=True,
+                          text=True, timeout=400)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout + proc.stderr
+
+
+def test_async_rounds_agree_across_ranks_and_resume(tmp_path, tiny_qwen):
+    """Async on two ranks: rank 0's worker prepares each round, both ranks inject it at the same
+    step and end with the same pool (checked after every commit; a mismatch fails the round);
+    a resumed run continues with the pool and rounds it had."""
+    args = ["run.name=a", "curriculum.mode=async", "curriculum.every=3", "curriculum.max_staleness=1",
+            "train.save_every=4"]  # fmt: skip
+    _two_ranks(tmp_path, tiny_qwen, *args, "train.steps=8")
+    first = json.loads((tmp_path / "a" / "summary.json").read_text())
+    rounds = first["curriculum"]["rounds"]
+    assert [(r["round"], r["status"]) for r in rounds] == [(1, "ok"), (2, "ok")]
+    records = [json.loads((tmp_path / "a" / "curriculum" / f"round_{k:05d}" / "round.json").read_text())
+               for k in (1, 2)]  # fmt: skip
+    assert [r["inject_step"] for r in records] == [4, 7]
+    out = _two_ranks(tmp_path, tiny_qwen, *args, "train.steps=11", "train.resume=auto")
+    assert "resumed from" in out
+    summary = json.loads((tmp_path / "a" / "summary.json").read_text())
+    rounds = summary["curriculum"]["rounds"]
+    assert [(r["round"], r["status"]) for r in rounds] == [(1, "ok"), (2, "ok"), (3, "ok")]
+    assert summary["curriculum"]["pool_size"] >= first["curriculum"]["pool_size"] > 0
+
+
+def test_an_outage_on_the_main_rank_fails_the_round_everywhere_and_training_goes_on(tmp_path, tiny_qwen):
+    """Only rank 0 calls the analyzer; when its endpoint is down the round is recorded as failed
+    on both ranks (neither waits for the other) and the run finishes."""
+    with socket.socket() as s:  # a port nothing listens on: every call is refused at once
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    _two_ranks(tmp_path, tiny_qwen, "run.name=down", "curriculum.every=3", "train.steps=7",
+               "curriculum.analyzer=openai", f"curriculum.frontier.base_url=http://127.0.0.1:{port}/v1",
+               "curriculum.frontier.max_retries=0", "curriculum.frontier.timeout=5",
+               "curriculum.frontier.cache=null", env={"OPENAI_API_KEY": "sk-test"})  # fmt: skip
+    summary = json.loads((tmp_path / "down" / "summary.json").read_text())
+    assert summary["steps"] == 7
+    rounds = summary["curriculum"]["rounds"]
+    assert [r["status"] for r in rounds] == ["failed", "failed"]
+    assert all("endpoint unreachable" in r["error"] for r in rounds), rounds
+    assert summary["curriculum"]["pool_size"] == 0
