@@ -17,6 +17,7 @@ import torch
 from curriculum.scoring import Score, is_correct, score, summarise
 from curriculum.types import Example
 from train.collate import VLMCollator
+from train.distributed import shards_parameters
 
 
 @dataclass
@@ -38,11 +39,13 @@ def generate_answers(
     device: torch.device,
     samples: int = 0,
     temperature: float = 1.0,
+    synced: bool = False,
 ) -> tuple[list[str], int]:
     """Answers for ``examples`` (in order) and the number of tokens generated.
 
     Greedy when ``samples`` is 0; otherwise ``samples`` sampled answers per example, flattened
-    example by example.
+    example by example. ``synced``: every rank runs each decoding step until all ranks are done,
+    which sharded parameters (ZeRO-3, FSDP) need.
     """
     was_training = model.training
     model.eval()
@@ -63,6 +66,7 @@ def generate_answers(
             max_new_tokens=max_new_tokens,
             pad_token_id=collator.tokenizer.pad_token_id,
             eos_token_id=eos,
+            synced_gpus=synced,
             **sampling,
         )
         new = out[:, inputs["input_ids"].shape[1] :]
@@ -88,9 +92,9 @@ def sharded_answers(
     padded = examples + examples[: per_rank * world - len(examples)]
     shard = padded[rank * per_rank : (rank + 1) * per_rank]
     unwrapped = accelerator.unwrap_model(model)
-    answers, generated = generate_answers(
-        unwrapped, collator, shard, batch_size, max_new_tokens, accelerator.device, samples, temperature
-    )
+    synced = world > 1 and shards_parameters(accelerator)
+    answers, generated = generate_answers(unwrapped, collator, shard, batch_size, max_new_tokens,
+                                          accelerator.device, samples, temperature, synced)  # fmt: skip
     if world > 1:
         from accelerate.utils import gather_object
 

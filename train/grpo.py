@@ -126,9 +126,11 @@ def rollout(
     temperature: float,
     top_p: float,
     device: torch.device,
+    synced: bool = False,
 ) -> Rollout:
     """``group_size`` sampled completions per prompt, in one batched ``generate``; each prompt's
-    image is processed once (``generate`` repeats the inputs)."""
+    image is processed once (``generate`` repeats the inputs). ``synced``: all ranks decode in
+    step (sharded parameters)."""
     examples = [ex for ex in prompts for _ in range(group_size)]
     inputs = {k: v.to(device) for k, v in collator.prompts(prompts).items()}
     was_training = model.training
@@ -142,6 +144,7 @@ def rollout(
         suppress_tokens=collator.media_token_ids or None,
         max_new_tokens=max_new_tokens,
         num_return_sequences=group_size,
+        synced_gpus=synced,
         pad_token_id=collator.tokenizer.pad_token_id,
         eos_token_id=collator.tokenizer.eos_token_id,
     )
@@ -205,6 +208,7 @@ class GRPOStep:
         self.batch_size, self.max_grad_norm = batch_size, max_grad_norm
         self.rewards = Rewards(gc.rewards)
         self.suppressed = collator.media_token_ids
+        self.synced = accelerator.num_processes > 1 and shards_parameters(accelerator)
         self.reference = None
         if gc.kl_coef and not lora and shards_parameters(accelerator):
             raise ValueError(
@@ -233,7 +237,7 @@ class GRPOStep:
             drawn += len(prompts)
             from_pool += self.stream.last_from_pool
             ro = rollout(unwrapped, self.collator, prompts, g, gc.max_new_tokens, gc.temperature, gc.top_p,
-                         self.accelerator.device)  # fmt: skip
+                         self.accelerator.device, self.synced)  # fmt: skip
             rewards = torch.tensor(self.rewards(ro.texts, **columns(ro.examples)), dtype=torch.float32)
             for name, values in self.rewards.last.items():
                 parts.setdefault(name, []).extend(values)
