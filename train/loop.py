@@ -81,6 +81,12 @@ def sampled_view(metrics: dict[str, float]) -> dict[str, float]:
     return out
 
 
+def ndim(param: torch.Tensor) -> int:
+    """A parameter's number of dimensions; under ZeRO-3 the local tensor is an empty shard and
+    the real shape is in ``ds_shape``."""
+    return len(getattr(param, "ds_shape", param.shape))
+
+
 def resolve_mixed_precision(tc: TrainConfig) -> str:
     if tc.mixed_precision != "auto":
         return tc.mixed_precision
@@ -169,8 +175,8 @@ def run(cfg: Config) -> dict[str, Any]:
         accelerator.device,
     )
     groups = [
-        {"params": [p for p in trainable if p.ndim >= 2], "weight_decay": tc.weight_decay},
-        {"params": [p for p in trainable if p.ndim < 2], "weight_decay": 0.0},
+        {"params": [p for p in trainable if ndim(p) >= 2], "weight_decay": tc.weight_decay},
+        {"params": [p for p in trainable if ndim(p) < 2], "weight_decay": 0.0},
     ]
     optimizer = torch.optim.AdamW(
         groups, lr=tc.lr, betas=tuple(tc.betas), fused=accelerator.device.type == "cuda"
