@@ -32,6 +32,12 @@ def shards_parameters(accelerator: Any) -> bool:
     return zero_stage(accelerator) == 3 or accelerator.distributed_type.name == "FSDP"
 
 
+def synced_generation(accelerator: Any) -> bool:
+    """True when every rank must run each decoding step until all ranks are done: several ranks
+    whose forward passes gather sharded parameters (ZeRO-3, FSDP)."""
+    return accelerator.num_processes > 1 and shards_parameters(accelerator)
+
+
 def fill_deepspeed_config(accelerator: Any, batch_size: int, max_grad_norm: float) -> None:
     """Fill the DeepSpeed fields left ``auto`` that Accelerate cannot fill without a prepared
     dataloader: the micro-batch (``train.batch_size``) and the clipping norm (``train.max_grad_norm``)."""

@@ -17,7 +17,7 @@ import torch
 from curriculum.scoring import Score, is_correct, score, summarise
 from curriculum.types import Example
 from train.collate import VLMCollator
-from train.distributed import shards_parameters
+from train.distributed import synced_generation
 
 
 @dataclass
@@ -92,9 +92,9 @@ def sharded_answers(
     padded = examples + examples[: per_rank * world - len(examples)]
     shard = padded[rank * per_rank : (rank + 1) * per_rank]
     unwrapped = accelerator.unwrap_model(model)
-    synced = world > 1 and shards_parameters(accelerator)
     answers, generated = generate_answers(unwrapped, collator, shard, batch_size, max_new_tokens,
-                                          accelerator.device, samples, temperature, synced)  # fmt: skip
+                                          accelerator.device, samples, temperature,
+                                          synced_generation(accelerator))  # fmt: skip
     if world > 1:
         from accelerate.utils import gather_object
 

@@ -33,7 +33,7 @@ import torch
 from curriculum.scoring import is_correct
 from curriculum.types import Example
 from train.collate import VLMCollator
-from train.distributed import backward_pass, shards_parameters
+from train.distributed import backward_pass, shards_parameters, synced_generation
 from train.rewards import Rewards
 
 # ----------------------------------------------------------------------------- the arithmetic
@@ -208,7 +208,7 @@ class GRPOStep:
         self.batch_size, self.max_grad_norm = batch_size, max_grad_norm
         self.rewards = Rewards(gc.rewards)
         self.suppressed = collator.media_token_ids
-        self.synced = accelerator.num_processes > 1 and shards_parameters(accelerator)
+        self.synced = synced_generation(accelerator)
         self.reference = None
         if gc.kl_coef and not lora and shards_parameters(accelerator):
             raise ValueError(
