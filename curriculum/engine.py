@@ -33,7 +33,9 @@ from curriculum.analyze import Analyzer, OfflineAnalyzer
 from curriculum.filters import AnswerCheck, Decontaminate, Dedup, RationaleCheck, StudentCheck, VerifiedOnly
 from curriculum.generators import (
     Generator,
+    HardRealGenerator,
     ProposalGenerator,
+    RealGenerator,
     ReplayGenerator,
     SameImageGenerator,
     WorldGenerator,
@@ -54,6 +56,9 @@ class RoundResult:
     status: str  # "ok", "failed", "restored"
     metrics: dict[str, float] = field(default_factory=dict)
     error: str | None = None
+    failures: list[Failure] = field(default_factory=list)  # an ok round's, with their images
+    weaknesses: list[Weakness] = field(default_factory=list)
+    candidates: list[Candidate] = field(default_factory=list)  # kept and dropped, with images
 
 
 @dataclass
@@ -70,6 +75,25 @@ class _Work:
     probe_skills: dict[str, float] = field(default_factory=dict)
     error: str | None = None
     image_errors: list[str] = field(default_factory=list)
+
+
+# The baselines of ``curriculum.source``: which generator makes their candidates.
+BASELINE_GENERATORS = {"uniform": {"world": 1.0}, "real": {"real": 1.0}, "hard_real": {"hard_real": 1.0}}
+
+
+def baseline_weaknesses(source: str) -> list[Weakness]:
+    """What a baseline round aims at instead of diagnosed weaknesses: every skill of the built-in
+    world with its parameters left free (``uniform``), or the data as a whole (``real``,
+    ``hard_real``). Equal rates, so the budget is split evenly."""
+    if source == "uniform":
+        from curriculum.world import skill_names
+
+        return [
+            Weakness(f"uniform/{s}", s, {}, 1.0, 1.0, 0, 0, [], "uniform spec: no failure analysis",
+                     spec={"skill": s, "params": {}})
+            for s in skill_names()
+        ]  # fmt: skip
+    return [Weakness(source, None, {}, 1.0, 1.0, 0, 0, [], f"{source}: no failure analysis")]
 
 
 def split_budget(weaknesses: list[Weakness], budget: int) -> list[int]:
@@ -121,6 +145,8 @@ class Curriculum:
             WorldGenerator(image_size),
             SameImageGenerator(),
             ReplayGenerator(train),
+            RealGenerator(image_size),
+            HardRealGenerator(train),
         ]
         if fresh and self.is_main and self.root.exists():
             import shutil
@@ -274,9 +300,12 @@ class Curriculum:
             t = time.perf_counter()
             if self._ledger is not None:
                 self._ledger.start_round()
-            weaknesses = self.analyzer.analyze(
-                failures, list(zip(probe, correct, strict=True)), exemplars=self.exemplars
-            )
+            if self.cfg.source == "diagnosed":
+                weaknesses = self.analyzer.analyze(
+                    failures, list(zip(probe, correct, strict=True)), exemplars=self.exemplars
+                )
+            else:
+                weaknesses = baseline_weaknesses(self.cfg.source)
             timings["analyse_s"] = time.perf_counter() - t
             t = time.perf_counter()
             candidates = self._generate(k, weaknesses, failures)
@@ -308,7 +337,9 @@ class Curriculum:
 
     def _generate(self, k: int, weaknesses: list[Weakness], failures: list[Failure]) -> list[Candidate]:
         by_id = {f.example.id: f for f in failures}
-        shares = self.cfg.generators
+        shares = (
+            self.cfg.generators if self.cfg.source == "diagnosed" else BASELINE_GENERATORS[self.cfg.source]
+        )
         out: list[Candidate] = []
         for w_index, (weakness, budget) in enumerate(
             zip(weaknesses, split_budget(weaknesses, self.cfg.budget), strict=True)
@@ -332,6 +363,16 @@ class Curriculum:
                     out.append(Candidate(ex, weakness.id, gen.name))
         return out
 
+    def _quota(self, k: int, candidates: list[Candidate]) -> None:
+        """``curriculum.quota``: keep at most the round's quota of the survivors, a random subset."""
+        if not self.cfg.quota:
+            return
+        cap = self.cfg.quota[k - 1] if k <= len(self.cfg.quota) else 0
+        kept = [c for c in candidates if c.dropped is None]
+        random.Random(f"{self.seed}|quota|{k}").shuffle(kept)
+        for c in kept[cap:]:
+            c.drop("quota", f"round {k} keeps {cap} (curriculum.quota)")
+
     def _finish(
         self, work: _Work, policy: Policy, blocked_s: float, inject_step: int | None = None
     ) -> RoundResult:
@@ -342,9 +383,9 @@ class Curriculum:
             return self._record_failure(k, step, work.error, work.timings, work)
         t = time.perf_counter()
         try:
-            StudentCheck(policy, self.cfg.student_check, tuple(self.cfg.band), self.cfg.band_samples)(
-                work.candidates
-            )
+            check = "off" if self.cfg.source == "real" else self.cfg.student_check  # real data as it comes
+            StudentCheck(policy, check, tuple(self.cfg.band), self.cfg.band_samples)(work.candidates)
+            self._quota(k, work.candidates)
             retire = self._mastered(policy)
             work.timings["student_s"] = time.perf_counter() - t
             kept = [c.example for c in work.candidates if c.dropped is None]
@@ -403,7 +444,7 @@ class Curriculum:
             k, step, work.probe_accuracy, len(work.failures), metrics["curriculum/new_failures"],
             len(work.weaknesses), len(kept), len(work.candidates), len(self.pool), work.timings["blocked_s"],
         )  # fmt: skip
-        return RoundResult(k, step, "ok", metrics)
+        return RoundResult(k, step, "ok", metrics, None, work.failures, work.weaknesses, work.candidates)
 
     def _cost(self, candidates: list[Candidate]) -> dict[str, float]:
         """What this round spent on the frontier, and per accepted example (all of them, and those

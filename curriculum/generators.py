@@ -10,6 +10,11 @@ round passes its share of the budget to the others.
   model sees the very picture it misread from new angles (answers computed from the scene).
 - ``replay``: retrieves the real training items most like the failures (same skill and slice;
   or the most similar question text for data without skills) to show them again.
+
+Two more serve the baselines a curriculum is compared with (``curriculum.source``), not a
+weakness: ``real`` draws new items of the real data's own distribution (the built-in world's
+skewed train distribution), ``hard_real`` draws train items at random for the student check to
+keep the ones the model gets wrong.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from typing import Any, Protocol
 
 from curriculum.scoring import ANSWER_TAG, normalise, with_rationale
 from curriculum.types import Example, Failure, Weakness
-from curriculum.world import Spec, generate
+from curriculum.world import Spec, generate, natural_examples
 from curriculum.world.questions import questions_for_scene
 
 
@@ -131,6 +136,40 @@ class ReplayGenerator:
         return [
             dataclasses.replace(_provenance(ex, self.name, weakness, replay_of=ex.id), id=f"{prefix}-{i:05d}")
             for i, ex in enumerate(ranked[:count])
+        ]
+
+
+class RealGenerator:
+    name = "real"
+
+    def __init__(self, image_size: int) -> None:
+        self.image_size = image_size
+
+    def generate(
+        self, weakness: Weakness, failures: list[Failure], count: int, seed: int, prefix: str
+    ) -> list[Example]:
+        if count <= 0:
+            return []
+        made = natural_examples(count, seed, self.image_size, name=prefix)
+        return [
+            dataclasses.replace(_provenance(ex, self.name, weakness), id=f"{prefix}-{i:05d}")
+            for i, ex in enumerate(made)
+        ]
+
+
+class HardRealGenerator:
+    name = "hard_real"
+
+    def __init__(self, train: list[Example]) -> None:
+        self.train = train
+
+    def generate(
+        self, weakness: Weakness, failures: list[Failure], count: int, seed: int, prefix: str
+    ) -> list[Example]:
+        picked = random.Random(seed).sample(self.train, min(max(0, count), len(self.train)))
+        return [
+            dataclasses.replace(_provenance(ex, self.name, weakness, replay_of=ex.id), id=f"{prefix}-{i:05d}")
+            for i, ex in enumerate(picked)
         ]
 
 

@@ -59,5 +59,5 @@ def test_every_shipped_config_loads(path):
     assert cfg.train.steps > 0
     first = path.read_text().splitlines()[0]
     assert first.startswith("#") and (
-        "python -m train" in first or "accelerate launch" in first or "make" in first
+        "python -m train" in first or "accelerate launch" in first or "make" in first or "lessonloop" in first
     )

@@ -47,9 +47,34 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     _train_args(sub.add_parser("train", help="train (SFT) as a config says"))
     sub.add_parser("config", help="print every config key with its type, default and meaning")
+    compare = sub.add_parser("compare", help="run the arms of a compare: section and report them")
+    _train_args(compare)
+    for name, text in (("export", "write a run's pool as a Hugging Face dataset with a card"),
+                       ("report", "write a run's rounds as one self-contained HTML page")):  # fmt: skip
+        p = sub.add_parser(name, help=text)
+        p.add_argument("run", help="the run folder (<run.output_dir>/<run.name>)")
+        p.add_argument("--out", help="where to write (default: inside the run folder)")
     args = parser.parse_args(argv)
     if args.command == "train":
         return _train(args)
+    if args.command == "compare":
+        from train.compare import main as compare_main
+
+        return compare_main([*(["--config", args.config] if args.config else []), *args.overrides])
+    if args.command in ("export", "report"):
+        from pathlib import Path
+
+        if args.command == "export":
+            from curriculum.export import export_run as write
+        else:
+            from curriculum.report import write_report as write
+        try:
+            path = write(Path(args.run), Path(args.out) if args.out else None)
+        except ValueError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        print(path)
+        return 0
     if args.command == "config":
         from train.config import reference
 

@@ -328,6 +328,16 @@ class CurriculumConfig:
     thread while training goes on, and injects the round ``max_staleness`` steps later."""
     every: int = 100
     """Steps between rounds (the first round runs at step ``every``)."""
+    source: Literal["diagnosed", "uniform", "real", "hard_real"] = "diagnosed"
+    """Where a round's examples come from: ``diagnosed`` (the curriculum: failures analysed into
+    weaknesses, generators aimed at each); the baselines it is compared with: ``uniform`` (the
+    world generator over every skill, no failure analysis), ``real`` (new items of the real
+    data's own distribution, no student check), ``hard_real`` (train items the student check
+    keeps). The baselines need the built-in world, except ``hard_real``."""
+    quota: list[int] = field(default_factory=list)
+    """Most examples kept per round, the k-th entry for round k and 0 past the end (a random
+    subset of the survivors); empty: no limit. ``lessonloop compare`` sets it from the targeted
+    arm so that every arm adds as many examples."""
     max_staleness: int = 20
     """``async``: steps between a round's probe evaluation and the injection of its examples;
     the loop waits at that step if the worker is not done. A fixed lag keeps runs reproducible."""
@@ -390,6 +400,27 @@ class WandbConfig:
 
 
 @dataclass
+class CompareConfig:
+    """``lessonloop compare``: arms of one base config (this file) with the same steps and the
+    same number of added examples, several seeds each."""
+
+    arms: list[str] = field(default_factory=lambda: ["base", "real", "targeted", "untargeted"])
+    """Arms to run: ``base`` (the real data only), ``real`` (as many extra real examples as the
+    curriculum added), ``targeted`` (the curriculum as configured), ``untargeted`` (the same
+    generators with uniform specs), ``replay`` (hard real examples only)."""
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    """Seeds (``run.seed``; a built tiny model is initialised from it too)."""
+    parallel: int = 1
+    """Runs at once. On a machine with GPUs each run gets one (``CUDA_VISIBLE_DEVICES``)."""
+    oversample: float = 3.0
+    """Candidates per round of a matched arm, as a multiple of ``curriculum.budget``, so that
+    enough survive its filters to reach the targeted arm's count."""
+    under_served: list[str] = field(default_factory=list)
+    """Skills the real data under-serves, reported together; empty: those whose share of the
+    train split is below an even share."""
+
+
+@dataclass
 class Config:
     run: RunConfig = field(default_factory=RunConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -399,6 +430,7 @@ class Config:
     curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
     grpo: GRPOConfig = field(default_factory=GRPOConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
+    compare: CompareConfig = field(default_factory=CompareConfig)
 
     @property
     def run_dir(self) -> Path:
@@ -587,6 +619,19 @@ def validate(cfg: Config) -> None:
             or cfg.eval.max_new_tokens >= 64,
             "curriculum.frontier.rationales needs eval.max_new_tokens >= 64: a reasoned answer is cut off before it ends",
         ),
+        (
+            cfg.curriculum.source in ("diagnosed", "hard_real") or cfg.data.source == "world",
+            f"curriculum.source {cfg.curriculum.source!r} needs the built-in world (data.source: world)",
+        ),
+        (all(q >= 0 for q in cfg.curriculum.quota), "curriculum.quota entries must be >= 0"),
+        (
+            set(cfg.compare.arms) <= {"base", "real", "targeted", "untargeted", "replay"}
+            and len(set(cfg.compare.arms)) == len(cfg.compare.arms) > 0,
+            "compare.arms must be distinct names among base, real, targeted, untargeted, replay",
+        ),
+        (bool(cfg.compare.seeds), "compare.seeds must name at least one seed"),
+        (cfg.compare.parallel >= 1, "compare.parallel must be >= 1"),
+        (cfg.compare.oversample >= 1.0, "compare.oversample must be >= 1"),
         (cfg.curriculum.probe_samples >= 0, "curriculum.probe_samples must be >= 0"),
         (0.0 <= cfg.curriculum.failure_pass_rate < 1.0, "curriculum.failure_pass_rate must lie in [0, 1)"),
         (cfg.grpo.group_size >= 2, "grpo.group_size must be at least 2 (advantages compare within a group)"),

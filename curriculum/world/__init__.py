@@ -8,7 +8,7 @@ writer what can be asked for; ``world_corpus`` feeds a tokenizer.
 
 from .generate import Spec, describe_skills, generate, get_skill, skill_names, world_corpus
 from .scene import render
-from .splits import NATURAL_SKILL_WEIGHTS, build_splits
+from .splits import NATURAL_SKILL_WEIGHTS, build_splits, natural_examples
 
 __all__ = [
     "NATURAL_SKILL_WEIGHTS",
@@ -16,6 +16,7 @@ __all__ = [
     "build_splits",
     "describe_skills",
     "generate",
+    "natural_examples",
     "get_skill",
     "render",
     "skill_names",

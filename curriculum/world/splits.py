@@ -157,6 +157,12 @@ def _build_split(
     return out
 
 
+def natural_examples(count: int, seed: int, image_size: int, name: str) -> list[Example]:
+    """``count`` more items of the train split's skewed distribution, from their own random stream
+    (``name``): what collecting more real data of the same kind would bring."""
+    return _build_split(name, count, seed, True, image_size, set())
+
+
 def build_splits(
     seed: int, train_size: int, probe_size: int, test_size: int, image_size: int = 64
 ) -> dict[str, list[Example]]:

@@ -1,0 +1,120 @@
+"""``lessonloop compare``: every arm runs, the matched arms add as many examples as the curriculum,
+each baseline's examples come from where it says, the report is written, and a rerun keeps the
+finished runs."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from curriculum.world import skill_names
+from train.compare import kept_per_round
+
+ROOT = Path(__file__).resolve().parents[1]
+ARMS = ["base", "targeted", "real", "untargeted", "replay"]
+
+
+def overrides(out: Path) -> list[str]:
+    return [
+        f"run.output_dir={out}", "run.name=c", "model.build_tiny=qwen2_5_vl", "model.tiny_preset=tiny",
+        "data.world.image_size=32", "data.world.train_size=240", "data.world.probe_size=40",
+        "data.world.test_size=54", "train.cpu=true", "train.batch_size=8", "train.lr=3e-3",
+        "train.log_every=2", "train.warmup_steps=0", "train.steps=6", "train.save_model=false",
+        "eval.batch_size=27", "eval.max_new_tokens=3", "eval.every=2", "curriculum.every=2",
+        "curriculum.budget=16", f"compare.arms=[{','.join(ARMS)}]", "compare.seeds=[0,1]",
+        "compare.parallel=2",
+    ]  # fmt: skip
+
+
+def compare(out: Path, *extra: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "train.compare", *overrides(out), *extra]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+def pool_rows(run_dir: Path) -> list[dict]:
+    return [
+        json.loads(line)
+        for path in sorted((run_dir / "curriculum" / "pool").glob("round_*.jsonl"))
+        for line in path.read_text().splitlines()[1:]  # the first line is the round's header
+    ]
+
+
+@pytest.fixture(scope="module")
+def compared(tmp_path_factory):
+    out = tmp_path_factory.mktemp("compare")
+    proc = compare(out)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out / "c", proc.stdout
+
+
+def test_every_arm_and_seed_finishes_with_a_report(compared):
+    root, stdout = compared
+    result = json.loads((root / "compare.json").read_text())
+    assert sorted(result["runs"]) == sorted(f"{a}-s{s}" for a in ARMS for s in (0, 1))
+    assert set(result["arms"]) == set(ARMS)
+    assert result["under_served_skills"] == ["arithmetic", "bar_compare", "bar_value", "compare", "spatial"]
+    for a in result["arms"].values():
+        assert a["accuracy"]["n"] == 2 and set(a["skills"]) == set(skill_names())
+    assert set(result["paired"]) == {"base", "real", "untargeted", "replay"}
+    report = (root / "report.md").read_text()
+    for arm in ARMS:
+        assert f"| {arm} | 2 |" in report
+    assert "targeted − real: overall" in report
+    for name in ("accuracy_vs_steps.png", "accuracy_vs_added.png"):
+        assert (root / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # Curves: an evaluation every 2 steps, and the added count only grows.
+    curve = result["runs"]["targeted-s0"]["curve"]
+    assert [p["step"] for p in curve] == [0, 2, 4, 6]
+    assert [p["added"] for p in curve] == sorted(p["added"] for p in curve) and curve[-1]["added"] > 0
+    assert all(p["added"] == 0 for p in result["runs"]["base-s0"]["curve"])
+
+
+def test_matched_arms_add_what_the_curriculum_added(compared):
+    root, _ = compared
+    for seed in (0, 1):
+        target = kept_per_round(root / f"targeted-s{seed}")
+        assert len(target) == 2 and sum(target) > 0
+        # New real data passes no student check, so it always reaches the quota.
+        assert kept_per_round(root / f"real-s{seed}") == target
+        for arm in ("untargeted", "replay"):
+            kept = kept_per_round(root / f"{arm}-s{seed}")
+            assert all(k <= t for k, t in zip(kept, target, strict=True)), (arm, kept, target)
+
+
+def test_each_baseline_draws_from_its_own_source(compared):
+    root, _ = compared
+    real = pool_rows(root / "real-s0")
+    assert real and all(r["source"] == "real" and r["meta"]["generator"] == "real" for r in real)
+    untargeted = pool_rows(root / "untargeted-s0")
+    assert untargeted and {r["meta"]["weakness"] for r in untargeted} <= {f"uniform/{s}" for s in skill_names()}
+    assert all(r["meta"]["generator"] == "world" for r in untargeted)
+    replay = pool_rows(root / "replay-s0")
+    assert replay and all(r["meta"]["replay_of"].startswith("real-train-") for r in replay)
+    assert all(r["meta"]["verdicts"]["student"] == "ok" for r in replay)  # the model got them wrong
+    targeted = {json.loads((d / "round.json").read_text())["weaknesses"][0] for d in
+                (root / "targeted-s0" / "curriculum").glob("round_*")}  # fmt: skip
+    assert not any(w.startswith("uniform/") for w in targeted)
+    # Quota: what a matched round did not keep is recorded as dropped by it.
+    rows = (root / "untargeted-s0" / "curriculum" / "round_00001" / "candidates.jsonl").read_text()
+    assert '"dropped_by": "quota"' in rows
+
+
+def test_a_rerun_keeps_finished_runs(compared):
+    root, _ = compared
+    before = (root / "compare.json").read_text()
+    proc = compare(root.parent)
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    assert proc.stdout.count("already finished, kept") == 10 and " started " not in proc.stdout
+    assert json.loads((root / "compare.json").read_text())["runs"] == json.loads(before)["runs"]
+
+
+def test_matched_arms_need_the_targeted_arm(tmp_path):
+    proc = compare(tmp_path, "compare.arms=[base,real]")
+    assert proc.returncode == 2 and "add targeted" in proc.stdout
+
+
+def test_compare_config_typos_are_refused(tmp_path):
+    proc = compare(tmp_path, "compare.seed=[0]")
+    assert proc.returncode == 2 and "did you mean 'compare.seeds'" in proc.stderr
