@@ -88,7 +88,9 @@ def test_each_baseline_draws_from_its_own_source(compared):
     real = pool_rows(root / "real-s0")
     assert real and all(r["source"] == "real" and r["meta"]["generator"] == "real" for r in real)
     untargeted = pool_rows(root / "untargeted-s0")
-    assert untargeted and {r["meta"]["weakness"] for r in untargeted} <= {f"uniform/{s}" for s in skill_names()}
+    assert untargeted and {r["meta"]["weakness"] for r in untargeted} <= {
+        f"uniform/{s}" for s in skill_names()
+    }
     assert all(r["meta"]["generator"] == "world" for r in untargeted)
     replay = pool_rows(root / "replay-s0")
     assert replay and all(r["meta"]["replay_of"].startswith("real-train-") for r in replay)
