@@ -322,6 +322,7 @@ def run(cfg: Config) -> dict[str, Any]:
             if result is not None:
                 stream.set_pool(*curriculum.pool_view())
                 tracker.log(result.metrics, step)
+                tracker.curriculum_round(result, curriculum.pool, step)
             round_seconds += time.perf_counter() - t_round
 
         if cfg.eval.every and step % cfg.eval.every == 0 and step < tc.steps:

@@ -2,18 +2,147 @@
 
 Only the main process writes. The W&B run id is kept in the run folder so a resumed run continues
 the same W&B run instead of starting a new one.
+
+With W&B, each curriculum round also goes there as tables (the round's failures, the candidates it
+generated, the weaknesses it diagnosed) and the pool as a versioned artifact, one version per
+round. What W&B keeps is shared with whoever sees the project, so the config and the command line
+sent to it are redacted first (``redact``): no API key, token or URL credential leaves the machine.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import secrets
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from itertools import pairwise
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from train.config import Config
+
+if TYPE_CHECKING:
+    from curriculum.engine import RoundResult
+    from curriculum.pool import Pool
+
+log = logging.getLogger("lessonloop")
+
+# The round tables. Not ``curriculum/failures`` and ``curriculum/weaknesses``: those are the round's
+# counts (``RoundResult.metrics``), logged at the same step, and a table under the same key would
+# replace the count in that history row.
+FAILURES_TABLE = "curriculum/table/failures"
+EXAMPLES_TABLE = "curriculum/table/examples"
+WEAKNESSES_TABLE = "curriculum/table/weaknesses"
+FAILURE_COLUMNS = ["round", "image", "skill", "question", "answer", "prediction", "new"]
+EXAMPLE_COLUMNS = ["round", "image", "weakness", "generator", "skill", "question", "answer", "kept",
+                   "dropped_by", "verdicts"]  # fmt: skip
+WEAKNESS_COLUMNS = ["id", "skill", "slice", "failure_rate", "n", "diagnosis"]
+MAX_FAILURE_ROWS = 64
+MAX_EXAMPLE_ROWS = 128
+THUMBNAIL = 384  # longest side of table images, in pixels: external data can hold large images
+
+# ------------------------------------------------------------------------------------ redaction
+
+REDACTED = "***"
+_SECRET_WORDS = {
+    "apikey", "apikeys", "token", "secret", "secrets", "password", "passwd", "passphrase",
+    "authorization", "auth", "credential", "credentials", "cookie", "bearer",
+}  # fmt: skip
+_SECRET_PAIRS = {("api", "key"), ("api", "keys"), ("access", "key"), ("private", "key"), ("secret", "key")}
+_URL_USERINFO = re.compile(r"(?<=://)[^/@\s?#]+@")
+_BEARER = re.compile(r"\b((?i:bearer)|Basic)\s+[\w.~+/=-]{8,}")
+_ASSIGNMENT = re.compile(r"([A-Za-z_][\w.-]*)([\"']?\s*[:=]\s*)(\"[^\"]*\"|'[^']*'|[^\s,;&?#}\]\"']+)")
+
+
+def is_secret_key(name: str) -> bool:
+    """Whether a mapping key (or option name) names a secret: ``api_key``, ``hf_token``,
+    ``Authorization``, ``X-Api-Key``, ``clientSecret``...
+
+    Matched by whole words, so ``max_new_tokens`` is not a secret; and names ending in ``_env``
+    hold the *name* of an environment variable (``api_key_env``), which is worth showing.
+    """
+    if name.lower().endswith("_env"):
+        return False
+    words = [w for w in re.split(r"[^a-z0-9]+", re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()) if w]
+    return any(w in _SECRET_WORDS for w in words) or any(p in _SECRET_PAIRS for p in pairwise(words))
+
+
+def redact_text(text: str) -> str:
+    """``text`` without URL credentials (``https://user:pass@host``), bearer tokens, or the values
+    of secret-named assignments inside it (``?api_key=...``, ``token: ...``, a YAML override)."""
+    text = _URL_USERINFO.sub("", text)
+    text = _BEARER.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
+    return _ASSIGNMENT.sub(
+        lambda m: m.group(1) + m.group(2) + REDACTED if is_secret_key(m.group(1)) else m.group(0), text
+    )
+
+
+def redact(obj: Any) -> Any:
+    """A copy of ``obj`` (dicts, lists and tuples, recursively) that is safe to send to a tracker.
+
+    The value of every secret-named key (``is_secret_key``) becomes ``"***"``, unless it is unset
+    (None or empty: showing that no secret is configured tells nothing); strings lose their
+    credentials (``redact_text``). Header dicts are covered by the same key rule.
+    """
+    if isinstance(obj, dict):
+        return {
+            k: REDACTED if isinstance(k, str) and is_secret_key(k) and obj[k] not in (None, "", [], {})
+            else redact(v)
+            for k, v in obj.items()
+        }  # fmt: skip
+    if isinstance(obj, list | tuple):
+        return type(obj)(redact(v) for v in obj)
+    if isinstance(obj, str):
+        return redact_text(obj)
+    return obj
+
+
+def redact_arg(arg: str) -> str:
+    """One command-line argument, redacted: ``x.api_key=...`` or ``--token=...`` loses its value,
+    any other argument its credentials (``redact_text``)."""
+    key, sep, value = arg.partition("=")
+    if sep and is_secret_key(key.lstrip("-").rsplit(".", 1)[-1]):
+        return f"{key}={REDACTED}"
+    return redact_text(arg)
+
+
+@contextmanager
+def _redacted_argv() -> Iterator[None]:
+    """Hide secrets of the command line from ``wandb.init``, which records ``sys.argv`` in the run's
+    metadata: config overrides such as ``curriculum.frontier.base_url=https://user:pass@host`` are
+    the usual way to set a run's config, and would otherwise reach W&B verbatim."""
+    saved = sys.argv
+    args = [saved[0]] if saved else []
+    for prev, arg in pairwise(saved):  # ``--api-key VALUE``: the value of a secret flag goes too
+        flag = prev.startswith("-") and "=" not in prev and is_secret_key(prev.lstrip("-"))
+        args.append(REDACTED if flag else redact_arg(arg))
+    sys.argv = args
+    try:
+        yield
+    finally:
+        sys.argv = saved
+
+
+def _safe_name(name: str) -> str:
+    """An artifact name W&B accepts (letters, digits, ``-``, ``_`` and ``.``)."""
+    return re.sub(r"[^\w.-]+", "-", name).strip("-") or "run"
+
+
+def _thumbnail(image: Any) -> Any:
+    """The example's image as PIL, at most ``THUMBNAIL`` pixels on its longest side."""
+    from curriculum.types import as_pil
+
+    img = as_pil(image)
+    if max(img.size) <= THUMBNAIL:
+        return img
+    img = img.copy()
+    img.thumbnail((THUMBNAIL, THUMBNAIL))
+    return img
 
 
 class Tracker:
@@ -22,6 +151,8 @@ class Tracker:
         self.active = active
         self.run_dir = Path(run_dir)
         self.wandb = None
+        self.run_name = cfg.run.name
+        self._data_dir_set = False  # whether this tracker set WANDB_DATA_DIR (and unsets it on close)
         self.t0 = time.time()
         if not active:
             return
@@ -34,22 +165,29 @@ class Tracker:
         import wandb
 
         os.environ.setdefault("WANDB_CACHE_DIR", str(self.run_dir / ".wandb_cache"))
+        if "WANDB_DATA_DIR" not in os.environ:
+            # Tables holding images are logged as artifacts whose files wait in the data dir's staging
+            # folder until uploaded: for an offline run, until ``wandb sync``. Kept in the run folder,
+            # an offline run is whole (images included) and nothing piles up in ~/.local/share/wandb.
+            os.environ["WANDB_DATA_DIR"] = str(self.run_dir / ".wandb_data")
+            self._data_dir_set = True
         id_file = self.run_dir / "wandb_id"
         resuming = id_file.is_file() and not fresh
         run_id = id_file.read_text().strip() if resuming else secrets.token_hex(4)
         id_file.write_text(run_id)
-        return wandb.init(
-            project=cfg.wandb.project,
-            entity=cfg.wandb.entity,
-            group=cfg.wandb.group,
-            tags=cfg.wandb.tags,
-            name=cfg.run.name,
-            id=run_id,
-            resume="allow",
-            mode=cfg.wandb.mode,
-            dir=str(self.run_dir),
-            config=cfg.to_dict(),
-        )
+        with _redacted_argv():
+            return wandb.init(
+                project=cfg.wandb.project,
+                entity=cfg.wandb.entity,
+                group=cfg.wandb.group,
+                tags=cfg.wandb.tags,
+                name=cfg.run.name,
+                id=run_id,
+                resume="allow",
+                mode=cfg.wandb.mode,
+                dir=str(self.run_dir),
+                config=redact(cfg.to_dict()),
+            )
 
     def log(self, metrics: dict[str, Any], step: int) -> None:
         if not self.active:
@@ -87,6 +225,83 @@ class Tracker:
                 ]
             self.wandb.log(logged, step=step)
 
+    def curriculum_round(self, result: RoundResult, pool: Pool, step: int) -> None:
+        """What a committed round did, for W&B: its failures, candidates and weaknesses as tables,
+        and the pool after it as a new version of the artifact ``<run>-pool``.
+
+        Failed rounds added nothing and restored ones (a resumed run reloading a round) were logged
+        by the run that committed them, so only ``ok`` rounds are logged. A tracking error is
+        reported and swallowed: W&B is a view of the run, and must not end a long training.
+        """
+        if self.wandb is None or result.status != "ok":
+            return
+        try:
+            self.wandb.log(self._round_tables(result), step=step)
+            self._log_pool(result, pool, step)
+        except Exception:
+            log.warning("could not log curriculum round %d to W&B", result.round, exc_info=True)
+
+    def _round_tables(self, result: RoundResult) -> dict[str, Any]:
+        """The round's tables. Rows are capped (new failures and kept candidates first) and images
+        shrunk to thumbnails: a table is uploaded whole at every round."""
+        import wandb
+
+        k = result.round
+        failures = sorted(result.failures, key=lambda f: not f.new)[:MAX_FAILURE_ROWS]  # new ones first
+        failure_rows = [
+            [k, wandb.Image(_thumbnail(f.example.image)), f.example.skill or "", f.example.question,
+             f.example.answer, f.prediction, bool(f.new)]
+            for f in failures
+        ]  # fmt: skip
+        candidates = sorted(result.candidates, key=lambda c: c.dropped is not None)[:MAX_EXAMPLE_ROWS]
+        example_rows = [
+            [k, wandb.Image(_thumbnail(c.example.image)), c.weakness, c.generator, c.example.skill or "",
+             c.example.question, c.example.answer, c.dropped is None, c.dropped or "", json.dumps(c.verdicts)]
+            for c in candidates
+        ]  # fmt: skip
+        weakness_rows = [
+            [w.id, w.skill or "", json.dumps(w.slice), float(w.failure_rate), int(w.n), w.diagnosis]
+            for w in result.weaknesses
+        ]
+        return {
+            FAILURES_TABLE: wandb.Table(columns=FAILURE_COLUMNS, data=failure_rows),
+            EXAMPLES_TABLE: wandb.Table(columns=EXAMPLE_COLUMNS, data=example_rows),
+            WEAKNESSES_TABLE: wandb.Table(columns=WEAKNESS_COLUMNS, data=weakness_rows),
+        }
+
+    def _log_pool(self, result: RoundResult, pool: Pool, step: int) -> None:
+        """The pool's committed files (round files and images) as a version of ``<run>-pool``.
+
+        Only committed files: not ``LOCK`` nor the ``.tmp-*`` of a write in flight. They are added
+        with the ``immutable`` policy, without a staging copy: a round file is renamed into place
+        whole and never rewritten, and an image is named by its pixel hash, so a file cannot change
+        under the upload, and copying the whole pool at every round would cost rounds x pool size.
+        """
+        import wandb
+
+        metadata = {
+            "round": result.round,
+            "step": step,
+            "pool_version": pool.version,
+            "pool_size": len(pool.examples),
+            **{
+                key.removeprefix("curriculum/"): result.metrics[key]
+                for key in ("curriculum/kept", "curriculum/retired", "curriculum/candidates",
+                            "curriculum/failures", "curriculum/weaknesses", "curriculum/probe_accuracy")
+                if key in result.metrics
+            },
+        }  # fmt: skip
+        artifact = wandb.Artifact(name=f"{_safe_name(self.run_name)}-pool", type="dataset", metadata=metadata)
+        root = Path(pool.root)
+        for k in pool.committed_rounds():
+            if k <= pool.version:
+                name = f"round_{k:05d}.jsonl"
+                artifact.add_file(str(root / name), name=name, policy="immutable")
+        for png in sorted(Path(pool.images).glob("*.png")):
+            if not png.name.startswith("."):
+                artifact.add_file(str(png), name=f"images/{png.name}", policy="immutable")
+        self.wandb.log_artifact(artifact, aliases=[f"round-{result.round}", "latest"])
+
     def summary(self, values: dict[str, Any]) -> None:
         if self.wandb is not None:
             self.wandb.summary.update(values)
@@ -98,3 +313,52 @@ class Tracker:
         if self.wandb is not None:
             self.wandb.finish()
             self.wandb = None
+        if self._data_dir_set:  # the next run of this process stages in its own folder
+            os.environ.pop("WANDB_DATA_DIR", None)
+            self._data_dir_set = False
+
+
+def log_table_run(
+    project: str,
+    group: str | None,
+    name: str,
+    mode: str,
+    entity: str | None,
+    columns: list[str],
+    rows: list[list[Any]],
+    files: dict[str, Path],
+    summary: dict[str, Any],
+    *,
+    key: str = "report",
+    dir: str | Path | None = None,
+) -> None:
+    """A short W&B run (job type ``report``) in ``group`` holding one table, a few images and a
+    summary: how a comparison puts its report next to the runs it compares.
+
+    ``files`` maps a key to a PNG logged as an image under it. Mode ``disabled`` does nothing, and
+    never imports wandb. The run is created beside any run already active in the process and
+    finished before returning, so the caller's own run (if any) is left as it was.
+    """
+    if mode == "disabled":
+        return
+    import wandb
+
+    with _redacted_argv():
+        run = wandb.init(
+            project=project,
+            entity=entity,
+            group=group,
+            name=name,
+            job_type="report",
+            mode=mode,
+            dir=str(dir) if dir is not None else None,
+            reinit="create_new",
+        )
+    try:
+        logged: dict[str, Any] = {key: wandb.Table(columns=list(columns), data=[list(r) for r in rows],
+                                                   allow_mixed_types=True)}  # fmt: skip
+        logged.update({k: wandb.Image(str(path)) for k, path in files.items()})
+        run.log(logged)
+        run.summary.update(summary)
+    finally:
+        run.finish()
