@@ -120,3 +120,20 @@ def test_matched_arms_need_the_targeted_arm(tmp_path):
 def test_compare_config_typos_are_refused(tmp_path):
     proc = compare(tmp_path, "compare.seed=[0]")
     assert proc.returncode == 2 and "did you mean 'compare.seeds'" in proc.stderr
+
+
+def test_compare_with_wandb_offline_puts_every_run_and_the_report_in_one_group(tmp_path, monkeypatch):
+    from tests.test_tracking import _isolate_wandb, _offline_run, _run_records
+
+    _isolate_wandb(monkeypatch, tmp_path / "wandb_home")
+    proc = compare(tmp_path, "compare.arms=[base,targeted]", "compare.seeds=[0]", "wandb.enabled=true",
+                   "wandb.mode=offline")  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    root = tmp_path / "c"
+    for name, job_type in (("base-s0", ""), ("targeted-s0", ""), ("", "report")):
+        run = next(r.run for r in _run_records(_offline_run(root / name)) if r.HasField("run"))
+        assert run.run_group == "c" and run.job_type == job_type
+        assert run.display_name == (name or "c-report")
+    tables = list(_offline_run(root).glob("files/media/table/report_*.table.json"))
+    rows = json.loads(tables[0].read_text())["data"]
+    assert [r[0] for r in rows] == ["base", "targeted"]

@@ -409,6 +409,7 @@ def write_report(root: Path, cfg: Config, result: dict[str, Any]) -> None:
             rows=rows,
             files=files,
             summary={f"{arm}/accuracy": a["accuracy"]["mean"] for arm, a in result["arms"].items()},
+            dir=root,
         )
 
 
