@@ -9,9 +9,9 @@ tokenizer trained on the spot and one chat template for every architecture:
 * ``llava``: a CLIP vision tower and a Llama text model joined by an MLP projector.
 * ``idefics3``: a SigLIP-style vision tower with pixel shuffle and a Llama text model.
 
-Presets: ``tiny`` (about 4M parameters, trains in seconds on a CPU), ``small`` (about 17M)
-and, for Qwen2.5-VL only, ``qwen2_5_vl_3b``, the real Qwen2.5-VL-3B shape, for GPU benchmarks.
-In the tiny and small presets every architecture turns an ``image_size`` square image into
+Presets: ``tiny`` (about 4M parameters, trains in seconds on a CPU), ``small`` (about 17M),
+``medium`` (about 36-39M, for GPU runs of ``lessonloop compare``) and, for Qwen2.5-VL only, ``qwen2_5_vl_3b``, the real Qwen2.5-VL-3B shape, for GPU benchmarks.
+In the tiny, small and medium presets every architecture turns an ``image_size`` square image into
 ``(image_size / 16) ** 2`` visual tokens (16 for 64x64).
 
 The chat template renders ``[{"role", "content"}]`` messages in ChatML style. The prompt for
@@ -37,7 +37,7 @@ from .processing import image_processor_class, make_processor, matching_video_pr
 from .tokenizer import train_bpe_tokenizer
 
 ARCHS = ("qwen2_5_vl", "llava", "idefics3")
-PRESETS = ("tiny", "small", "qwen2_5_vl_3b")
+PRESETS = ("tiny", "small", "medium", "qwen2_5_vl_3b")
 
 TURN_START = "<|im_start|>"
 TURN_END = "<|im_end|>"
@@ -64,6 +64,7 @@ class Shape:
 SHAPES: dict[str, Shape] = {
     "tiny": Shape(192, 4, 6, 2, 1024, 128, 4, 4, 512),
     "small": Shape(384, 6, 6, 2, 1536, 192, 6, 6, 768),
+    "medium": Shape(512, 8, 8, 2, 2048, 256, 6, 8, 1024),
     # Qwen2.5-VL-3B-Instruct as published (3.75B parameters with its 151936-row vocabulary).
     "qwen2_5_vl_3b": Shape(2048, 36, 16, 2, 11008, 1280, 32, 16, 3420),
 }

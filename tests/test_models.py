@@ -359,7 +359,9 @@ def test_qwen2_5_vl_3b_preset_has_the_real_shape():
     assert processor.image_processor.patch_size == 14 and processor.image_processor.merge_size == 2
 
 
-@pytest.mark.parametrize("preset,low,high", [("tiny", 3e6, 5e6), ("small", 15e6, 20e6)])
+@pytest.mark.parametrize(
+    "preset,low,high", [("tiny", 3e6, 5e6), ("small", 15e6, 20e6), ("medium", 30e6, 45e6)]
+)
 def test_preset_sizes(preset, low, high):
     for arch in ARCHS:
         model, _ = build_vlm(arch, preset, device="meta")

@@ -55,7 +55,7 @@ class ModelConfig:
     """Build a tiny random VLM of this architecture at ``name_or_path`` when that folder is missing:
     ``qwen2_5_vl``, ``llava`` or ``idefics3``. Null: load only."""
     tiny_preset: str = "tiny"
-    """Size preset for ``build_tiny`` (``tiny`` about 4M parameters, ``small`` about 18M)."""
+    """Size preset for ``build_tiny`` (``tiny`` about 4M parameters, ``small`` about 18M, ``medium`` about 39M)."""
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     """Weight dtype. ``auto``: bfloat16 on a GPU that supports it, else float32."""
     gradient_checkpointing: bool = False
