@@ -6,7 +6,17 @@ import argparse
 import os
 import sys
 
-from train.config import ConfigError, load_config
+from train.config import Config, ConfigError, load_config
+
+
+def config_from(args: argparse.Namespace) -> Config | None:
+    """The config of ``args.config`` and ``args.overrides``; None once the reason it is refused
+    has been printed (every command then exits with 2)."""
+    try:
+        return load_config(args.config, args.overrides)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return None
 
 
 def _train_args(parser: argparse.ArgumentParser) -> None:
@@ -22,10 +32,8 @@ def train_main(argv: list[str] | None = None) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    try:
-        cfg = load_config(args.config, args.overrides)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
+    cfg = config_from(args)
+    if cfg is None:
         return 2
     from train.loop import run
 
@@ -58,9 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "train":
         return _train(args)
     if args.command == "compare":
-        from train.compare import main as compare_main
+        from train.compare import compare
 
-        return compare_main([*(["--config", args.config] if args.config else []), *args.overrides])
+        return compare(args)
     if args.command in ("export", "report"):
         from pathlib import Path
 

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from train.config import Config, ConfigError, dump, load_config
+from train.config import Config, dump, load_config
 
 ARMS: dict[str, list[str]] = {
     "base": ["curriculum.enabled=false"],
@@ -413,17 +413,19 @@ def write_report(root: Path, cfg: Config, result: dict[str, Any]) -> None:
         )
 
 
+def compare(args: argparse.Namespace) -> int:
+    """Run the comparison that ``args.config`` and ``args.overrides`` describe."""
+    from train.cli import config_from
+
+    cfg = config_from(args)
+    return 2 if cfg is None else Compare(cfg, args.config, args.overrides).run()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lessonloop compare", description=__doc__.split("\n")[0])
     parser.add_argument("--config", "-c", help="the base config, with a compare: section")
     parser.add_argument("overrides", nargs="*", help="dotted overrides for every arm")
-    args = parser.parse_args(argv)
-    try:
-        cfg = load_config(args.config, args.overrides)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return Compare(cfg, args.config, args.overrides).run()
+    return compare(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from train.config import ConfigError, load_config
+from train.cli import config_from
 from train.evaluate import skill_table
 
 
@@ -28,10 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", "-c", default="configs/demo.yaml")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args(argv)
-    try:
-        cfg = load_config(args.config, args.overrides)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
+    cfg = config_from(args)
+    if cfg is None:
         return 2
     if not cfg.curriculum.enabled:
         print(
