@@ -137,3 +137,39 @@ def test_compare_with_wandb_offline_puts_every_run_and_the_report_in_one_group(t
     tables = list(_offline_run(root).glob("files/media/table/report_*.table.json"))
     rows = json.loads(tables[0].read_text())["data"]
     assert [r[0] for r in rows] == ["base", "targeted"]
+
+
+def test_runs_share_gpus_round_robin_and_matched_arms_follow_their_own_seed(tmp_path, monkeypatch):
+    """Scheduling alone, with a stand-in for training: 3 slots over 2 GPUs, and a seed's matched
+    runs start once that seed's targeted run is done, not after every first-wave run."""
+    from train.compare import Compare, Job
+    from train.config import load_config
+
+    cfg = load_config(None, [f"run.output_dir={tmp_path}", "run.name=c", "train.cpu=false",
+                             "train.steps=5", "compare.parallel=3"])  # fmt: skip
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,7")
+    cmp = Compare(cfg, None, [])
+    started: list[str] = []
+    slow = {"base-s0": 1.5}  # base-s0 outlives targeted-s0: s0's matched runs must not wait for it
+
+    def command(job: Job) -> list[str]:
+        started.append(job.name)
+        d = cmp.root / job.name
+        code = (
+            "import json, os, pathlib, time; "
+            f"time.sleep({slow.get(job.name, 0.1)}); d = pathlib.Path({str(d)!r}); "
+            "d.mkdir(parents=True, exist_ok=True); "
+            "(d / 'gpu').write_text(os.environ['CUDA_VISIBLE_DEVICES']); "
+            "(d / 'summary.json').write_text(json.dumps({'steps': 5}))"
+        )
+        return [sys.executable, "-c", code]
+
+    monkeypatch.setattr(cmp, "command", command)
+    first = [cmp.job("base", 0), cmp.job("targeted", 0)]
+    codes = cmp.run_jobs(first, then=lambda j: [cmp.job("real", 0, [3])] if j.arm == "targeted" else [])
+    assert codes == {"base-s0": 0, "targeted-s0": 0, "real-s0": 0}
+    assert started == ["base-s0", "targeted-s0", "real-s0"]
+    ended = {n: (cmp.root / n / "summary.json").stat().st_mtime for n in started}
+    assert ended["real-s0"] < ended["base-s0"]
+    # real-s0 takes targeted-s0's freed slot, so each GPU holds one of the two runs left
+    assert [(cmp.root / n / "gpu").read_text() for n in started] == ["4", "7", "7"]

@@ -13,9 +13,10 @@ many as the curriculum did:
 - ``replay``: hard real examples only (train items the student check keeps).
 
 ``targeted`` runs first (with ``base``); its kept count per round becomes the others'
-``curriculum.quota`` and their budget is ``compare.oversample`` times its own. Runs go one after
-another or ``compare.parallel`` at once (one GPU each when there are GPUs); a finished run is not
-run again and an interrupted one resumes. Everything lands under ``<run.output_dir>/<run.name>/``:
+``curriculum.quota`` and their budget is ``compare.oversample`` times its own, so a seed's matched
+arms start as soon as its targeted run is done. Runs go one after another or ``compare.parallel``
+at once (round-robin over the GPUs when there are any: small runs can share one); a finished run
+is not run again and an interrupted one resumes. Everything lands under ``<run.output_dir>/<run.name>/``:
 one folder per run (``<arm>-s<seed>``), ``logs/``, ``compare.json``, ``report.md`` and the plots
 ``accuracy_vs_steps.png`` and ``accuracy_vs_added.png``; with W&B on, all runs share one group
 and a report run holds the table and the plots.
@@ -111,29 +112,45 @@ class Compare:
         config = ["--config", self.config_path] if self.config_path else []
         return [sys.executable, "-m", "train", *config, *self.overrides, *job.overrides]
 
-    def run_jobs(self, jobs: list[Job]) -> dict[str, int]:
-        """Run the jobs not yet finished, ``compare.parallel`` at a time; exit codes by name."""
-        todo = deque(j for j in jobs if not finished(self.root / j.name, self.cfg.train.steps))
-        for j in jobs:
-            if j not in todo:
-                print(f"compare: {j.name} already finished, kept", flush=True)
+    def run_jobs(self, jobs: list[Job], then: Any = None) -> dict[str, int]:
+        """Run the jobs not yet finished, ``compare.parallel`` at a time; exit codes by name.
+
+        ``then(job)`` is called as each job ends (finished before or now) and returns the jobs that
+        may start after it: the matched arms of a seed start as soon as its targeted run is done.
+        """
+        todo: deque[Job] = deque()
+        done: list[Job] = []
+
+        def add(new: list[Job]) -> None:
+            for j in new:
+                if finished(self.root / j.name, self.cfg.train.steps):
+                    print(f"compare: {j.name} already finished, kept", flush=True)
+                    done.append(j)
+                else:
+                    todo.append(j)
+
+        add(jobs)
         gpus = self._gpus()
-        slots = self.cfg.compare.parallel if not gpus else min(self.cfg.compare.parallel, len(gpus))
+        slots = self.cfg.compare.parallel
         threads = max(1, (os.cpu_count() or 2) // slots)
         running: dict[int, tuple[Job, subprocess.Popen, Any, float]] = {}
         codes: dict[str, int] = {}
         self.logs.mkdir(parents=True, exist_ok=True)
-        while todo or running:
+        while todo or running or done:
+            while done:
+                add(then(done.pop(0)) if then else [])
             free = [s for s in range(slots) if s not in running]
             while todo and free:
                 slot, job = free.pop(0), todo.popleft()
                 env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-                if gpus:
-                    env["CUDA_VISIBLE_DEVICES"] = str(gpus[slot])
+                if gpus:  # round-robin: several small runs may share a GPU
+                    env["CUDA_VISIBLE_DEVICES"] = str(gpus[slot % len(gpus)])
                 log = open(self.logs / f"{job.name}.log", "a")  # noqa: SIM115 (closed when it ends)
                 print(f"compare: {job.name} started (log {self.logs / f'{job.name}.log'})", flush=True)
                 proc = subprocess.Popen(self.command(job), env=env, stdout=log, stderr=subprocess.STDOUT)
                 running[slot] = (job, proc, log, time.perf_counter())
+            if not running:
+                continue
             time.sleep(0.5)
             for slot, (job, proc, log, t0) in list(running.items()):
                 if proc.poll() is None:
@@ -143,6 +160,8 @@ class Compare:
                 state = "finished" if proc.returncode == 0 else f"FAILED (exit {proc.returncode})"
                 print(f"compare: {job.name} {state} in {time.perf_counter() - t0:.0f} s", flush=True)
                 del running[slot]
+                if proc.returncode == 0:
+                    done.append(job)
         return codes
 
     def _gpus(self) -> list[str]:
@@ -189,15 +208,15 @@ class Compare:
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / "compare_config.yaml").write_text(dump(self.cfg))
         self.build_models()
+
+        def matched(job: Job) -> list[Job]:
+            if job.arm != "targeted":
+                return []
+            quota = kept_per_round(self.root / job.name)
+            return [self.job(a, job.seed, quota) for a in arms if a in MATCHED]
+
         first = [self.job(a, s) for s in seeds for a in arms if a not in MATCHED]
-        codes = self.run_jobs(first)
-        second = []
-        for s in seeds:
-            if not finished(self.root / f"targeted-s{s}", self.cfg.train.steps):
-                continue  # its matched arms have no count to follow
-            quota = kept_per_round(self.root / f"targeted-s{s}")
-            second += [self.job(a, s, quota) for a in arms if a in MATCHED]
-        codes.update(self.run_jobs(second))
+        self.run_jobs(first, then=matched)
         result = collect(self.root, self.cfg)
         write_report(self.root, self.cfg, result)
         print((self.root / "report.md").read_text())

@@ -411,7 +411,8 @@ class CompareConfig:
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     """Seeds (``run.seed``; a built tiny model is initialised from it too)."""
     parallel: int = 1
-    """Runs at once. On a machine with GPUs each run gets one (``CUDA_VISIBLE_DEVICES``)."""
+    """Runs at once, spread round-robin over the GPUs (``CUDA_VISIBLE_DEVICES``): more runs than
+    GPUs share them."""
     oversample: float = 3.0
     """Candidates per round of a matched arm, as a multiple of ``curriculum.budget``, so that
     enough survive its filters to reach the targeted arm's count."""
