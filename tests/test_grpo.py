@@ -1,5 +1,6 @@
 """GRPO: rewards, advantages, the loss by hand, dynamic sampling, steps that move the policy, the loop."""
 
+import dataclasses
 import json
 import math
 
@@ -161,6 +162,31 @@ def test_groups_per_forward_pass_do_not_change_the_update(tiny_qwen, world_small
         seen.append((out["loss"], out["grad_norm"]))
     for loss, norm_ in seen[1:]:
         assert loss == pytest.approx(seen[0][0], abs=1e-6) and norm_ == pytest.approx(seen[0][1], rel=1e-4)
+
+
+def test_each_completion_is_scored_under_its_own_prompt_and_image(tiny_qwen, world_small):
+    """The update scores every completion against the image it was sampled for: the batched group
+    tensors give the same log-probabilities as each prompt encoded alone, and another image gives
+    different ones (so the image is read, not only the text)."""
+    step, _ = _step(tiny_qwen, [world_small["probe"][:4]], rewards={"tests.test_grpo:short": 1.0})
+    step.optimizer.step = lambda: None
+    step(0)
+    groups = step.groups
+    batched = _sequence_logprobs(step, groups)
+
+    def logprobs(ex, grp):
+        _, ids, mask = grp.tensors()
+        inputs = step.collator.prompts([ex])
+        rep = {k: v.repeat(len(ids), *[1] * (v.dim() - 1)) for k, v in inputs.items()}
+        with torch.no_grad():
+            return (token_logprobs(step.model, rep, ids, mask, 1.0) * mask).sum(1)
+
+    own = [grp.ro.examples[grp.rows.start] for grp in groups]
+    alone = [logprobs(ex, grp) for ex, grp in zip(own, groups, strict=True)]
+    other = [dataclasses.replace(ex, image=own[i - 1].image) for i, ex in enumerate(own)]
+    swapped = [logprobs(ex, grp) for ex, grp in zip(other, groups, strict=True)]
+    assert torch.allclose(batched, torch.cat(alone), atol=1e-4)
+    assert not torch.allclose(batched, torch.cat(swapped), atol=1e-3)
 
 
 def test_dynamic_sampling_drops_flat_groups_and_refills(tiny_qwen, world_small):
