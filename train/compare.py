@@ -32,6 +32,7 @@ import subprocess
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -112,7 +113,7 @@ class Compare:
         config = ["--config", self.config_path] if self.config_path else []
         return [sys.executable, "-m", "train", *config, *self.overrides, *job.overrides]
 
-    def run_jobs(self, jobs: list[Job], then: Any = None) -> dict[str, int]:
+    def run_jobs(self, jobs: list[Job], then: Callable[[Job], list[Job]] | None = None) -> dict[str, int]:
         """Run the jobs not yet finished, ``compare.parallel`` at a time; exit codes by name.
 
         ``then(job)`` is called as each job ends (finished before or now) and returns the jobs that
