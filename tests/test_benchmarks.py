@@ -1,0 +1,27 @@
+"""The diagnostic benchmarks run end to end on CPU at toy sizes."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_skill_alone_writes_a_curve_against_the_skills_prior(tmp_path):
+    out = tmp_path / "shape.json"
+    argv = ["--skill", "shape", "--steps", "4", "--eval-every", "2", "--test-size", "12", "--image-size", "32",
+            "--params", '{"distractors": [0, 0]}', "--vision", '{"patch_size": 4}', "--device", "cpu",
+            "--out", str(out)]  # fmt: skip
+    assert _script("skill_alone").main(argv) == 0
+    result = json.loads(out.read_text())
+    assert [point["step"] for point in result["curve"]] == [2, 4]
+    assert 0.0 <= result["prior"] <= 1.0
+    assert all(0.0 <= point["accuracy"] <= 1.0 and point["loss"] > 0 for point in result["curve"])
+    assert result["args"]["params"] == '{"distractors": [0, 0]}'
