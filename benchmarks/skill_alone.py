@@ -8,7 +8,8 @@ seen twice, so a flat curve is not a data shortage), and scores greedy answers o
 set every ``--eval-every`` steps. When a skill stays at the accuracy of always giving its most
 common answer, the model does not read that skill's visual cue at this budget, whatever SFT or
 GRPO is run on top. ``--vision`` overrides fields of the vision tower's config (patch size,
-merge size, ...), ``--params`` constrains the skill's parameters as a curriculum spec would.
+merge size, ...), ``--params`` constrains the skill's parameters as a curriculum spec would, and
+``--pretrain-vision N`` first pretrains the vision tower as ``model.pretrain_vision_steps: N`` does.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from curriculum.world import Spec, generate, skill_names, world_corpus  # noqa: 
 from models import build_tiny_vlm, load_model  # noqa: E402
 from train.collate import VLMCollator  # noqa: E402
 from train.evaluate import generate_answers, prior_baseline  # noqa: E402
+from train.loop import pretrain_tiny_vision  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--vision", default="{}", help="JSON: vision_config fields to override")
     parser.add_argument("--params", default="{}", help="JSON: the skill's parameter constraints")
+    parser.add_argument(
+        "--pretrain-vision", type=int, default=0, help="vision pretraining steps first (0: none)"
+    )
     parser.add_argument("--test-size", type=int, default=300)
     parser.add_argument("--eval-every", type=int, default=250)
     parser.add_argument("--seed", type=int, default=0)
@@ -53,6 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         build_tiny_vlm(tmp, preset=args.preset, image_size=args.image_size, corpus=world_corpus(),
                        seed=args.seed, overrides={"vision_config": vision} if vision else None)  # fmt: skip
+        if args.pretrain_vision:
+            pretrain_tiny_vision(
+                Path(tmp), args.pretrain_vision, args.image_size, args.seed, args.device == "cpu"
+            )
         model, processor = load_model(tmp, dtype="float32", device=args.device)
     collator = VLMCollator(processor, question_first=True)
     device = torch.device(args.device)

@@ -25,3 +25,11 @@ def test_skill_alone_writes_a_curve_against_the_skills_prior(tmp_path):
     assert 0.0 <= result["prior"] <= 1.0
     assert all(0.0 <= point["accuracy"] <= 1.0 and point["loss"] > 0 for point in result["curve"])
     assert result["args"]["params"] == '{"distractors": [0, 0]}'
+
+
+def test_skill_alone_can_pretrain_the_vision_tower_first(tmp_path):
+    out = tmp_path / "colour.json"
+    argv = ["--skill", "colour", "--steps", "2", "--eval-every", "2", "--test-size", "8", "--image-size", "32",
+            "--pretrain-vision", "2", "--device", "cpu", "--out", str(out)]  # fmt: skip
+    assert _script("skill_alone").main(argv) == 0
+    assert json.loads(out.read_text())["args"]["pretrain_vision"] == 2

@@ -56,6 +56,10 @@ class ModelConfig:
     ``qwen2_5_vl``, ``llava`` or ``idefics3``. Null: load only."""
     tiny_preset: str = "tiny"
     """Size preset for ``build_tiny`` (``tiny`` about 4M parameters, ``small`` about 18M, ``medium`` about 39M)."""
+    pretrain_vision_steps: int = 0
+    """After ``build_tiny`` (Qwen2.5-VL only), train the new model's vision tower for this many steps to name the
+    shape and colour under each image token of built-in-world scenes drawn from a seed of their own, as a stand-in for
+    a real VLM's pretrained image encoder; the language model is untouched. 0: leave it random."""
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     """Weight dtype. ``auto``: bfloat16 on a GPU that supports it, else float32."""
     gradient_checkpointing: bool = False
@@ -664,6 +668,11 @@ def validate(cfg: Config) -> None:
         (
             cfg.model.build_tiny in (None, "qwen2_5_vl", "llava", "idefics3"),
             "model.build_tiny must be null, 'qwen2_5_vl', 'llava' or 'idefics3'",
+        ),
+        (cfg.model.pretrain_vision_steps >= 0, "model.pretrain_vision_steps must be >= 0"),
+        (
+            not cfg.model.pretrain_vision_steps or cfg.model.build_tiny == "qwen2_5_vl",
+            "model.pretrain_vision_steps needs model.build_tiny: qwen2_5_vl",
         ),
     ]
     for ok, message in checks:

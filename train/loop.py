@@ -96,22 +96,58 @@ def resolve_mixed_precision(tc: TrainConfig) -> str:
 
 def ensure_tiny_model(cfg: Config, train: list) -> None:
     """Build the configured tiny VLM when asked to and its folder is missing (tokenizer trained
-    on the train split's text)."""
+    on the train split's text), then pretrain its vision tower when ``model.pretrain_vision_steps``
+    asks. The model is made in a sibling folder and moved into place when complete, so an
+    interrupted build is never mistaken for a finished one."""
     from models import build_tiny_vlm
 
     mc = cfg.model
     path = Path(mc.name_or_path)
-    if mc.build_tiny and not path.exists():
-        corpus = [t for ex in train[:4000] for t in (ex.question, ex.answer)]
-        log.info("building a tiny %s VLM at %s", mc.build_tiny, path)
-        build_tiny_vlm(
-            path,
-            arch=mc.build_tiny,
-            preset=mc.tiny_preset,
-            image_size=cfg.data.world.image_size,
-            corpus=corpus,
-            seed=cfg.run.seed,
-        )
+    if not mc.build_tiny or path.exists():
+        return
+    corpus = [t for ex in train[:4000] for t in (ex.question, ex.answer)]
+    log.info("building a tiny %s VLM at %s", mc.build_tiny, path)
+    partial = path.with_name(path.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    image_size = cfg.data.world.image_size
+    build_tiny_vlm(
+        partial,
+        arch=mc.build_tiny,
+        preset=mc.tiny_preset,
+        image_size=image_size,
+        corpus=corpus,
+        seed=cfg.run.seed,
+    )
+    if mc.pretrain_vision_steps:
+        pretrain_tiny_vision(partial, mc.pretrain_vision_steps, image_size, cfg.run.seed, cfg.train.cpu)
+    partial.rename(path)
+
+
+VISION_PRETRAIN_BATCH = 32  # images a step
+VISION_PRETRAIN_LR = 1e-3
+
+
+def pretrain_tiny_vision(path: Path, steps: int, image_size: int, seed: int, cpu: bool) -> None:
+    """Pretrain the vision tower of the tiny model at ``path`` in place, on token-labelled world
+    images (``curriculum.world.pretraining``); the record goes to ``vision_pretraining.json``."""
+    from curriculum.world.pretraining import TOKEN_ATTRIBUTES, labelled_images
+    from models import load_model
+    from models.pretrain import pretrain_vision
+
+    device = "cuda" if torch.cuda.is_available() and not cpu else "cpu"
+    torch.manual_seed(seed)
+    model, processor = load_model(str(path), dtype="float32", device=device)
+    grid = image_size // 16  # the tiny presets' 16 px image tokens
+
+    def batch(step: int) -> tuple[list, dict]:
+        return labelled_images(VISION_PRETRAIN_BATCH, seed * 1_000_003 + step, image_size, grid)
+
+    record = pretrain_vision(
+        model, processor, batch, TOKEN_ATTRIBUTES, steps, lr=VISION_PRETRAIN_LR, log=log.info, log_every=100
+    )
+    model.save_pretrained(path)
+    record.update(batch=VISION_PRETRAIN_BATCH, image_size=image_size, seed=seed, device=device)
+    (path / "vision_pretraining.json").write_text(json.dumps(record, indent=1))
 
 
 def prepare_model(cfg: Config, splits: Splits, accelerator: Accelerator) -> tuple[Any, Any]:

@@ -41,10 +41,10 @@ BAR_LABELS = "ABCDEF"
 EDGE_MARGIN = 0.02  # free border kept around every object, as a fraction of the canvas
 # Scattered objects sit in the cells of a GRID x GRID layout, jittered inside their cell. At
 # 64 px a cell is one 16 px vision token of the tiny models (8 px patches merged 2 x 2), so
-# every object lies whole inside one token. Placed anywhere, small objects straddle tokens at
-# random offsets and a from-scratch tiny VLM never learned shapes: shape accuracy stayed at
-# chance for 4000 steps, while on the grid a linear probe of the untrained vision tower's
-# object token already told the five shapes apart 99 % of the time.
+# every object lies whole inside one token, and that token can be labelled with the object's
+# shape and colour (``pretraining.token_labels``). Placed anywhere, small objects straddle tokens
+# at random offsets and a from-scratch tiny VLM never learned shapes (shape accuracy stayed at
+# chance for 4000 steps).
 GRID = 4
 SEPARATION = 0.02  # minimum empty gap between two objects' boxes when overlap is off
 

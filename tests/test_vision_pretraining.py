@@ -1,0 +1,115 @@
+"""Token labels of world scenes, and pretraining a tiny model's vision tower on them."""
+
+import json
+
+import pytest
+import torch
+
+from curriculum.world import render
+from curriculum.world.pretraining import TOKEN_ATTRIBUTES, labelled_images, object_skills, token_labels
+from curriculum.world.scene import COLOURS, SHAPES
+
+
+def _obj(shape, colour, x, y, size=0.08):
+    return {"shape": shape, "colour": colour, "size": size, "x": x, "y": y}
+
+
+def test_token_labels_name_the_object_centred_in_each_token_and_the_top_one_wins():
+    scene = {
+        "kind": "objects",
+        "overlap": True,
+        "objects": [
+            _obj("circle", "red", 0.1, 0.1),  # top-left token
+            _obj("square", "blue", 0.9, 0.3),  # row 1, column 3
+            _obj("cross", "green", 0.6, 0.6),  # row 2, column 2: covered by the next one
+            _obj("triangle", "yellow", 0.7, 0.7),
+        ],
+    }
+    labels = token_labels(scene, grid=4)
+    shape = {i: SHAPES[v - 1] for i, v in enumerate(labels["shape"]) if v}
+    colour = {i: list(COLOURS)[v - 1] for i, v in enumerate(labels["colour"]) if v}
+    assert shape == {0: "circle", 7: "square", 10: "triangle"}
+    assert colour == {0: "red", 7: "blue", 10: "yellow"}
+    assert all(len(v) == 16 for v in labels.values())
+
+
+def test_token_labels_refuse_bar_charts():
+    with pytest.raises(ValueError, match="object scene"):
+        token_labels({"kind": "bars", "colour": "blue", "bars": []}, grid=4)
+
+
+def test_labelled_images_cover_the_object_skills_deterministically():
+    assert "shape" in object_skills() and "bar_value" not in object_skills()
+    images, labels = labelled_images(10, step=3, image_size=32, grid=2)
+    assert len(images) == 10 and images[0].size == (32, 32)
+    assert set(labels) == set(TOKEN_ATTRIBUTES)
+    assert all(len(per_image) == 10 and all(len(t) == 4 for t in per_image) for per_image in labels.values())
+    again, labels_again = labelled_images(10, step=3, image_size=32, grid=2)
+    assert labels_again == labels and list(again[0].getdata()) == list(images[0].getdata())
+    assert labelled_images(10, step=4, image_size=32, grid=2)[1] != labels
+
+
+def test_pretraining_teaches_the_tower_to_name_what_each_token_shows(tiny_qwen):
+    from models import load_model
+    from models.pretrain import pretrain_vision
+
+    torch.manual_seed(0)
+    model, processor = load_model(str(tiny_qwen), dtype="float32", device="cpu")
+    text_before = {k: v.clone() for k, v in model.model.language_model.state_dict().items()}
+    # One scene of one red circle in the top-left token, a blue square in the bottom-right one.
+    scene = {"kind": "objects", "overlap": False, "objects": [_obj("circle", "red", 0.2, 0.2, 0.15),
+                                                              _obj("square", "blue", 0.8, 0.8, 0.15)]}  # fmt: skip
+    labels = token_labels(scene, grid=2)
+    image = render(scene, 32)
+    seen = []
+    record = pretrain_vision(
+        model, processor, lambda step: ([image] * 4, {k: [v] * 4 for k, v in labels.items()}),
+        TOKEN_ATTRIBUTES, steps=30, lr=3e-3, log=seen.append, log_every=10,
+    )  # fmt: skip
+    assert len(seen) == 3 and "step 30/30" in seen[-1]
+    assert record["last"]["shape"] == 1.0 and record["last"]["colour"] == 1.0
+    assert record["last"]["loss"] < 0.2
+    for k, v in model.model.language_model.state_dict().items():
+        assert torch.equal(v, text_before[k]), k
+
+
+def test_pretraining_refuses_other_architectures_and_bad_labels(tiny_qwen, tmp_path):
+    from models import build_tiny_vlm, load_model
+    from models.pretrain import pretrain_vision
+
+    llava = build_tiny_vlm(tmp_path / "llava", arch="llava", image_size=32, corpus=["a b"], seed=0)
+    model, processor = load_model(str(llava), dtype="float32", device="cpu")
+    with pytest.raises(ValueError, match="Qwen2.5-VL models only"):
+        pretrain_vision(model, processor, lambda s: ([], {}), TOKEN_ATTRIBUTES, steps=1)
+    model, processor = load_model(str(tiny_qwen), dtype="float32", device="cpu")
+    images, labels = labelled_images(2, step=0, image_size=32, grid=4)  # 16 labels, but 4 tokens at 32 px
+    with pytest.raises(ValueError, match=r"labels\['shape'\] has shape \(2, 16\)"):
+        pretrain_vision(model, processor, lambda s: (images, labels), TOKEN_ATTRIBUTES, steps=1)
+
+
+def test_a_built_tiny_model_is_pretrained_in_place_when_configured(tmp_path, world_small):
+    from train.config import ConfigError, load_config
+    from train.loop import ensure_tiny_model
+
+    path = tmp_path / "tiny"
+    overrides = [f"model.name_or_path={path}", "model.build_tiny=qwen2_5_vl", "data.world.image_size=32"]
+    cfg = load_config(None, [*overrides, "model.pretrain_vision_steps=2", "train.cpu=true"])
+    ensure_tiny_model(cfg, world_small["train"])
+    record = json.loads((path / "vision_pretraining.json").read_text())
+    assert record["steps"] == 2 and record["image_size"] == 32 and record["device"] == "cpu"
+    assert not path.with_name("tiny.partial").exists()
+
+    plain = tmp_path / "plain"
+    cfg = load_config(
+        None, [f"model.name_or_path={plain}", "model.build_tiny=qwen2_5_vl", "data.world.image_size=32"]
+    )
+    ensure_tiny_model(cfg, world_small["train"])
+    assert not (plain / "vision_pretraining.json").exists()
+    from safetensors.torch import load_file
+
+    a, b = load_file(path / "model.safetensors"), load_file(plain / "model.safetensors")
+    changed = {k for k in a if not torch.equal(a[k], b[k])}
+    assert changed and all(".visual." in k or k.startswith("visual.") for k in changed)
+
+    with pytest.raises(ConfigError, match="needs model.build_tiny: qwen2_5_vl"):
+        load_config(None, [*overrides, "model.build_tiny=llava", "model.pretrain_vision_steps=5"])
