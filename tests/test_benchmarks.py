@@ -33,3 +33,12 @@ def test_skill_alone_can_pretrain_the_vision_tower_first(tmp_path):
             "--pretrain-vision", "2", "--device", "cpu", "--out", str(out)]  # fmt: skip
     assert _script("skill_alone").main(argv) == 0
     assert json.loads(out.read_text())["args"]["pretrain_vision"] == 2
+
+
+def test_probe_tower_fits_a_shape_probe_on_the_object_token(tmp_path):
+    out = tmp_path / "probe.json"
+    argv = ["--train", "40", "--test", "20", "--image-size", "32", "--out", str(out)]
+    assert _script("probe_tower").main(argv) == 0
+    result = json.loads(out.read_text())
+    assert result["train_accuracy"] > result["chance"]  # 40 points in 192 dimensions: separable
+    assert 0.0 <= result["test_accuracy"] <= 1.0 and 0.2 <= result["chance"] <= 1.0
