@@ -25,6 +25,7 @@ from curriculum.world import Spec, generate, world_corpus  # noqa: E402
 from curriculum.world.pretraining import token_labels  # noqa: E402
 from curriculum.world.scene import SHAPES  # noqa: E402
 from models import build_tiny_vlm, load_model  # noqa: E402
+from models.pretrain import image_token_features  # noqa: E402
 from train.loop import pretrain_tiny_vision  # noqa: E402
 
 
@@ -34,11 +35,8 @@ def object_tokens(model, processor, examples, grid: int) -> torch.Tensor:
     with torch.no_grad():
         for i in range(0, len(examples), 100):
             chunk = examples[i : i + 100]
-            inputs = processor.image_processor(images=[ex.image for ex in chunk], return_tensors="pt")
-            out = model.model.get_image_features(
-                pixel_values=inputs["pixel_values"], image_grid_thw=inputs["image_grid_thw"]
-            )
-            for ex, tokens in zip(chunk, out.pooler_output, strict=True):
+            features = image_token_features(model, processor, [ex.image for ex in chunk])
+            for ex, tokens in zip(chunk, features, strict=True):
                 cell = next(k for k, v in enumerate(token_labels(ex.scene, grid)["shape"]) if v)
                 rows.append(tokens[cell])
     return torch.stack(rows)

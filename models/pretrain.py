@@ -27,8 +27,9 @@ from PIL import Image
 Batch = tuple[list[Image.Image], dict[str, list[list[int]]]]
 
 
-def _token_features(model: Any, processor: Any, images: list[Image.Image]) -> torch.Tensor:
-    """(images, tokens, hidden) features of ``images`` as the language model would get them."""
+def image_token_features(model: Any, processor: Any, images: list[Image.Image]) -> torch.Tensor:
+    """(images, tokens, hidden): a Qwen2.5-VL model's image tokens for ``images``, as its language
+    model receives them (after the merger), in raster order."""
     device = next(model.parameters()).device
     inputs = processor.image_processor(images=images, return_tensors="pt").to(device)
     out = model.model.get_image_features(
@@ -77,7 +78,7 @@ def pretrain_vision(
     record: dict[str, Any] = {"steps": steps, "lr": lr}
     for step in range(1, steps + 1):
         images, labels = batch(step)
-        features = _token_features(model, processor, images)
+        features = image_token_features(model, processor, images)
         loss = torch.zeros((), device=device)
         for name, head in heads.items():
             target = torch.tensor(labels[name], device=device)
