@@ -25,7 +25,7 @@ from curriculum.world import Spec, generate, world_corpus  # noqa: E402
 from curriculum.world.pretraining import token_labels  # noqa: E402
 from curriculum.world.scene import SHAPES  # noqa: E402
 from models import build_tiny_vlm, load_model  # noqa: E402
-from models.pretrain import image_token_features  # noqa: E402
+from models.pretrain import image_token_features, token_grid  # noqa: E402
 from train.loop import pretrain_tiny_vision  # noqa: E402
 
 
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     examples = generate(
         Spec("shape", params, args.train + args.test), seed=30_000 + args.seed, image_size=args.image_size
     )
-    x = object_tokens(model, processor, examples, args.image_size // 16)
+    x = object_tokens(model, processor, examples, token_grid(model, args.image_size))
     y = torch.tensor([SHAPES.index(ex.answer) for ex in examples])
     x_train, x_test, y_train, y_test = x[: args.train], x[args.train :], y[: args.train], y[args.train :]
     mean, std = x_train.mean(0), x_train.std(0) + 1e-6

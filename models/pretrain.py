@@ -27,6 +27,13 @@ from PIL import Image
 Batch = tuple[list[Image.Image], dict[str, list[list[int]]]]
 
 
+def token_grid(model: Any, image_size: int) -> int:
+    """Image tokens per side of a square ``image_size`` image: the side over the pixels one merged
+    token covers (patch size times spatial merge size; 16 for the tiny presets)."""
+    vision = model.config.vision_config
+    return image_size // (vision.patch_size * vision.spatial_merge_size)
+
+
 def image_token_features(model: Any, processor: Any, images: list[Image.Image]) -> torch.Tensor:
     """(images, tokens, hidden): a Qwen2.5-VL model's image tokens for ``images``, as its language
     model receives them (after the merger), in raster order."""

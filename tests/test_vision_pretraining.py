@@ -113,3 +113,19 @@ def test_a_built_tiny_model_is_pretrained_in_place_when_configured(tmp_path, wor
 
     with pytest.raises(ConfigError, match="needs model.build_tiny: qwen2_5_vl"):
         load_config(None, [*overrides, "model.build_tiny=llava", "model.pretrain_vision_steps=5"])
+
+
+def test_the_token_grid_follows_the_vision_config(tiny_qwen, tmp_path):
+    from models import build_tiny_vlm, load_model
+    from models.pretrain import image_token_features, token_grid
+
+    for path, overrides, side in [
+        (tiny_qwen, None, 2),
+        (tmp_path / "p4", {"vision_config": {"patch_size": 4}}, 4),
+    ]:
+        if overrides:
+            build_tiny_vlm(path, image_size=32, corpus=["a b"], seed=0, overrides=overrides)
+        model, processor = load_model(str(path), dtype="float32", device="cpu")
+        images, _ = labelled_images(2, step=0, image_size=32, grid=side)
+        assert token_grid(model, 32) == side
+        assert image_token_features(model, processor, images).shape[:2] == (2, side * side)

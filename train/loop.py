@@ -132,12 +132,12 @@ def pretrain_tiny_vision(path: Path, steps: int, image_size: int, seed: int, cpu
     images (``curriculum.world.pretraining``); the record goes to ``vision_pretraining.json``."""
     from curriculum.world.pretraining import TOKEN_ATTRIBUTES, labelled_images
     from models import load_model
-    from models.pretrain import pretrain_vision
+    from models.pretrain import pretrain_vision, token_grid
 
     device = "cuda" if torch.cuda.is_available() and not cpu else "cpu"
     torch.manual_seed(seed)
     model, processor = load_model(str(path), dtype="float32", device=device)
-    grid = image_size // 16  # the tiny presets' 16 px image tokens
+    grid = token_grid(model, image_size)
 
     def batch(step: int) -> tuple[list, dict]:
         return labelled_images(VISION_PRETRAIN_BATCH, seed * 1_000_003 + step, image_size, grid)
