@@ -55,7 +55,10 @@ def curves(run_dir: Path) -> dict:
         row = json.loads(line)
         if "eval/accuracy" in row:
             skills = {k[len("eval/skill/") :]: v for k, v in row.items() if k.startswith("eval/skill/")}
-            evals.append({"step": row["step"], "accuracy": row["eval/accuracy"], "skills": skills})
+            point = {"step": row["step"], "accuracy": row["eval/accuracy"], "skills": skills}
+            if "eval/sampled" in row:  # eval.samples > 0: the sampled pass rate and pass@k beside greedy
+                point.update(sampled=row["eval/sampled"], pass_at_k=row["eval/pass_at_k"])
+            evals.append(point)
         if any(k in row for k in TRAIN_KEYS):
             train.append({"step": row["step"], **{k[6:]: row[k] for k in TRAIN_KEYS if k in row}})
     return {"evals": evals, "train": train}
@@ -105,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
             del running[name]
             ev = results[name]["evals"]
             print(f"{name}: rc {proc.returncode}, {len(ev)} evals, accuracy "
-                  + " ".join(f"{e['step']}:{e['accuracy']:.3f}" for e in ev), flush=True)  # fmt: skip
+                  + " ".join(f"{e['step']}:{e['accuracy']:.3f}" + (f"/{e['sampled']:.3f}" if "sampled" in e else "")
+                             for e in ev), flush=True)  # fmt: skip
     out = {"config": args.config, "wall_s": round(time.perf_counter() - t0, 1), "runs": results}
     Path(args.out).write_text(json.dumps(out, indent=1))
     return 0

@@ -42,3 +42,24 @@ def test_probe_tower_fits_a_shape_probe_on_the_object_token(tmp_path):
     result = json.loads(out.read_text())
     assert result["train_accuracy"] > result["chance"]  # 40 points in 192 dimensions: separable
     assert 0.0 <= result["test_accuracy"] <= 1.0 and 0.2 <= result["chance"] <= 1.0
+
+
+def test_sweep_curves_keep_the_sampled_pass_rate_beside_greedy(tmp_path):
+    rows = [
+        {
+            "step": 0,
+            "eval/accuracy": 0.3,
+            "eval/skill/count": 0.5,
+            "eval/sampled": 0.2,
+            "eval/pass_at_k": 0.6,
+        },
+        {"step": 10, "train/reward_mean": 0.4, "train/loss": 0.1},
+        {"step": 10, "eval/accuracy": 0.35, "eval/skill/count": 0.55},
+    ]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    got = _script("sweep").curves(tmp_path)
+    assert got["evals"] == [
+        {"step": 0, "accuracy": 0.3, "skills": {"count": 0.5}, "sampled": 0.2, "pass_at_k": 0.6},
+        {"step": 10, "accuracy": 0.35, "skills": {"count": 0.55}},
+    ]
+    assert got["train"] == [{"step": 10, "loss": 0.1, "reward_mean": 0.4}]
