@@ -81,17 +81,17 @@ class _Work:
 BASELINE_GENERATORS = {"uniform": {"world": 1.0}, "real": {"real": 1.0}, "hard_real": {"hard_real": 1.0}}
 
 
-def baseline_weaknesses(source: str) -> list[Weakness]:
+def baseline_weaknesses(source: str, skills: list[str] | None = None) -> list[Weakness]:
     """What a baseline round aims at instead of diagnosed weaknesses: every skill of the built-in
-    world with its parameters left free (``uniform``), or the data as a whole (``real``,
-    ``hard_real``). Equal rates, so the budget is split evenly."""
+    world (or of ``skills``) with its parameters left free (``uniform``), or the data as a whole
+    (``real``, ``hard_real``). Equal rates, so the budget is split evenly."""
     if source == "uniform":
-        from curriculum.world import skill_names
+        from curriculum.world import world_skills
 
         return [
             Weakness(f"uniform/{s}", s, {}, 1.0, 1.0, 0, 0, [], "uniform spec: no failure analysis",
                      spec={"skill": s, "params": {}})
-            for s in skill_names()
+            for s in world_skills(skills)
         ]  # fmt: skip
     return [Weakness(source, None, {}, 1.0, 1.0, 0, 0, [], f"{source}: no failure analysis")]
 
@@ -124,8 +124,12 @@ class Curriculum:
         accelerator: Any = None,
         fresh: bool = True,
         verified_only: bool = False,
+        skills: list[str] | None = None,
     ) -> None:
+        """``skills``: the built-in world's skills this run uses (None: all); generators make
+        examples of these only."""
         self.cfg = cfg
+        self.skills = skills
         self.root = Path(root)
         self.probe = probe
         self.seed = seed
@@ -137,15 +141,15 @@ class Curriculum:
             from curriculum.frontier.build import build_frontier
 
             world_data = any(ex.scene is not None for ex in train[:100])
-            self.frontier = build_frontier(cfg.frontier, offline, rendered=world_data)
+            self.frontier = build_frontier(cfg.frontier, offline, rendered=world_data, skills=skills)
         self.analyzer = analyzer or (self.frontier.analyzer if self.frontier else offline)
         self.generators = generators or [
             # First: only frontier weaknesses carry proposals.
-            ProposalGenerator(image_size, self.frontier.images if self.frontier else None),
+            ProposalGenerator(image_size, self.frontier.images if self.frontier else None, skills),
             WorldGenerator(image_size),
-            SameImageGenerator(),
+            SameImageGenerator(skills),
             ReplayGenerator(train),
-            RealGenerator(image_size),
+            RealGenerator(image_size, skills),
             HardRealGenerator(train),
         ]
         if fresh and self.is_main and self.root.exists():
@@ -305,7 +309,7 @@ class Curriculum:
                     failures, list(zip(probe, correct, strict=True)), exemplars=self.exemplars
                 )
             else:
-                weaknesses = baseline_weaknesses(self.cfg.source)
+                weaknesses = baseline_weaknesses(self.cfg.source, self.skills)
             timings["analyse_s"] = time.perf_counter() - t
             t = time.perf_counter()
             candidates = self._generate(k, weaknesses, failures)

@@ -88,6 +88,9 @@ class WorldGenerator:
 class SameImageGenerator:
     name = "same_image"
 
+    def __init__(self, skills: list[str] | None = None) -> None:
+        self.skills = skills  # the skills it may ask (None: all)
+
     def generate(
         self, weakness: Weakness, failures: list[Failure], count: int, seed: int, prefix: str
     ) -> list[Example]:
@@ -98,7 +101,9 @@ class SameImageGenerator:
         per_scene: list[list[tuple[Example, str, str, str]]] = []
         for ex in sources:
             asked = normalise(ex.question)
-            questions = [q for q in questions_for_scene(ex.scene, rng) if normalise(q[1]) != asked]
+            questions = [
+                q for q in questions_for_scene(ex.scene, rng, self.skills) if normalise(q[1]) != asked
+            ]
             # The weakness's own skill first: the same kind of question on the picture it misread.
             questions.sort(key=lambda q: q[0] != weakness.skill)
             per_scene.append([(ex, *q) for q in questions])
@@ -142,15 +147,15 @@ class ReplayGenerator:
 class RealGenerator:
     name = "real"
 
-    def __init__(self, image_size: int) -> None:
-        self.image_size = image_size
+    def __init__(self, image_size: int, skills: list[str] | None = None) -> None:
+        self.image_size, self.skills = image_size, skills
 
     def generate(
         self, weakness: Weakness, failures: list[Failure], count: int, seed: int, prefix: str
     ) -> list[Example]:
         if count <= 0:
             return []
-        made = natural_examples(count, seed, self.image_size, name=prefix)
+        made = natural_examples(count, seed, self.image_size, name=prefix, skills=self.skills)
         return [
             dataclasses.replace(_provenance(ex, self.name, weakness), id=f"{prefix}-{i:05d}")
             for i, ex in enumerate(made)
@@ -233,13 +238,14 @@ class ProposalGenerator:
     Image requests that fail are skipped and their reasons kept in ``image_errors``.
     ``rendered``: the proposed skill and parameters go through the world's generator, so the
     answer is computed by program; a proposal the world refuses (unknown skill or parameter,
-    value out of range) is skipped. A proposal's rationale is offered to the rationale filter.
+    value out of range) or of a skill outside ``skills`` is skipped. A proposal's rationale is
+    offered to the rationale filter.
     """
 
     name = "proposals"
 
-    def __init__(self, image_size: int, images: Any = None) -> None:
-        self.image_size, self.images = image_size, images
+    def __init__(self, image_size: int, images: Any = None, skills: list[str] | None = None) -> None:
+        self.image_size, self.images, self.skills = image_size, images, skills
         self.image_errors: list[str] = []
 
     def generate(
@@ -281,7 +287,9 @@ class ProposalGenerator:
                     f"{prefix}-{len(out):05d}", image, p["question"], p["answer"], source="synthetic"
                 )
                 add(ex, p, image_generated=True, image_prompt=p["image_prompt"], image_setting=setting)
-        rendered = [p for p in proposals if p["kind"] == "rendered"]
+        rendered = [
+            p for p in proposals if p["kind"] == "rendered" and (not self.skills or p["skill"] in self.skills)
+        ]
         per_spec = -(-max(0, count - len(out)) // max(1, len(rendered)))
         for i, p in enumerate(rendered):
             spec = {"skill": p["skill"], "params": {q["name"]: parse_value(q["value"]) for q in p["params"]}}

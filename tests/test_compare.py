@@ -173,3 +173,13 @@ def test_runs_share_gpus_round_robin_and_matched_arms_follow_their_own_seed(tmp_
     assert ended["real-s0"] < ended["base-s0"]
     # real-s0 takes targeted-s0's freed slot, so each GPU holds one of the two runs left
     assert [(cmp.root / n / "gpu").read_text() for n in started] == ["4", "7", "7"]
+
+
+def test_under_served_skills_are_those_of_the_run_s_world():
+    from train.compare import under_served
+    from train.config import load_config
+
+    # Natural shares 20 %, 6 % and 3 %: below the even share of these three, spatial and arithmetic.
+    cfg = load_config(None, ["data.world.skills=[count, spatial, arithmetic]"])
+    assert under_served(cfg) == ["arithmetic", "spatial"]
+    assert under_served(load_config(None, ["compare.under_served=[count]"])) == ["count"]

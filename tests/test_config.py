@@ -30,6 +30,10 @@ def test_defaults_and_overrides():
         ("train.betas=0.9", "config key 'train.betas' must be a list"),
         ("train.steps=0", "train.steps must be positive"),
         ("data.source=hf", "data.hf.path is required"),
+        (
+            "data.world.skills=[count, shap]",
+            "data.world.skills: unknown skill 'shap' (did you mean 'shape'?)",
+        ),
         ("trainsteps", "is not of the form key=value"),
     ],
 )

@@ -84,6 +84,22 @@ def test_a_sync_round_targets_the_failing_skills_and_records_everything(tmp_path
     cur.close()
 
 
+def test_a_world_of_some_skills_gets_rounds_of_those_skills_only(tmp_path):
+    from curriculum.world import build_splits
+
+    skills = ["count", "count_attr"]
+    world = build_splits(seed=1, train_size=120, probe_size=40, test_size=20, image_size=32, skills=skills)
+    cfg = CurriculumConfig(enabled=True, every=10, budget=48, max_failures=32)
+    cur = Curriculum(cfg, tmp_path / "c", world["train"], world["probe"], {"test": world["test"]}, 32, seed=0,
+                     skills=skills)  # fmt: skip
+    result = cur.update(10, ScriptedPolicy(knows=()))
+    candidates = [json.loads(x) for x in (tmp_path / "c" / "round_00001" / "candidates.jsonl").open()]
+    assert result.metrics["curriculum/kept"] > 0
+    assert {c["generator"] for c in candidates} >= {"world", "same_image"}  # each had something to make
+    assert {c["skill"] for c in candidates} <= set(skills)
+    cur.close()
+
+
 def test_budget_and_failure_caps_bound_a_round(tmp_path, world_small):
     cur = _curriculum(tmp_path, world_small, budget=7, max_failures=5)
     result = cur.update(10, ScriptedPolicy(knows=()))

@@ -5,9 +5,16 @@ import random
 
 import pytest
 
-from curriculum.engine import split_budget
+from curriculum.engine import baseline_weaknesses, split_budget
 from curriculum.filters import AnswerCheck, Decontaminate, Dedup, StudentCheck, TextIndex
-from curriculum.generators import ReplayGenerator, SameImageGenerator, WorldGenerator, in_slice
+from curriculum.generators import (
+    ProposalGenerator,
+    RealGenerator,
+    ReplayGenerator,
+    SameImageGenerator,
+    WorldGenerator,
+    in_slice,
+)
 from curriculum.mining import mine
 from curriculum.mixer import Mixer, ratio_schedule
 from curriculum.types import Candidate, Failure, Weakness, image_hash
@@ -73,6 +80,24 @@ def test_same_image_generator_reuses_the_failed_picture(world_small):
     cands = [Candidate(ex, "w", "same_image") for ex in made]
     AnswerCheck()(cands)
     assert all(c.dropped is None for c in cands)
+
+
+def test_generators_make_only_the_run_s_skills(world_small):
+    failed = [ex for ex in world_small["probe"] if ex.scene and ex.scene["kind"] == "objects"][:4]
+    failures = [Failure(ex, "0", 1) for ex in failed]
+    made = SameImageGenerator(["count", "count_attr"]).generate(weakness(), failures, 12, 0, "p")
+    assert made and {ex.skill for ex in made} <= {"count", "count_attr"}
+    assert {ex.skill for ex in RealGenerator(32, ["shape"]).generate(weakness(), [], 6, 0, "r")} == {"shape"}
+    assert [w.skill for w in baseline_weaknesses("uniform", ["spatial", "count"])] == ["count", "spatial"]
+    proposals = [
+        {"kind": "rendered", "skill": s, "params": [], "question": "", "answer": ""}
+        for s in ("shape", "count")
+    ]
+    w = dataclasses.replace(weakness(), notes={"proposals": proposals})
+    assert {ex.skill for ex in ProposalGenerator(32, skills=["count"]).generate(w, [], 4, 0, "q")} == {
+        "count"
+    }
+    assert {ex.skill for ex in ProposalGenerator(32).generate(w, [], 4, 0, "q")} == {"count", "shape"}
 
 
 def test_replay_finds_real_items_in_the_slice(world_small):

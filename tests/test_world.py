@@ -317,6 +317,23 @@ def test_splits_are_deterministic(splits: dict[str, list[Example]]) -> None:
     assert _texts(other["test"]) != _texts(splits["test"])
 
 
+def test_splits_of_some_skills() -> None:
+    some = build_splits(seed=3, train_size=420, probe_size=40, test_size=40, skills=["shape", "count"])
+    for name, items in some.items():
+        assert {e.skill for e in items} == {"count", "shape"}, name
+    train = Counter(e.skill for e in some["train"])  # the natural proportions of the two: 20 to 22
+    assert train == {"count": 200, "shape": 220}
+    assert Counter(e.skill for e in some["test"]) == {"count": 20, "shape": 20}
+    # Naming every skill is the same as naming none: the default splits are untouched.
+    every = build_splits(seed=3, train_size=30, probe_size=9, test_size=9, skills=skill_names())
+    plain = build_splits(seed=3, train_size=30, probe_size=9, test_size=9)
+    assert all(_texts(every[k]) == _texts(plain[k]) for k in plain)
+    with pytest.raises(ValueError, match="unknown skill 'cuont' \\(did you mean 'count'\\?\\)"):
+        build_splits(seed=3, train_size=1, probe_size=1, test_size=1, skills=["cuont"])
+    with pytest.raises(ValueError, match="skills must be distinct"):
+        build_splits(seed=3, train_size=1, probe_size=1, test_size=1, skills=["count", "count"])
+
+
 # ----------------------------------------------------------------------------- validation
 
 

@@ -235,10 +235,11 @@ def under_served(cfg: Config) -> list[str]:
     if cfg.compare.under_served:
         return list(cfg.compare.under_served)
     if cfg.data.source == "world":
-        from curriculum.world import NATURAL_SKILL_WEIGHTS
+        from curriculum.world import NATURAL_SKILL_WEIGHTS, world_skills
 
-        even = 1.0 / len(NATURAL_SKILL_WEIGHTS)
-        return sorted(s for s, w in NATURAL_SKILL_WEIGHTS.items() if w < even)
+        weights = {s: NATURAL_SKILL_WEIGHTS[s] for s in world_skills(cfg.data.world.skills)}
+        even = sum(weights.values()) / len(weights)
+        return sorted(s for s, w in weights.items() if w < even)
     return []
 
 

@@ -83,6 +83,9 @@ class WorldConfig:
     """Items in the probe split (skill-balanced; the curriculum mines failures here)."""
     test_size: int = 500
     """Items in the held-out test split (skill-balanced; reporting only)."""
+    skills: list[str] = field(default_factory=list)
+    """Train, probe and test on these skills only (and let the curriculum make only these); the
+    train split keeps their natural proportions. Empty: all nine."""
 
 
 @dataclass
@@ -678,6 +681,13 @@ def validate(cfg: Config) -> None:
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+    if cfg.data.world.skills:
+        from curriculum.world import world_skills
+
+        try:
+            world_skills(cfg.data.world.skills)
+        except ValueError as err:
+            raise ConfigError(f"data.world.skills: {err}") from None
 
 
 def dump(cfg: Config) -> str:

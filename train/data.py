@@ -46,6 +46,7 @@ def load_splits(cfg: DataConfig, seed: int = 0) -> Splits:
             probe_size=w.probe_size,
             test_size=w.test_size,
             image_size=w.image_size,
+            skills=w.skills or None,
         )
         return Splits(parts["train"], parts["probe"], parts["test"])
     return load_hf_splits(cfg.hf, cfg, seed)

@@ -253,6 +253,7 @@ def run(cfg: Config) -> dict[str, Any]:
             accelerator=accelerator,
             fresh=ckpt is None,
             verified_only=grpo,
+            skills=(cfg.data.world.skills or None) if cfg.data.source == "world" else None,
         )
 
     def run_eval(step: int) -> EvalResult:

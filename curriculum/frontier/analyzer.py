@@ -115,6 +115,7 @@ class FrontierAnalyzer:
         rationales: bool = False,
         exemplars: int = 4,
         workers: int = 4,
+        skills: list[str] | None = None,
     ) -> None:
         self.client, self.grouper = client, grouper or OfflineAnalyzer()
         self.representatives, self.preset = representatives, preset
@@ -130,7 +131,7 @@ class FrontierAnalyzer:
         )
         self.system = fill(
             load_prompt(self.prompt),
-            skills=json.dumps(describe_skills())
+            skills=json.dumps(describe_skills(skills))
             if "rendered" in kinds
             else "none (this data is not rendered)",
             kinds="\n".join(f"- {KIND_TEXT[k]}" for k in kinds),

@@ -26,9 +26,11 @@ class Frontier:
     ledger: Ledger
 
 
-def build_frontier(fc: Any, grouper: OfflineAnalyzer, rendered: bool = True) -> Frontier:
+def build_frontier(
+    fc: Any, grouper: OfflineAnalyzer, rendered: bool = True, skills: list[str] | None = None
+) -> Frontier:
     """``fc``: a ``train.config.FrontierConfig`` (read by attribute only). ``rendered``: the data
-    comes from the built-in world, so proposals may be world specs."""
+    comes from the built-in world, so proposals may be world specs (of ``skills``; None: all)."""
     ledger = Ledger(fc.run_budget, fc.round_budget, fc.round_seconds)
     cache = Path(fc.cache).expanduser() if fc.cache else None
 
@@ -58,6 +60,7 @@ def build_frontier(fc: Any, grouper: OfflineAnalyzer, rendered: bool = True) -> 
         committee=[client(e) for e in fc.committee] or None,
         kinds=kinds,
         rationales=fc.rationales,
+        skills=skills,
         exemplars=fc.exemplars,
         workers=fc.concurrency,
     )

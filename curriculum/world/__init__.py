@@ -8,7 +8,7 @@ writer what can be asked for; ``world_corpus`` feeds a tokenizer.
 
 from .generate import Spec, describe_skills, generate, get_skill, skill_names, world_corpus
 from .scene import render
-from .splits import NATURAL_SKILL_WEIGHTS, build_splits, natural_examples
+from .splits import NATURAL_SKILL_WEIGHTS, build_splits, natural_examples, world_skills
 
 __all__ = [
     "NATURAL_SKILL_WEIGHTS",
@@ -21,4 +21,5 @@ __all__ = [
     "render",
     "skill_names",
     "world_corpus",
+    "world_skills",
 ]

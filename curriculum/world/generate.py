@@ -75,9 +75,10 @@ def get_skill(name: str) -> Skill:
     return SKILLS[name]
 
 
-def describe_skills() -> dict[str, dict[str, Any]]:
-    """Every skill's description, question templates, answer type and parameters (JSON-able)."""
-    return {name: skill.describe() for name, skill in SKILLS.items()}
+def describe_skills(skills: list[str] | None = None) -> dict[str, dict[str, Any]]:
+    """Each skill's description, question templates, answer type and parameters (JSON-able):
+    those named in ``skills``, or all of them."""
+    return {name: skill.describe() for name, skill in SKILLS.items() if not skills or name in skills}
 
 
 # ----------------------------------------------------------------------------- validation

@@ -48,7 +48,7 @@ import random
 from typing import Any
 
 from ..types import Example, image_hash
-from .generate import make_example, sample_item, skill_names, uniform_value
+from .generate import get_skill, make_example, sample_item, skill_names, uniform_value
 from .skills import SKILLS, Param, Skill
 
 NATURAL_SKILL_WEIGHTS: dict[str, float] = {
@@ -111,6 +111,19 @@ def uniform_params(skill: Skill, rng: random.Random) -> dict[str, Any]:
     return {k: uniform_value(p, rng) for k, p in skill.params.items()}
 
 
+def world_skills(skills: list[str] | tuple[str, ...] | None = None) -> list[str]:
+    """The named skills in the world's order (all of them for None or empty); an unknown or
+    repeated name is refused."""
+    known = skill_names()
+    if not skills:
+        return known
+    for name in skills:
+        get_skill(name)  # unknown: refused with the nearest name
+    if len(set(skills)) != len(skills):
+        raise ValueError(f"skills must be distinct, got {list(skills)}")
+    return [s for s in known if s in skills]
+
+
 def _build_split(
     name: str,
     size: int,
@@ -118,9 +131,14 @@ def _build_split(
     natural: bool,
     image_size: int,
     seen: set[str],
+    skills: list[str] | None = None,
 ) -> list[Example]:
     rng = random.Random(f"splits|{seed}|{name}")
-    weights = NATURAL_SKILL_WEIGHTS if natural else dict.fromkeys(skill_names(), 1.0)
+    chosen = world_skills(skills)
+    if natural:  # in the table's order: the plan's draws depend on it
+        weights = {s: w for s, w in NATURAL_SKILL_WEIGHTS.items() if s in chosen}
+    else:
+        weights = dict.fromkeys(chosen, 1.0)
     plan = _apportion(size, weights, rng)
     drawer = natural_params if natural else uniform_params
     out: list[Example] = []
@@ -157,19 +175,29 @@ def _build_split(
     return out
 
 
-def natural_examples(count: int, seed: int, image_size: int, name: str) -> list[Example]:
-    """``count`` more items of the train split's skewed distribution, from their own random stream
-    (``name``): what collecting more real data of the same kind would bring."""
-    return _build_split(name, count, seed, True, image_size, set())
+def natural_examples(
+    count: int, seed: int, image_size: int, name: str, skills: list[str] | None = None
+) -> list[Example]:
+    """``count`` more items of the train split's skewed distribution (over ``skills``, all when
+    None), from their own random stream (``name``): what collecting more real data of the same
+    kind would bring."""
+    return _build_split(name, count, seed, True, image_size, set(), skills)
 
 
 def build_splits(
-    seed: int, train_size: int, probe_size: int, test_size: int, image_size: int = 64
+    seed: int,
+    train_size: int,
+    probe_size: int,
+    test_size: int,
+    image_size: int = 64,
+    skills: list[str] | None = None,
 ) -> dict[str, list[Example]]:
     """Build the "train", "probe" and "test" splits of the world's real data, deterministically.
 
     Train follows the natural skewed distribution; probe and test are balanced over skills
-    (counts differ by at most one) with uniform parameters. All images are distinct.
+    (counts differ by at most one) with uniform parameters. All images are distinct. ``skills``
+    restricts all three to those skills (the train split keeps their natural proportions); the
+    splits of all skills are unchanged by the option's existence.
     """
     for field_name, value in (
         ("train_size", train_size),
@@ -181,7 +209,7 @@ def build_splits(
     if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 32:
         raise ValueError(f"image_size must be an int >= 32, got {image_size!r}")
     seen: set[str] = set()
-    test = _build_split("test", test_size, seed, False, image_size, seen)
-    probe = _build_split("probe", probe_size, seed, False, image_size, seen)
-    train = _build_split("train", train_size, seed, True, image_size, seen)
+    test = _build_split("test", test_size, seed, False, image_size, seen, skills)
+    probe = _build_split("probe", probe_size, seed, False, image_size, seen, skills)
+    train = _build_split("train", train_size, seed, True, image_size, seen, skills)
     return {"train": train, "probe": probe, "test": test}
