@@ -176,10 +176,8 @@ def test_each_completion_is_scored_under_its_own_prompt_and_image(tiny_qwen, wor
 
     def logprobs(ex, grp):
         _, ids, mask = grp.tensors()
-        inputs = step.collator.prompts([ex])
-        rep = {k: v.repeat(len(ids), *[1] * (v.dim() - 1)) for k, v in inputs.items()}
         with torch.no_grad():
-            return (token_logprobs(step.model, rep, ids, mask, 1.0) * mask).sum(1)
+            return (token_logprobs(step.model, step.collator.prompts([ex]), ids, mask, 1.0) * mask).sum(1)
 
     own = [grp.ro.examples[grp.rows.start] for grp in groups]
     alone = [logprobs(ex, grp) for ex, grp in zip(own, groups, strict=True)]
@@ -187,6 +185,72 @@ def test_each_completion_is_scored_under_its_own_prompt_and_image(tiny_qwen, wor
     swapped = [logprobs(ex, grp) for ex, grp in zip(other, groups, strict=True)]
     assert torch.allclose(batched, torch.cat(alone), atol=1e-4)
     assert not torch.allclose(batched, torch.cat(swapped), atol=1e-3)
+
+
+@pytest.mark.parametrize("arch", ["qwen2_5_vl", "llava", "idefics3"])
+def test_a_prompt_encoded_once_for_its_group_scores_and_trains_as_one_copy_per_completion(arch, world_small):
+    """The update encodes each prompt once and shares its keys and values with the prompt's
+    completions; log-probabilities and gradients equal those of a copy of the prompt per completion,
+    with left padding, completions cut short by end-of-sequence, and M-RoPE positions (Qwen2.5-VL)."""
+    from models import build_vlm
+    from train.collate import VLMCollator
+    from train.grpo import full_logits, repeat_prompts, shared_prompt_logits
+
+    torch.manual_seed(0)
+    model, processor = build_vlm(arch, "tiny", image_size=32, seed=0)
+    model.train()
+    collator = VLMCollator(processor, question_first=True)
+    prompts = [world_small["probe"][i] for i in (0, 5, 17)]  # questions of different lengths
+    inputs = collator.prompts(prompts)
+    assert (inputs["attention_mask"] == 0).any()  # some rows are left-padded
+    g, t = 4, 5
+    ids = torch.randint(10, 200, (3 * g, t))
+    mask = torch.ones_like(ids)
+    mask[1, 2:] = 0  # ended early
+    mask[6, 1:] = 0
+    weights = torch.randn(ids.shape)
+
+    def run(logits_of):
+        model.zero_grad(set_to_none=True)
+        logits = logits_of().float()
+        logp = torch.log_softmax(logits, dim=-1).gather(-1, ids.unsqueeze(-1)).squeeze(-1)
+        (logp * mask * weights).sum().backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        return logp.detach() * mask, grads
+
+    full, full_grads = run(lambda: full_logits(model, repeat_prompts(inputs, g), ids, mask))
+    shared, shared_grads = run(lambda: shared_prompt_logits(model, inputs, ids, mask, g))
+    assert torch.allclose(shared, full, atol=1e-5)
+    assert shared_grads.keys() == full_grads.keys() and any(
+        "visual" in n or "vision" in n for n in full_grads
+    )
+    for name, grad in full_grads.items():
+        assert torch.allclose(shared_grads[name], grad, atol=1e-5, rtol=1e-3), name
+    # A one-token completion needs the prompt pass alone.
+    one = shared_prompt_logits(model, inputs, ids[:, :1], mask[:, :1], g)
+    assert torch.allclose(
+        one, full_logits(model, repeat_prompts(inputs, g), ids[:, :1], mask[:, :1]), atol=1e-5
+    )
+
+
+def test_under_gradient_checkpointing_each_completion_gets_its_prompt(world_small):
+    """Gradient checkpointing drops the key-value cache, so the prompts are repeated instead."""
+    from models import build_vlm
+    from train.collate import VLMCollator
+
+    torch.manual_seed(0)
+    model, processor = build_vlm("qwen2_5_vl", "tiny", image_size=32, seed=0)
+    model.train()
+    inputs = VLMCollator(processor, question_first=True).prompts(world_small["probe"][:2])
+    ids = torch.randint(10, 200, (6, 3))
+    mask = torch.ones_like(ids)
+    shared = token_logprobs(model, inputs, ids, mask, 1.0)
+    model.gradient_checkpointing_enable()
+    checkpointed = token_logprobs(model, inputs, ids, mask, 1.0)
+    checkpointed.sum().backward()
+    assert torch.allclose(checkpointed, shared, atol=1e-5)
+    with pytest.raises(ValueError, match="5 completions do not split evenly over 2 prompts"):
+        token_logprobs(model, inputs, ids[:5], mask[:5], 1.0)
 
 
 def test_dynamic_sampling_drops_flat_groups_and_refills(tiny_qwen, world_small):

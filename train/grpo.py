@@ -18,12 +18,14 @@ One optimizer step (``GRPOStep.__call__``):
    (``loss_norm: sequence``) or over all completion tokens of the batch (``token``).
 
 Log-probabilities are taken of the sampled token ids themselves (no re-tokenisation), at the
-sampling temperature.
+sampling temperature. Each prompt, its image included, is encoded once per pass and its keys and
+values serve all of its completions (``shared_prompt_logits``).
 """
 
 from __future__ import annotations
 
 import copy
+import inspect
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -163,8 +165,34 @@ def token_logprobs(
     temperature: float,
     suppressed: list[int] | None = None,
 ) -> torch.Tensor:
-    """Log-probabilities ``[N, T]`` of the completion tokens ``ids`` after the prompts ``inputs``,
-    in the distribution the rollouts sampled from (``suppressed`` tokens excluded)."""
+    """Log-probabilities ``[N, T]`` of the completion tokens ``ids`` after their prompts, in the
+    distribution the rollouts sampled from (``suppressed`` tokens excluded).
+
+    ``inputs`` hold each prompt once (left-padded rows); ``ids`` and ``mask`` hold the same number
+    of completions for every prompt, prompt by prompt. Each prompt, its image included, is encoded
+    once and its keys and values are shared by all its completions (``shared_prompt_logits``);
+    under gradient checkpointing, which drops the cache, every completion is encoded with its own
+    copy of the prompt instead. Both give the same numbers."""
+    group = ids.shape[0] // inputs["input_ids"].shape[0]
+    if group * inputs["input_ids"].shape[0] != ids.shape[0]:
+        raise ValueError(
+            f"{ids.shape[0]} completions do not split evenly over {inputs['input_ids'].shape[0]} prompts"
+        )
+    if _checkpointing(model):
+        logits = full_logits(model, repeat_prompts(inputs, group), ids, mask)
+    else:
+        logits = shared_prompt_logits(model, inputs, ids, mask, group)
+    logits = logits.float() / temperature
+    if suppressed:
+        logits[..., suppressed] = float("-inf")
+    return torch.log_softmax(logits, dim=-1).gather(-1, ids.unsqueeze(-1)).squeeze(-1)
+
+
+def full_logits(
+    model: Any, inputs: dict[str, torch.Tensor], ids: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
+    """Next-token logits ``[N, T, V]`` for each completion token, from one forward pass over each
+    prompt row (one per completion) followed by its completion."""
     full = torch.cat([inputs["input_ids"], ids], dim=1)
     attention = torch.cat([inputs["attention_mask"], mask.to(inputs["attention_mask"].dtype)], dim=1)
     t = ids.shape[1]
@@ -176,10 +204,87 @@ def token_logprobs(
             value = torch.cat([value, value.new_zeros(value.shape[0], t, *value.shape[2:])], dim=1)
         extra[key] = value
     logits = model(input_ids=full, attention_mask=attention, logits_to_keep=t + 1, **extra).logits
-    logits = logits[:, -t - 1 : -1].float() / temperature
-    if suppressed:
-        logits[..., suppressed] = float("-inf")
-    return torch.log_softmax(logits, dim=-1).gather(-1, ids.unsqueeze(-1)).squeeze(-1)
+    return logits[:, -t - 1 : -1]
+
+
+def shared_prompt_logits(
+    model: Any, inputs: dict[str, torch.Tensor], ids: torch.Tensor, mask: torch.Tensor, group: int
+) -> torch.Tensor:
+    """What ``full_logits`` gives for each prompt repeated ``group`` times, with every prompt (and
+    its image) encoded once: a pass over the prompts fills a key-value cache, which is repeated for
+    each prompt's completions, and a second pass reads the completions against it. Gradients flow
+    through the cache into the prompt pass.
+
+    Rotary positions: a model with multimodal rotary positions (Qwen2-VL style, ``rope_deltas``)
+    computes the prompts' own in the first pass and keeps each prompt's offset; the completion
+    tokens continue from there exactly as ``generate`` places them. Other models count positions
+    from the cache, which gives the same attention under rotary embeddings."""
+    cache_key = _cache_argument(model)
+    first = model(**inputs, use_cache=True, logits_to_keep=1)
+    logits = first.logits[:, -1:].repeat_interleave(group, dim=0)
+    t = ids.shape[1]
+    if t == 1:
+        return logits
+    cache = getattr(first, cache_key)
+    cache.batch_repeat_interleave(group)
+    attention = torch.cat(
+        [
+            inputs["attention_mask"].repeat_interleave(group, dim=0),
+            mask[:, :-1].to(inputs["attention_mask"].dtype),
+        ],
+        dim=1,
+    )
+    extra = {}
+    rope = _multimodal_rope(model)
+    if rope is not None:  # positions of the completion tokens: their text index plus the prompt's offset
+        text = attention.cumsum(dim=-1)[:, -(t - 1) :] - 1
+        offset = rope.rope_deltas.repeat_interleave(group, dim=0).to(text.device)
+        extra["position_ids"] = text + offset  # the same on every rotary axis: text tokens
+    rest = model(
+        input_ids=ids[:, :-1], attention_mask=attention, use_cache=True, **{cache_key: cache}, **extra
+    )
+    return torch.cat([logits, rest.logits], dim=1)
+
+
+def repeat_prompts(inputs: dict[str, torch.Tensor], group: int) -> dict[str, torch.Tensor]:
+    """The prompt inputs with every prompt repeated ``group`` times in a row (one image each)."""
+    prompts = inputs["input_ids"].shape[0]
+    out = {}
+    for key, value in inputs.items():
+        if value.shape[0] == prompts:
+            out[key] = value.repeat_interleave(group, dim=0)
+        elif key == "pixel_values" and "image_grid_thw" in inputs:
+            # Qwen2-VL style: image patches flattened over prompts; cut by each one's patch count.
+            sizes = inputs["image_grid_thw"].prod(dim=1).tolist()
+            out[key] = torch.cat([part.repeat(group, 1) for part in value.split(sizes)])
+        else:
+            raise ValueError(f"cannot tell which rows of the prompt input {key!r} belong to which prompt")
+    return out
+
+
+def _base(model: Any) -> Any:
+    """The Hugging Face model inside DDP / DeepSpeed / PEFT wrappers."""
+    while hasattr(model, "module"):
+        model = model.module
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def _checkpointing(model: Any) -> bool:
+    return bool(getattr(_base(model), "is_gradient_checkpointing", False))
+
+
+def _cache_argument(model: Any) -> str:
+    """The name under which this transformers version's forward takes and returns the cache."""
+    params = inspect.signature(_base(model).forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def _multimodal_rope(model: Any) -> Any:
+    """The submodule that keeps per-prompt multimodal rotary offsets (``rope_deltas``), if any."""
+    for module in _base(model).modules():
+        if hasattr(module, "rope_deltas") and hasattr(module, "get_rope_index"):
+            return module
+    return None
 
 
 # ----------------------------------------------------------------------------- the step
@@ -380,18 +485,17 @@ class Group:
         return range(self.rows.start, self.rows.stop)
 
     def tensors(self) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
-        """The group's prompt inputs (its prompt's row, once per completion), completion ids and
-        completion mask."""
+        """The group's prompt inputs (its prompt's row, once), completion ids and completion mask."""
         inputs, g = self.ro.inputs, self.rows.stop - self.rows.start
         p, prompts = self.rows.start // g, len(self.ro.examples) // g
         out = {}
         for key, value in inputs.items():
             if value.shape[0] == prompts:
-                out[key] = value[p : p + 1].repeat_interleave(g, dim=0)
+                out[key] = value[p : p + 1]
             elif key == "pixel_values" and "image_grid_thw" in inputs:
                 # Qwen2-VL style: image patches flattened over prompts; cut by each one's patch count.
                 sizes = inputs["image_grid_thw"].prod(dim=1).tolist()
-                out[key] = value[sum(sizes[:p]) : sum(sizes[: p + 1])].repeat(g, *[1] * (value.dim() - 1))
+                out[key] = value[sum(sizes[:p]) : sum(sizes[: p + 1])]
             else:
                 raise ValueError(f"cannot tell which rows of the prompt input {key!r} belong to which prompt")
         return out, self.ro.completion_ids[self.rows], self.ro.mask[self.rows]
