@@ -132,7 +132,7 @@ def _sequence_logprobs(step, groups):
 def test_a_step_moves_probability_toward_the_better_completions(tiny_qwen, world_small):
     step, _ = _step(tiny_qwen, [world_small["probe"][:4]], rewards={"tests.test_grpo:short": 1.0}, lr=1e-3)
     step.optimizer.step = lambda: None  # first take the step's groups without moving the policy
-    step(0)
+    assert step(0)["sampler_logprob_gap"] < 1e-4  # the update scores what the rollout sampled
     groups = step.groups
     before = _sequence_logprobs(step, groups)
     advantages = group_advantages(torch.cat([g.rewards for g in groups]), 4)
@@ -231,6 +231,40 @@ def test_a_prompt_encoded_once_for_its_group_scores_and_trains_as_one_copy_per_c
     assert torch.allclose(
         one, full_logits(model, repeat_prompts(inputs, g), ids[:, :1], mask[:, :1]), atol=1e-5
     )
+
+
+@pytest.mark.parametrize("arch", ["qwen2_5_vl", "llava", "idefics3"])
+def test_rollouts_encode_each_prompt_once_and_sample_what_the_update_scores(arch, world_small):
+    """Rollouts encode each prompt once and decode from its repeated cache. The log-probability the
+    sampler gives each drawn token is the one the update computes for it (so the sampled policy is
+    the trained one: positions, cache and temperature agree); at a vanishing nucleus sampling is
+    greedy and equals ``generate``'s greedy decode for every copy; suppressed tokens never appear."""
+    from models import build_vlm
+    from train.collate import VLMCollator
+    from train.grpo import completion_mask, sample_completions
+
+    torch.manual_seed(0)
+    model, processor = build_vlm(arch, "tiny", image_size=32, seed=1)
+    model.eval()
+    collator = VLMCollator(processor, question_first=True)
+    inputs = collator.prompts([world_small["probe"][i] for i in (0, 5, 17)])
+    tok = collator.tokenizer
+    pad = tok.pad_token_id
+    # Six tokens allowed, one of them the end: rows end at different steps, or not at all.
+    others = [i for i in range(len(tok)) if not 40 <= i < 46]
+    eos = 40
+    ids, logprobs = sample_completions(model, inputs, 8, 6, 0.7, suppressed=others, eos_id=eos, pad_id=pad)
+    mask = completion_mask(ids, eos)
+    assert ids.shape == (24, 6) and 0 < int((ids == eos).sum()) and int(mask.sum()) < mask.numel()
+    assert set(ids[mask.bool()].tolist()) <= set(range(40, 46))
+    assert len({tuple(r) for r in ids[:8].tolist()}) > 1  # the copies of one prompt differ
+    scored = token_logprobs(model, inputs, ids, mask, 0.7, others)
+    assert torch.allclose(scored[mask.bool()], logprobs[mask.bool()], atol=1e-4)
+    eos = tok.eos_token_id
+    greedy_ids, _ = sample_completions(model, inputs, 3, 6, 1.0, top_p=1e-9, eos_id=eos, pad_id=pad)
+    greedy = model.generate(**inputs, do_sample=False, max_new_tokens=6, pad_token_id=pad,
+                            eos_token_id=eos)[:, inputs["input_ids"].shape[1]:]  # fmt: skip
+    assert torch.equal(greedy_ids, greedy.repeat_interleave(3, dim=0))
 
 
 def test_under_gradient_checkpointing_each_completion_gets_its_prompt(world_small):

@@ -116,6 +116,7 @@ class Rollout:
     completion_ids: torch.Tensor  # [N, T]
     mask: torch.Tensor  # [N, T]
     texts: list[str]
+    logprobs: torch.Tensor  # [N, T] of each drawn token, under the distribution it was drawn from
 
 
 @torch.no_grad()
@@ -130,31 +131,89 @@ def rollout(
     device: torch.device,
     synced: bool = False,
 ) -> Rollout:
-    """``group_size`` sampled completions per prompt, in one batched ``generate``; each prompt's
-    image is processed once (``generate`` repeats the inputs). ``synced``: all ranks decode in
-    step (sharded parameters)."""
+    """``group_size`` sampled completions per prompt (``sample_completions``). ``synced``: all
+    ranks decode in step (sharded parameters)."""
     examples = [ex for ex in prompts for _ in range(group_size)]
     inputs = {k: v.to(device) for k, v in collator.prompts(prompts).items()}
     was_training = model.training
     model.eval()
-    out = model.generate(
-        **inputs,
-        do_sample=True,
-        temperature=temperature,
-        top_p=top_p,
-        top_k=0,  # no top-k: the log-probabilities below are of the full distribution
-        suppress_tokens=collator.media_token_ids or None,
-        max_new_tokens=max_new_tokens,
-        num_return_sequences=group_size,
-        synced_gpus=synced,
-        pad_token_id=collator.tokenizer.pad_token_id,
-        eos_token_id=collator.tokenizer.eos_token_id,
-    )
+    tokenizer = collator.tokenizer
+    ids, logprobs = sample_completions(model, inputs, group_size, max_new_tokens, temperature, top_p,
+                                       collator.media_token_ids, tokenizer.eos_token_id,
+                                       tokenizer.pad_token_id, synced)  # fmt: skip
     model.train(was_training)
-    ids = out[:, inputs["input_ids"].shape[1] :]
-    mask = completion_mask(ids, collator.tokenizer.eos_token_id)
-    texts = collator.decode(ids * mask + collator.tokenizer.pad_token_id * (1 - mask))
-    return Rollout(examples, inputs, ids, mask, texts)
+    mask = completion_mask(ids, tokenizer.eos_token_id)
+    texts = collator.decode(ids * mask + tokenizer.pad_token_id * (1 - mask))
+    return Rollout(examples, inputs, ids, mask, texts, logprobs)
+
+
+@torch.no_grad()
+def sample_completions(
+    model: Any,
+    inputs: dict[str, torch.Tensor],
+    group: int,
+    max_new_tokens: int,
+    temperature: float,
+    top_p: float = 1.0,
+    suppressed: list[int] | None = None,
+    eos_id: int | None = None,
+    pad_id: int = 0,
+    synced: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``group`` completions ``[P * group, T]`` per prompt of ``inputs``, sampled at ``temperature``
+    from the full distribution (no top-k; nucleus ``top_p``; ``suppressed`` tokens never drawn),
+    each prompt's rows together, and the log-probability of each drawn token under the tempered
+    distribution before the nucleus cut (what ``token_logprobs`` computes for it). Each prompt and its image are encoded once, and the key-value
+    cache is repeated for its completions (a plain ``generate`` with ``num_return_sequences``
+    encodes every copy). Tokens after a row's end-of-sequence are ``pad_id``. Decoding stops when
+    every row has ended, or after ``max_new_tokens``; ``synced`` always runs all ``max_new_tokens``
+    steps, so that ranks holding parameter shards step together."""
+    cache_key = _cache_argument(model)
+    out = model(**inputs, use_cache=True, logits_to_keep=1)
+    cache = getattr(out, cache_key)
+    cache.batch_repeat_interleave(group)
+    logits = out.logits[:, -1].repeat_interleave(group, dim=0)
+    attention = inputs["attention_mask"].repeat_interleave(group, dim=0)
+    rope = _multimodal_rope(model)
+    offset = rope.rope_deltas.repeat_interleave(group, dim=0) if rope is not None else None
+    ended = torch.zeros(len(logits), dtype=torch.bool, device=logits.device)
+    tokens, logprobs = [], []
+    for t in range(max_new_tokens):
+        token, logprob = _draw(logits, temperature, top_p, suppressed)
+        logprobs.append(logprob)
+        if eos_id is not None:
+            token = torch.where(ended, torch.full_like(token, pad_id), token)
+            ended |= token == eos_id
+        tokens.append(token)
+        if t == max_new_tokens - 1 or (bool(ended.all()) and not synced):
+            break
+        attention = torch.cat([attention, attention.new_ones(len(attention), 1)], dim=1)
+        extra = {}
+        if offset is not None:  # the next text position, as in shared_prompt_logits
+            extra["position_ids"] = attention.sum(dim=1, keepdim=True) - 1 + offset.to(attention.device)
+        step = model(
+            input_ids=token[:, None], attention_mask=attention, use_cache=True, **{cache_key: cache}, **extra
+        )
+        logits = step.logits[:, -1]
+    return torch.stack(tokens, dim=1), torch.stack(logprobs, dim=1)
+
+
+def _draw(
+    logits: torch.Tensor, temperature: float, top_p: float, suppressed: list[int] | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One token per row from ``softmax(logits / temperature)``, cut to the nucleus ``top_p``, and
+    its log-probability before the cut."""
+    scores = logits.float() / temperature
+    if suppressed:
+        scores[:, suppressed] = float("-inf")
+    full = torch.log_softmax(scores, dim=-1)
+    if top_p < 1.0:
+        ordered, order = scores.sort(dim=-1, descending=True)
+        probs = ordered.softmax(dim=-1)
+        outside = probs.cumsum(dim=-1) - probs > top_p  # the mass before a token already exceeds top_p
+        scores = scores.scatter(-1, order, ordered.masked_fill(outside, float("-inf")))
+    token = torch.multinomial(scores.softmax(dim=-1), 1).squeeze(1)
+    return token, full.gather(-1, token[:, None]).squeeze(1)
 
 
 def token_logprobs(
@@ -387,11 +446,16 @@ class GRPOStep:
                 old = [token_logprobs(self.model, *b, gc.temperature, self.suppressed) for b in batches]
             if gc.kl_coef:
                 ref = [self._reference_logprobs(*b) for b in batches]
-        loss_total, clip, kls, grad_norm = 0.0, [], [], None
-        for _ in range(gc.updates):
+        sampled = [torch.cat([groups[i].ro.logprobs[groups[i].rows] for i in chunk]) for chunk in chunks]
+        loss_total, clip, kls, gaps, grad_norm = 0.0, [], [], [], None
+        for update in range(gc.updates):
             for c, (inputs, ids, mask) in enumerate(batches):
                 with backward_pass(acc, self.model, last=c == len(batches) - 1):
                     logp = token_logprobs(self.model, inputs, ids, mask, gc.temperature, self.suppressed)
+                    if update == 0:  # sampler and trainer should agree: a gap means they do not
+                        gaps.append(
+                            float(((logp.detach() - sampled[c]).abs() * mask).sum() / mask.sum().clamp(min=1))
+                        )
                     loss, s = policy_loss(
                         logp,
                         old[c] if old is not None else logp.detach(),
@@ -421,6 +485,9 @@ class GRPOStep:
             "reward_std": float(rewards.view(-1, g).std(dim=1, unbiased=False).mean()),
             "pass_rate": sum(passed) / len(passed),
             "kl": sum(kls) / len(kls),
+            # Mean |log-prob| difference per completion token between the sampling pass and the
+            # update's first pass: zero up to float error unless dropout or precision differ.
+            "sampler_logprob_gap": sum(gaps) / len(gaps),
             "clip_fraction": sum(clip) / len(clip),
             "completion_length": float(lengths.mean()),
             "generation_s": t_gen,
