@@ -11,10 +11,9 @@ Toy check on a CPU (a tiny model, a couple of minutes):
 
 Each trainer runs in its own process so neither sees the other's memory. Both draw
 ``--batch-size`` prompts per optimizer step, sample ``--group-size`` completions of at most
-``--max-new-tokens`` tokens for each in one batched ``generate`` (no vLLM; top-k 50, the default
-of transformers' generate that lessonloop's rollout keeps, and TRL is set to), score them with the
-same rewards, and take one optimizer step per batch (one iteration, no reference model: beta 0),
-one group of completions per micro-batch. A random model almost never emits end-of-sequence, so
+``--max-new-tokens`` tokens for each in one batch (no vLLM, no top-k; lessonloop encodes each
+prompt once and decodes from its repeated cache, TRL through ``generate``), score them with the
+same rewards, and take one optimizer step per batch (one iteration, no reference model: beta 0). A random model almost never emits end-of-sequence, so
 completions run to the limit and every step does the same work; the rewards (``length_reward``
 below plus ``correct``) only need to vary so that advantages are not all zero, and work does not
 depend on them. Dynamic sampling is off in lessonloop so no step draws extra prompts.
@@ -182,6 +181,8 @@ def run_lessonloop(args: argparse.Namespace, model_path: Path, work: Path) -> di
         "peak_mem_gib": max(peaks) if peaks else None,
         "reward_mean": step_mean("train/reward_mean"),
         "zero_spread_fraction": step_mean("train/zero_spread_fraction"),
+        # Sampler against update, per token, in bf16: cached decoding against one full pass.
+        "sampler_logprob_gap": step_mean("train/sampler_logprob_gap"),
         "loss_first_window": windows[0]["train/loss"],
         "loss_last_window": windows[-1]["train/loss"],
         "wall_s": round(wall, 1),
@@ -198,7 +199,7 @@ def trl_config_kwargs(args: argparse.Namespace, work: Path, checkpointing: str) 
     their product: ``batch_size`` prompts x ``group_size`` completions, as in lessonloop."""
     kwargs = {
         "output_dir": str(work / f"trl_{checkpointing}"),
-        "per_device_train_batch_size": args.group_size,  # one group per micro-batch, as lessonloop
+        "per_device_train_batch_size": args.group_size,  # one group per micro-batch
         "gradient_accumulation_steps": args.batch_size,  # prompts per optimizer step
         "num_generations": args.group_size,
         "max_completion_length": args.max_new_tokens,

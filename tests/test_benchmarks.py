@@ -63,3 +63,14 @@ def test_sweep_curves_keep_the_sampled_pass_rate_beside_greedy(tmp_path):
         {"step": 10, "accuracy": 0.35, "skills": {"count": 0.55}},
     ]
     assert got["train"] == [{"step": 10, "loss": 0.1, "reward_mean": 0.4}]
+
+
+def test_prompt_sharing_times_both_ways_of_a_grpo_step(tmp_path):
+    out = tmp_path / "sharing.json"
+    argv = ["--image-size", "32", "--prompts", "2", "--group", "3", "--new-tokens", "2", "--repeats", "1",
+            "--device", "cpu", "--out", str(out)]  # fmt: skip
+    assert _script("prompt_sharing").main(argv) == 0
+    result = json.loads(out.read_text())
+    assert set(result["median_s"]) == {"rollout_generate", "rollout_shared", "update_full", "update_shared"}
+    assert all(v > 0 for v in result["median_s"].values()) and all(r > 0 for r in result["ratios"].values())
+    assert result["max_logprob_difference"] < 1e-4  # the two updates compute the same thing
