@@ -60,7 +60,10 @@ def curves(run_dir: Path) -> dict:
                 point.update(sampled=row["eval/sampled"], pass_at_k=row["eval/pass_at_k"])
             evals.append(point)
         if any(k in row for k in TRAIN_KEYS):
-            train.append({"step": row["step"], **{k[6:]: row[k] for k in TRAIN_KEYS if k in row}})
+            # Each reward function's mean over every completion drawn (reward_mean and pass_rate
+            # cover the groups trained on, which dynamic sampling filters).
+            keys = [k for k in row if k in TRAIN_KEYS or k.startswith("train/reward/")]
+            train.append({"step": row["step"], **{k[6:]: row[k] for k in keys}})
     return {"evals": evals, "train": train}
 
 

@@ -53,7 +53,13 @@ def test_sweep_curves_keep_the_sampled_pass_rate_beside_greedy(tmp_path):
             "eval/sampled": 0.2,
             "eval/pass_at_k": 0.6,
         },
-        {"step": 10, "train/reward_mean": 0.4, "train/loss": 0.1},
+        {
+            "step": 10,
+            "train/reward_mean": 0.4,
+            "train/loss": 0.1,
+            "train/reward/correct": 0.3,
+            "train/lr": 1.0,
+        },
         {"step": 10, "eval/accuracy": 0.35, "eval/skill/count": 0.55},
     ]
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -62,7 +68,7 @@ def test_sweep_curves_keep_the_sampled_pass_rate_beside_greedy(tmp_path):
         {"step": 0, "accuracy": 0.3, "skills": {"count": 0.5}, "sampled": 0.2, "pass_at_k": 0.6},
         {"step": 10, "accuracy": 0.35, "skills": {"count": 0.55}},
     ]
-    assert got["train"] == [{"step": 10, "loss": 0.1, "reward_mean": 0.4}]
+    assert got["train"] == [{"step": 10, "loss": 0.1, "reward_mean": 0.4, "reward/correct": 0.3}]
 
 
 def test_prompt_sharing_times_both_ways_of_a_grpo_step(tmp_path):
