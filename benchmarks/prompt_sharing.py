@@ -8,9 +8,9 @@ and then scores them with a forward and backward pass. Each half is timed two wa
 model, prompts and completions, alternating so that drift hits both alike:
 
 - rollout: ``generate`` with ``num_return_sequences`` (every copy of a prompt encoded), against
-  ``train.grpo.sample_completions`` (each prompt encoded once, its cache repeated);
-- update: ``train.grpo.full_logits`` over a copy of the prompt per completion, against
-  ``train.grpo.shared_prompt_logits``, each followed by the backward pass of a GRPO-like loss.
+  ``train.prompt_sharing.sample_completions`` (each prompt encoded once, its cache repeated);
+- update: ``train.prompt_sharing.full_logits`` over a copy of the prompt per completion, against
+  ``train.prompt_sharing.shared_prompt_logits``, each followed by the backward pass of a GRPO-like loss.
 
 Reported: median seconds of each, the ratios, peak GPU memory of each update (on CUDA), and the
 largest difference between the two updates' log-probabilities as a check that they compute the
@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from curriculum.world import build_splits  # noqa: E402
 from models import build_vlm, count_parameters  # noqa: E402
 from train.collate import VLMCollator  # noqa: E402
-from train.grpo import full_logits, repeat_prompts, sample_completions, shared_prompt_logits  # noqa: E402
+from train.prompt_sharing import full_logits, repeat_prompts, sample_completions, shared_prompt_logits  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -194,7 +194,7 @@ def test_a_prompt_encoded_once_for_its_group_scores_and_trains_as_one_copy_per_c
     with left padding, completions cut short by end-of-sequence, and M-RoPE positions (Qwen2.5-VL)."""
     from models import build_vlm
     from train.collate import VLMCollator
-    from train.grpo import full_logits, repeat_prompts, shared_prompt_logits
+    from train.prompt_sharing import full_logits, repeat_prompts, shared_prompt_logits
 
     torch.manual_seed(0)
     model, processor = build_vlm(arch, "tiny", image_size=32, seed=0)
@@ -241,7 +241,8 @@ def test_rollouts_encode_each_prompt_once_and_sample_what_the_update_scores(arch
     greedy and equals ``generate``'s greedy decode for every copy; suppressed tokens never appear."""
     from models import build_vlm
     from train.collate import VLMCollator
-    from train.grpo import completion_mask, sample_completions
+    from train.grpo import completion_mask
+    from train.prompt_sharing import sample_completions
 
     torch.manual_seed(0)
     model, processor = build_vlm(arch, "tiny", image_size=32, seed=1)

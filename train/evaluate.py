@@ -18,6 +18,7 @@ from curriculum.scoring import Score, is_correct, score, summarise
 from curriculum.types import Example
 from train.collate import VLMCollator
 from train.distributed import synced_generation
+from train.prompt_sharing import sample_completions
 
 
 @dataclass
@@ -43,35 +44,31 @@ def generate_answers(
 ) -> tuple[list[str], int]:
     """Answers for ``examples`` (in order) and the number of tokens generated.
 
-    Greedy when ``samples`` is 0; otherwise ``samples`` sampled answers per example, flattened
-    example by example. ``synced``: every rank runs each decoding step until all ranks are done,
-    which sharded parameters (ZeRO-3, FSDP) need.
+    Greedy when ``samples`` is 0 (``generate``); otherwise ``samples`` sampled answers per
+    example, flattened example by example, drawn as GRPO's rollouts are (each prompt encoded once,
+    ``sample_completions``). ``synced``: every rank runs each decoding step until all ranks are
+    done, which sharded parameters (ZeRO-3, FSDP) need.
     """
     was_training = model.training
     model.eval()
     answers: list[str] = []
     generated = 0
-    eos = collator.tokenizer.eos_token_id
-    sampling = (
-        {"do_sample": True, "temperature": temperature, "top_k": 0, "num_return_sequences": samples}
-        if samples
-        else {"do_sample": False}
-    )
-    sampling["suppress_tokens"] = collator.media_token_ids or None
+    tokenizer = collator.tokenizer
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
     for start in range(0, len(examples), batch_size):
         chunk = examples[start : start + batch_size]
         inputs = {k: v.to(device) for k, v in collator.prompts(chunk).items()}
-        out = model.generate(
-            **inputs,
-            max_new_tokens=max_new_tokens,
-            pad_token_id=collator.tokenizer.pad_token_id,
-            eos_token_id=eos,
-            synced_gpus=synced,
-            **sampling,
-        )
-        new = out[:, inputs["input_ids"].shape[1] :]
+        if samples:
+            new, _ = sample_completions(model, inputs, samples, max_new_tokens, temperature,
+                                        suppressed=collator.media_token_ids, eos_id=eos, pad_id=pad,
+                                        synced=synced)  # fmt: skip
+        else:
+            out = model.generate(**inputs, do_sample=False, max_new_tokens=max_new_tokens, pad_token_id=pad,
+                                 eos_token_id=eos, synced_gpus=synced,
+                                 suppress_tokens=collator.media_token_ids or None)  # fmt: skip
+            new = out[:, inputs["input_ids"].shape[1] :]
         answers.extend(collator.decode(new))
-        generated += int((new != collator.tokenizer.pad_token_id).sum())
+        generated += int((new != pad).sum())
     model.train(was_training)
     return answers, generated
 

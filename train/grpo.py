@@ -19,13 +19,12 @@ One optimizer step (``GRPOStep.__call__``):
 
 Log-probabilities are taken of the sampled token ids themselves (no re-tokenisation), at the
 sampling temperature. Each prompt, its image included, is encoded once per pass and its keys and
-values serve all of its completions (``shared_prompt_logits``).
+values serve all of its completions (``train/prompt_sharing.py``).
 """
 
 from __future__ import annotations
 
 import copy
-import inspect
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +35,13 @@ from curriculum.scoring import is_correct
 from curriculum.types import Example
 from train.collate import VLMCollator
 from train.distributed import backward_pass, shards_parameters, synced_generation
+from train.prompt_sharing import (
+    checkpointing,
+    full_logits,
+    repeat_prompts,
+    sample_completions,
+    shared_prompt_logits,
+)
 from train.rewards import Rewards
 
 # ----------------------------------------------------------------------------- the arithmetic
@@ -147,75 +153,6 @@ def rollout(
     return Rollout(examples, inputs, ids, mask, texts, logprobs)
 
 
-@torch.no_grad()
-def sample_completions(
-    model: Any,
-    inputs: dict[str, torch.Tensor],
-    group: int,
-    max_new_tokens: int,
-    temperature: float,
-    top_p: float = 1.0,
-    suppressed: list[int] | None = None,
-    eos_id: int | None = None,
-    pad_id: int = 0,
-    synced: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``group`` completions ``[P * group, T]`` per prompt of ``inputs``, sampled at ``temperature``
-    from the full distribution (no top-k; nucleus ``top_p``; ``suppressed`` tokens never drawn),
-    each prompt's rows together, and the log-probability of each drawn token under the tempered
-    distribution before the nucleus cut (what ``token_logprobs`` computes for it). Each prompt and its image are encoded once, and the key-value
-    cache is repeated for its completions (a plain ``generate`` with ``num_return_sequences``
-    encodes every copy). Tokens after a row's end-of-sequence are ``pad_id``. Decoding stops when
-    every row has ended, or after ``max_new_tokens``; ``synced`` always runs all ``max_new_tokens``
-    steps, so that ranks holding parameter shards step together."""
-    cache_key = _cache_argument(model)
-    out = model(**inputs, use_cache=True, logits_to_keep=1)
-    cache = getattr(out, cache_key)
-    cache.batch_repeat_interleave(group)
-    logits = out.logits[:, -1].repeat_interleave(group, dim=0)
-    attention = inputs["attention_mask"].repeat_interleave(group, dim=0)
-    rope = _multimodal_rope(model)
-    offset = rope.rope_deltas.repeat_interleave(group, dim=0) if rope is not None else None
-    ended = torch.zeros(len(logits), dtype=torch.bool, device=logits.device)
-    tokens, logprobs = [], []
-    for t in range(max_new_tokens):
-        token, logprob = _draw(logits, temperature, top_p, suppressed)
-        logprobs.append(logprob)
-        if eos_id is not None:
-            token = torch.where(ended, torch.full_like(token, pad_id), token)
-            ended |= token == eos_id
-        tokens.append(token)
-        if t == max_new_tokens - 1 or (bool(ended.all()) and not synced):
-            break
-        attention = torch.cat([attention, attention.new_ones(len(attention), 1)], dim=1)
-        extra = {}
-        if offset is not None:  # the next text position, as in shared_prompt_logits
-            extra["position_ids"] = attention.sum(dim=1, keepdim=True) - 1 + offset.to(attention.device)
-        step = model(
-            input_ids=token[:, None], attention_mask=attention, use_cache=True, **{cache_key: cache}, **extra
-        )
-        logits = step.logits[:, -1]
-    return torch.stack(tokens, dim=1), torch.stack(logprobs, dim=1)
-
-
-def _draw(
-    logits: torch.Tensor, temperature: float, top_p: float, suppressed: list[int] | None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """One token per row from ``softmax(logits / temperature)``, cut to the nucleus ``top_p``, and
-    its log-probability before the cut."""
-    scores = logits.float() / temperature
-    if suppressed:
-        scores[:, suppressed] = float("-inf")
-    full = torch.log_softmax(scores, dim=-1)
-    if top_p < 1.0:
-        ordered, order = scores.sort(dim=-1, descending=True)
-        probs = ordered.softmax(dim=-1)
-        outside = probs.cumsum(dim=-1) - probs > top_p  # the mass before a token already exceeds top_p
-        scores = scores.scatter(-1, order, ordered.masked_fill(outside, float("-inf")))
-    token = torch.multinomial(scores.softmax(dim=-1), 1).squeeze(1)
-    return token, full.gather(-1, token[:, None]).squeeze(1)
-
-
 def token_logprobs(
     model: Any,
     inputs: dict[str, torch.Tensor],
@@ -237,7 +174,7 @@ def token_logprobs(
         raise ValueError(
             f"{ids.shape[0]} completions do not split evenly over {inputs['input_ids'].shape[0]} prompts"
         )
-    if _checkpointing(model):
+    if checkpointing(model):
         logits = full_logits(model, repeat_prompts(inputs, group), ids, mask)
     else:
         logits = shared_prompt_logits(model, inputs, ids, mask, group)
@@ -245,105 +182,6 @@ def token_logprobs(
     if suppressed:
         logits[..., suppressed] = float("-inf")
     return torch.log_softmax(logits, dim=-1).gather(-1, ids.unsqueeze(-1)).squeeze(-1)
-
-
-def full_logits(
-    model: Any, inputs: dict[str, torch.Tensor], ids: torch.Tensor, mask: torch.Tensor
-) -> torch.Tensor:
-    """Next-token logits ``[N, T, V]`` for each completion token, from one forward pass over each
-    prompt row (one per completion) followed by its completion."""
-    full = torch.cat([inputs["input_ids"], ids], dim=1)
-    attention = torch.cat([inputs["attention_mask"], mask.to(inputs["attention_mask"].dtype)], dim=1)
-    t = ids.shape[1]
-    extra = {}
-    for key, value in inputs.items():
-        if key in ("input_ids", "attention_mask"):
-            continue
-        if value.shape[:2] == inputs["input_ids"].shape:  # per-token fields (e.g. mm_token_type_ids)
-            value = torch.cat([value, value.new_zeros(value.shape[0], t, *value.shape[2:])], dim=1)
-        extra[key] = value
-    logits = model(input_ids=full, attention_mask=attention, logits_to_keep=t + 1, **extra).logits
-    return logits[:, -t - 1 : -1]
-
-
-def shared_prompt_logits(
-    model: Any, inputs: dict[str, torch.Tensor], ids: torch.Tensor, mask: torch.Tensor, group: int
-) -> torch.Tensor:
-    """What ``full_logits`` gives for each prompt repeated ``group`` times, with every prompt (and
-    its image) encoded once: a pass over the prompts fills a key-value cache, which is repeated for
-    each prompt's completions, and a second pass reads the completions against it. Gradients flow
-    through the cache into the prompt pass.
-
-    Rotary positions: a model with multimodal rotary positions (Qwen2-VL style, ``rope_deltas``)
-    computes the prompts' own in the first pass and keeps each prompt's offset; the completion
-    tokens continue from there exactly as ``generate`` places them. Other models count positions
-    from the cache, which gives the same attention under rotary embeddings."""
-    cache_key = _cache_argument(model)
-    first = model(**inputs, use_cache=True, logits_to_keep=1)
-    logits = first.logits[:, -1:].repeat_interleave(group, dim=0)
-    t = ids.shape[1]
-    if t == 1:
-        return logits
-    cache = getattr(first, cache_key)
-    cache.batch_repeat_interleave(group)
-    attention = torch.cat(
-        [
-            inputs["attention_mask"].repeat_interleave(group, dim=0),
-            mask[:, :-1].to(inputs["attention_mask"].dtype),
-        ],
-        dim=1,
-    )
-    extra = {}
-    rope = _multimodal_rope(model)
-    if rope is not None:  # positions of the completion tokens: their text index plus the prompt's offset
-        text = attention.cumsum(dim=-1)[:, -(t - 1) :] - 1
-        offset = rope.rope_deltas.repeat_interleave(group, dim=0).to(text.device)
-        extra["position_ids"] = text + offset  # the same on every rotary axis: text tokens
-    rest = model(
-        input_ids=ids[:, :-1], attention_mask=attention, use_cache=True, **{cache_key: cache}, **extra
-    )
-    return torch.cat([logits, rest.logits], dim=1)
-
-
-def repeat_prompts(inputs: dict[str, torch.Tensor], group: int) -> dict[str, torch.Tensor]:
-    """The prompt inputs with every prompt repeated ``group`` times in a row (one image each)."""
-    prompts = inputs["input_ids"].shape[0]
-    out = {}
-    for key, value in inputs.items():
-        if value.shape[0] == prompts:
-            out[key] = value.repeat_interleave(group, dim=0)
-        elif key == "pixel_values" and "image_grid_thw" in inputs:
-            # Qwen2-VL style: image patches flattened over prompts; cut by each one's patch count.
-            sizes = inputs["image_grid_thw"].prod(dim=1).tolist()
-            out[key] = torch.cat([part.repeat(group, 1) for part in value.split(sizes)])
-        else:
-            raise ValueError(f"cannot tell which rows of the prompt input {key!r} belong to which prompt")
-    return out
-
-
-def _base(model: Any) -> Any:
-    """The Hugging Face model inside DDP / DeepSpeed / PEFT wrappers."""
-    while hasattr(model, "module"):
-        model = model.module
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
-
-
-def _checkpointing(model: Any) -> bool:
-    return bool(getattr(_base(model), "is_gradient_checkpointing", False))
-
-
-def _cache_argument(model: Any) -> str:
-    """The name under which this transformers version's forward takes and returns the cache."""
-    params = inspect.signature(_base(model).forward).parameters
-    return "cache" if "cache" in params else "past_key_values"
-
-
-def _multimodal_rope(model: Any) -> Any:
-    """The submodule that keeps per-prompt multimodal rotary offsets (``rope_deltas``), if any."""
-    for module in _base(model).modules():
-        if hasattr(module, "rope_deltas") and hasattr(module, "get_rope_index"):
-            return module
-    return None
 
 
 # ----------------------------------------------------------------------------- the step

@@ -1,0 +1,186 @@
+"""One encoding of a prompt, image included, for several continuations of it.
+
+GRPO samples ``group_size`` completions per prompt and then scores them all. Encoding each prompt
+once and repeating its key-value cache for its completions gives the same numbers as a copy of the
+prompt per completion, at a fraction of the work when prompts (images) are long and completions
+short: ``sample_completions`` draws completions that way, ``shared_prompt_logits`` scores them that
+way (gradients flow back through the cache), and ``full_logits`` over ``repeat_prompts`` is the
+copy-per-completion path, kept for gradient checkpointing, which drops the cache.
+
+Rotary positions: a model with multimodal rotary positions (Qwen2-VL style) computes its prompts'
+own in the prompt pass and keeps each prompt's offset (``rope_deltas``); text tokens after it
+continue from there exactly as ``generate`` places them. Other models count positions from the
+cache, which gives the same attention under rotary embeddings.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, NamedTuple
+
+import torch
+
+
+@torch.no_grad()
+def sample_completions(
+    model: Any,
+    inputs: dict[str, torch.Tensor],
+    group: int,
+    max_new_tokens: int,
+    temperature: float,
+    top_p: float = 1.0,
+    suppressed: list[int] | None = None,
+    eos_id: int | None = None,
+    pad_id: int = 0,
+    synced: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``group`` completions ``[P * group, T]`` per prompt of ``inputs`` (each prompt's rows
+    together), sampled at ``temperature`` from the full distribution (no top-k; nucleus ``top_p``;
+    ``suppressed`` tokens never drawn), and the log-probability of each drawn token under the
+    tempered distribution before the nucleus cut, which is what the update computes for it.
+
+    Tokens after a row's end-of-sequence are ``pad_id``. Decoding stops when every row has ended,
+    or after ``max_new_tokens``; ``synced`` always runs all ``max_new_tokens`` steps, so that ranks
+    holding parameter shards step together."""
+    prompts = encode_once(model, inputs, group)
+    logits, attention = prompts.logits, inputs["attention_mask"].repeat_interleave(group, dim=0)
+    ended = torch.zeros(len(logits), dtype=torch.bool, device=logits.device)
+    tokens, logprobs = [], []
+    for t in range(max_new_tokens):
+        token, logprob = _draw(logits, temperature, top_p, suppressed)
+        logprobs.append(logprob)
+        if eos_id is not None:
+            token = torch.where(ended, torch.full_like(token, pad_id), token)
+            ended |= token == eos_id
+        tokens.append(token)
+        if t == max_new_tokens - 1 or (bool(ended.all()) and not synced):
+            break
+        attention = torch.cat([attention, attention.new_ones(len(attention), 1)], dim=1)
+        logits = continue_from(model, prompts, token[:, None], attention)[:, -1]
+    return torch.stack(tokens, dim=1), torch.stack(logprobs, dim=1)
+
+
+def _draw(
+    logits: torch.Tensor, temperature: float, top_p: float, suppressed: list[int] | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One token per row from ``softmax(logits / temperature)``, cut to the nucleus ``top_p``, and
+    its log-probability before the cut."""
+    scores = logits.float() / temperature
+    if suppressed:
+        scores[:, suppressed] = float("-inf")
+    full = torch.log_softmax(scores, dim=-1)
+    if top_p < 1.0:
+        ordered, order = scores.sort(dim=-1, descending=True)
+        probs = ordered.softmax(dim=-1)
+        outside = probs.cumsum(dim=-1) - probs > top_p  # the mass before a token already exceeds top_p
+        scores = scores.scatter(-1, order, ordered.masked_fill(outside, float("-inf")))
+    token = torch.multinomial(scores.softmax(dim=-1), 1).squeeze(1)
+    return token, full.gather(-1, token[:, None]).squeeze(1)
+
+
+def full_logits(
+    model: Any, inputs: dict[str, torch.Tensor], ids: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
+    """Next-token logits ``[N, T, V]`` for each completion token, from one forward pass over each
+    prompt row (one per completion) followed by its completion."""
+    full = torch.cat([inputs["input_ids"], ids], dim=1)
+    attention = torch.cat([inputs["attention_mask"], mask.to(inputs["attention_mask"].dtype)], dim=1)
+    t = ids.shape[1]
+    extra = {}
+    for key, value in inputs.items():
+        if key in ("input_ids", "attention_mask"):
+            continue
+        if value.shape[:2] == inputs["input_ids"].shape:  # per-token fields (e.g. mm_token_type_ids)
+            value = torch.cat([value, value.new_zeros(value.shape[0], t, *value.shape[2:])], dim=1)
+        extra[key] = value
+    logits = model(input_ids=full, attention_mask=attention, logits_to_keep=t + 1, **extra).logits
+    return logits[:, -t - 1 : -1]
+
+
+def shared_prompt_logits(
+    model: Any, inputs: dict[str, torch.Tensor], ids: torch.Tensor, mask: torch.Tensor, group: int
+) -> torch.Tensor:
+    """What ``full_logits`` gives for each prompt repeated ``group`` times, with every prompt (and
+    its image) encoded once: the prompts' pass fills a key-value cache, which is repeated for each
+    prompt's completions, and a second pass reads the completions against it. Gradients flow
+    through the cache into the prompt pass."""
+    prompts = encode_once(model, inputs, group)
+    first = prompts.logits[:, None]
+    if ids.shape[1] == 1:
+        return first
+    attention = torch.cat([inputs["attention_mask"].repeat_interleave(group, dim=0), mask[:, :-1]], dim=1)
+    return torch.cat([first, continue_from(model, prompts, ids[:, :-1], attention)], dim=1)
+
+
+class Encoded(NamedTuple):
+    """Prompts encoded once, ready for ``group`` continuations each."""
+
+    logits: torch.Tensor  # [P * group, V]: the next-token logits after each prompt, repeated
+    cache: Any  # the key-value cache, repeated
+    cache_key: str  # the name the model's forward takes it under
+    offset: torch.Tensor | None  # [P * group, 1]: multimodal rotary offset of each prompt
+
+
+def encode_once(model: Any, inputs: dict[str, torch.Tensor], group: int) -> Encoded:
+    """One forward pass over the prompts (images included); its cache, last logits and rotary
+    offsets repeated ``group`` times, prompt by prompt."""
+    cache_key = _cache_argument(model)
+    out = model(**inputs, use_cache=True, logits_to_keep=1)
+    cache = getattr(out, cache_key)
+    cache.batch_repeat_interleave(group)
+    rope = _multimodal_rope(model)  # its offsets are those of the pass just made
+    offset = rope.rope_deltas.repeat_interleave(group, dim=0) if rope is not None else None
+    return Encoded(out.logits[:, -1].repeat_interleave(group, dim=0), cache, cache_key, offset)
+
+
+def continue_from(model: Any, prompts: Encoded, ids: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
+    """Logits ``[N, k, V]`` of the tokens ``ids`` ``[N, k]`` read after the cached prompts (and what
+    was read after them before); ``attention`` covers everything from the prompts' first token. The
+    cache grows by these tokens."""
+    extra = {}
+    if prompts.offset is not None:  # text positions: the count of attended tokens, plus the offset
+        text = attention.cumsum(dim=-1)[:, -ids.shape[1] :] - 1
+        extra["position_ids"] = text + prompts.offset.to(text.device)
+    kwargs = {prompts.cache_key: prompts.cache, **extra}
+    return model(input_ids=ids, attention_mask=attention, use_cache=True, **kwargs).logits
+
+
+def repeat_prompts(inputs: dict[str, torch.Tensor], group: int) -> dict[str, torch.Tensor]:
+    """The prompt inputs with every prompt repeated ``group`` times in a row (one image each)."""
+    prompts = inputs["input_ids"].shape[0]
+    out = {}
+    for key, value in inputs.items():
+        if value.shape[0] == prompts:
+            out[key] = value.repeat_interleave(group, dim=0)
+        elif key == "pixel_values" and "image_grid_thw" in inputs:
+            # Qwen2-VL style: image patches flattened over prompts; cut by each one's patch count.
+            sizes = inputs["image_grid_thw"].prod(dim=1).tolist()
+            out[key] = torch.cat([part.repeat(group, 1) for part in value.split(sizes)])
+        else:
+            raise ValueError(f"cannot tell which rows of the prompt input {key!r} belong to which prompt")
+    return out
+
+
+def base_model(model: Any) -> Any:
+    """The Hugging Face model inside DDP / DeepSpeed / PEFT wrappers."""
+    while hasattr(model, "module"):
+        model = model.module
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def checkpointing(model: Any) -> bool:
+    return bool(getattr(base_model(model), "is_gradient_checkpointing", False))
+
+
+def _cache_argument(model: Any) -> str:
+    """The name under which this transformers version's forward takes and returns the cache."""
+    params = inspect.signature(base_model(model).forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def _multimodal_rope(model: Any) -> Any:
+    """The submodule that keeps per-prompt multimodal rotary offsets (``rope_deltas``), if any."""
+    for module in base_model(model).modules():
+        if hasattr(module, "rope_deltas") and hasattr(module, "get_rope_index"):
+            return module
+    return None
