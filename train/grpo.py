@@ -38,6 +38,7 @@ from train.distributed import backward_pass, shards_parameters, synced_generatio
 from train.prompt_sharing import (
     checkpointing,
     full_logits,
+    per_prompt,
     repeat_prompts,
     sample_completions,
     shared_prompt_logits,
@@ -291,9 +292,8 @@ class GRPOStep:
                 with backward_pass(acc, self.model, last=c == len(batches) - 1):
                     logp = token_logprobs(self.model, inputs, ids, mask, gc.temperature, self.suppressed)
                     if update == 0:  # sampler and trainer should agree: a gap means they do not
-                        gaps.append(
-                            float(((logp.detach() - sampled[c]).abs() * mask).sum() / mask.sum().clamp(min=1))
-                        )
+                        gap = torch.where(mask.bool(), (logp.detach() - sampled[c]).abs(), 0.0)
+                        gaps.append(float(gap.sum() / mask.sum().clamp(min=1)))
                     loss, s = policy_loss(
                         logp,
                         old[c] if old is not None else logp.detach(),
@@ -391,19 +391,12 @@ class Group:
 
     def tensors(self) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
         """The group's prompt inputs (its prompt's row, once), completion ids and completion mask."""
-        inputs, g = self.ro.inputs, self.rows.stop - self.rows.start
-        p, prompts = self.rows.start // g, len(self.ro.examples) // g
-        out = {}
-        for key, value in inputs.items():
-            if value.shape[0] == prompts:
-                out[key] = value[p : p + 1]
-            elif key == "pixel_values" and "image_grid_thw" in inputs:
-                # Qwen2-VL style: image patches flattened over prompts; cut by each one's patch count.
-                sizes = inputs["image_grid_thw"].prod(dim=1).tolist()
-                out[key] = value[sum(sizes[:p]) : sum(sizes[: p + 1])]
-            else:
-                raise ValueError(f"cannot tell which rows of the prompt input {key!r} belong to which prompt")
-        return out, self.ro.completion_ids[self.rows], self.ro.mask[self.rows]
+        g = self.rows.stop - self.rows.start
+        return (
+            per_prompt(self.ro.inputs)[self.rows.start // g],
+            self.ro.completion_ids[self.rows],
+            self.ro.mask[self.rows],
+        )
 
     def sample(self) -> dict[str, Any]:
         ex = self.ro.examples[self.rows.start]

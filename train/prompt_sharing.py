@@ -145,20 +145,29 @@ def continue_from(model: Any, prompts: Encoded, ids: torch.Tensor, attention: to
     return model(input_ids=ids, attention_mask=attention, use_cache=True, **kwargs).logits
 
 
-def repeat_prompts(inputs: dict[str, torch.Tensor], group: int) -> dict[str, torch.Tensor]:
-    """The prompt inputs with every prompt repeated ``group`` times in a row (one image each)."""
+def per_prompt(inputs: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+    """The prompt inputs cut into one batch of one prompt each (one image each)."""
     prompts = inputs["input_ids"].shape[0]
-    out = {}
+    parts: list[dict[str, torch.Tensor]] = [{} for _ in range(prompts)]
     for key, value in inputs.items():
         if value.shape[0] == prompts:
-            out[key] = value.repeat_interleave(group, dim=0)
+            pieces = value.split(1)
         elif key == "pixel_values" and "image_grid_thw" in inputs:
             # Qwen2-VL style: image patches flattened over prompts; cut by each one's patch count.
-            sizes = inputs["image_grid_thw"].prod(dim=1).tolist()
-            out[key] = torch.cat([part.repeat(group, 1) for part in value.split(sizes)])
+            pieces = value.split(inputs["image_grid_thw"].prod(dim=1).tolist())
         else:
             raise ValueError(f"cannot tell which rows of the prompt input {key!r} belong to which prompt")
-    return out
+        for part, piece in zip(parts, pieces, strict=True):
+            part[key] = piece
+    return parts
+
+
+def repeat_prompts(inputs: dict[str, torch.Tensor], group: int) -> dict[str, torch.Tensor]:
+    """The prompt inputs with every prompt repeated ``group`` times in a row."""
+    parts = per_prompt(inputs)
+    return {
+        key: torch.cat([p[key].repeat(group, *[1] * (p[key].dim() - 1)) for p in parts]) for key in inputs
+    }
 
 
 def base_model(model: Any) -> Any:
