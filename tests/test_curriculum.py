@@ -193,6 +193,16 @@ def test_rounds_feed_the_training_stream(tmp_path, tiny_qwen, mode):
     assert any(m.get("train/pool_fraction", 0) > 0 for m in metrics)
 
 
+def test_a_run_on_some_skills_trains_tests_and_pools_only_those(tmp_path, tiny_qwen):
+    summary = run(_cfg(tmp_path, tiny_qwen, "some", "train.steps=4", "data.world.skills=[count, count_attr]"))
+    skills = {"count", "count_attr"}
+    assert {k[len("skill/") :] for k in summary["end"] if k.startswith("skill/")} == skills
+    assert summary["curriculum"]["pool_size"] > 0
+    pooled = [json.loads(x) for f in (tmp_path / "some" / "curriculum" / "pool").glob("round_*.jsonl")
+              for x in f.read_text().splitlines()]  # fmt: skip
+    assert {r["skill"] for r in pooled if "skill" in r} <= skills
+
+
 _CHILD = """
 import sys
 from train.config import load_config
