@@ -142,3 +142,52 @@ def test_an_outage_on_the_main_rank_fails_the_round_everywhere_and_training_goes
     assert [r["status"] for r in rounds] == ["failed", "failed"]
     assert all("endpoint unreachable" in r["error"] for r in rounds), rounds
     assert summary["curriculum"]["pool_size"] == 0
+
+
+_SHARED_PROMPT_UPDATE = """
+import os, sys
+import torch, torch.distributed as dist
+from accelerate import Accelerator
+from curriculum.world import build_splits
+from models import load_model
+from train.collate import VLMCollator
+from train.grpo import token_logprobs
+
+acc = Accelerator(cpu=True)
+model, processor = load_model(sys.argv[1], dtype="float32")
+model = acc.prepare(model)
+rank = acc.process_index
+prompts = build_splits(seed=0, train_size=0, probe_size=8, test_size=0, image_size=32)["probe"]
+inputs = VLMCollator(processor, question_first=True).prompts(prompts[2 * rank : 2 * rank + 2])
+torch.manual_seed(rank)
+ids = torch.randint(10, 200, (8, 3))
+(token_logprobs(model, inputs, ids, torch.ones_like(ids), 1.0) * torch.randn(8, 3)).sum().backward()
+grads = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+both = [torch.zeros_like(grads) for _ in range(2)]
+dist.all_gather(both, grads)
+assert grads.abs().sum() > 0 and torch.equal(both[0], both[1]), "ranks hold different gradients"
+print("gradients agree", flush=True)
+dist.destroy_process_group()
+sys.stdout.flush()
+os._exit(0)
+"""
+
+
+def test_the_shared_prompt_update_synchronises_gradients_across_ranks(tmp_path, tiny_qwen):
+    """Under DDP the update runs two forward passes (the prompts, then the completions against
+    their cache) before one backward; every gradient still reaches both ranks reduced."""
+    script = tmp_path / "update.py"
+    script.write_text(_SHARED_PROMPT_UPDATE)
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        str(script),
+        str(tiny_qwen),
+    ]
+    proc = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)},
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("gradients agree") == 2

@@ -178,7 +178,10 @@ def base_model(model: Any) -> Any:
 
 
 def checkpointing(model: Any) -> bool:
-    return bool(getattr(base_model(model), "is_gradient_checkpointing", False))
+    """Whether activation (gradient) checkpointing is on; transformers renamed the flag."""
+    base = base_model(model)
+    flag = getattr(base, "is_activation_checkpointing", None)
+    return bool(getattr(base, "is_gradient_checkpointing", False) if flag is None else flag)
 
 
 def _cache_argument(model: Any) -> str:
