@@ -150,7 +150,7 @@ def rollout(
                                        tokenizer.pad_token_id, synced)  # fmt: skip
     model.train(was_training)
     mask = completion_mask(ids, tokenizer.eos_token_id)
-    texts = collator.decode(ids * mask + tokenizer.pad_token_id * (1 - mask))
+    texts = collator.decode(ids)  # the sampler already pads what follows each end-of-sequence
     return Rollout(examples, inputs, ids, mask, texts, logprobs)
 
 
