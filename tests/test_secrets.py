@@ -1,0 +1,137 @@
+"""Redaction of credentials inside URLs, free text and config trees (curriculum.secrets)."""
+
+from collections import namedtuple
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from curriculum.secrets import REDACTED, redact_text, redact_tree, redact_url
+
+SECRET = "sk-secret-9f8e7d6c5b4a"
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        # userinfo, with and without a password, with a port, with an IPv6 host
+        (f"https://user:{SECRET}@host/v1", "https://***@host/v1"),
+        (f"https://{SECRET}@api.example.com/v1", "https://***@api.example.com/v1"),
+        ("http://admin:hunter2@judge-host:8000/v1", "http://***@judge-host:8000/v1"),
+        ("http://u:pw@[::1]:8000/v1", "http://***@[::1]:8000/v1"),
+        ("https://user:p@ss@host/v1", "https://***@host/v1"),  # an unescaped "@" in the password
+        ("https://user:pa/ss@host/v1?q=1", "https://***@host/v1?q=1"),  # an unescaped "/"
+        ("https://user:pa?ss@host/v1", "https://***@host/v1"),  # an unescaped "?"
+        # query values, by the parameter's name, whatever else is there
+        ("https://host/v1?api_key=abc123", "https://host/v1?api_key=***"),
+        ("https://host/v1?key=abc&model=x", "https://host/v1?key=***&model=x"),
+        ("https://host/v1?model=x&token=abc", "https://host/v1?model=x&token=***"),
+        ("https://host/v1?access_token=a&API-KEY=b", "https://host/v1?access_token=***&API-KEY=***"),
+        ("https://acct.blob.core.windows.net/c?sv=2022&sig=abc%2Fdef", "https://acct.blob.core.windows.net/c?sv=2022&sig=***"),
+        ("https://s3.aws/b?X-Amz-Credential=AK&X-Amz-Signature=ff", "https://s3.aws/b?X-Amz-Credential=***&X-Amz-Signature=***"),
+        ("https://host/v1?api%5Fkey=abc", "https://host/v1?api%5Fkey=***"),  # an escaped name
+        ("https://host/v1?a=1;password=x", "https://host/v1?a=1;password=***"),
+        # a value that is a key by its shape, under any name, and a key in the path
+        (f"https://host/v1?q={SECRET}", "https://host/v1?q=***"),
+        (f"https://host/keys/{SECRET}/v1", "https://host/keys/***/v1"),
+        # the fragment, and both at once
+        ("https://h/cb#access_token=abc&state=2", "https://h/cb#access_token=***&state=2"),
+        ("https://u:p@h/v1?token=t#x", "https://***@h/v1?token=***#x"),
+    ],
+)  # fmt: skip
+def test_redact_url_hides_userinfo_and_secret_values(url, expected):
+    assert redact_url(url) == expected
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://api.openai.com/v1",
+        "http://127.0.0.1:8000/v1",
+        "http://judge-host:8000/v1/",
+        "http://[::1]:8000/v1",
+        "https://myres.openai.azure.com/openai/deployments/gpt4?api-version=2024-06-01",
+        "https://host/v1?model=gpt-4o&n=2&empty=&flag",
+        "https://host/path%20with%20escapes/?q=a%26b#section-2",
+        "file:///home/user/data.json",
+    ],
+)
+def test_a_url_without_secrets_is_unchanged(url):
+    assert redact_url(url) == url
+    assert redact_text(f"calling {url} now") == f"calling {url} now"
+
+
+def test_redact_text_finds_every_url_in_a_line():
+    line = (
+        f"retry 2: POST https://user:{SECRET}@a.example/v1/chat (was http://b.example/v1?key=k1), "
+        "then 'https://c.example/v1?token=t2'. See https://docs.example/errors."
+    )
+    assert redact_text(line) == (
+        "retry 2: POST https://***@a.example/v1/chat (was http://b.example/v1?key=***), "
+        "then 'https://c.example/v1?token=***'. See https://docs.example/errors."
+    )
+    assert SECRET not in redact_text(line) and "k1" not in redact_text(line)
+
+
+def test_redact_text_keeps_the_punctuation_around_a_url():
+    assert redact_text("(https://h/v1?key=abc).") == "(https://h/v1?key=***)."
+    assert redact_text("endpoint: http://u:p@h:1/v1, model: m") == "endpoint: http://***@h:1/v1, model: m"
+    assert redact_text('{"base_url": "https://u:p@h/v1"}') == '{"base_url": "https://***@h/v1"}'
+
+
+def test_redact_text_hides_key_shapes_and_bearer_headers_outside_urls():
+    text = f"Incorrect API key provided: {SECRET}. Header was Authorization: Bearer abcdef123456"
+    assert redact_text(text) == "Incorrect API key provided: ***. Header was Authorization: Bearer ***"
+    assert redact_text("hf_" + "a1" * 15 + " and ghp_" + "Z9" * 12) == "*** and ***"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "round 3 failed: analyst: HTTP 429 after 3 attempts",
+        "basic arithmetic; the task-specific risk-assessment of sk-learn models",
+        "max_tokens=512 key=value token: 7 password reset",
+        "ratio 3:2 at 10:30, e-mail me@example.com about hf_hub_download",
+        "Bearer bonds",
+    ],
+)
+def test_text_without_urls_or_keys_is_unchanged(text):
+    assert redact_text(text) == text
+
+
+@given(st.text(alphabet=st.characters(blacklist_characters=":"), max_size=200))
+def test_text_without_a_scheme_separator_or_a_key_shape_is_unchanged(text):
+    # No "://", so no URL; the key shapes all need a run of 8+ ASCII letters or digits after a
+    # fixed prefix, which random text only rarely holds: such inputs are compared redacted.
+    out = redact_text(text)
+    assert out == text or REDACTED in out
+
+
+def test_redact_tree_walks_dicts_lists_and_tuples_without_changing_the_input():
+    Point = namedtuple("Point", "url n")
+    config = {
+        "frontier": {
+            "base_url": f"https://user:{SECRET}@host/v1",
+            "judges": [
+                {"model": "a", "base_url": "http://judge:8000/v1?api_key=abc"},
+                {"model": "b", "base_url": None, "timeout": 60.0},
+            ],
+            "prices": {"gpt-4o": [2.5, 10.0]},
+        },
+        "tags": ("x", "https://u:p@h/v1"),
+        "point": Point("https://h/?token=t", 3),
+        "steps": 10,
+        "on": True,
+    }
+    out = redact_tree(config)
+    assert out["frontier"]["base_url"] == "https://***@host/v1"
+    assert out["frontier"]["judges"][0]["base_url"] == "http://judge:8000/v1?api_key=***"
+    assert out["frontier"]["judges"][1] == {"model": "b", "base_url": None, "timeout": 60.0}
+    assert out["frontier"]["prices"] == {"gpt-4o": [2.5, 10.0]}
+    assert out["tags"] == ("x", "https://***@h/v1") and isinstance(out["tags"], tuple)
+    assert out["point"] == Point("https://h/?token=***", 3) and isinstance(out["point"], Point)
+    assert out["steps"] == 10 and out["on"] is True
+    assert config["frontier"]["base_url"] == f"https://user:{SECRET}@host/v1"  # the input is kept
+    assert SECRET not in repr(out) and "abc" not in repr(out)
+    assert redact_tree({f"https://u:{SECRET}@h": 1}) == {"https://***@h": 1}  # keys too
