@@ -1,5 +1,7 @@
 """The frontier client against a local OpenAI-compatible server: replies, faults, cache, budget, key."""
 
+import time
+
 import pytest
 
 from curriculum.frontier.client import BudgetExceeded, Endpoint, FrontierClient, FrontierError, Ledger
@@ -52,8 +54,9 @@ def test_a_reply_is_parsed_checked_charged_and_cached(server, tmp_path, monkeypa
 @pytest.mark.parametrize(
     ("steps", "reason"),
     [
-        ([{"status": 500}] * 3, "HTTP 500 after retries"),
-        ([{"status": 429, "retry_after": 0.05}] * 3, "HTTP 429 after retries"),
+        ([{"status": 500}] * 3, "HTTP 500 after 3 attempts"),
+        ([{"status": 429, "retry_after": 0.05}] * 3, "HTTP 429 after 3 attempts"),
+        ([{"status": 401}], "HTTP 401(?! after)"),  # not worth another attempt
         ([{"delay": 1.0, "content": "{}"}], "timed out"),
         ([{"malformed": True}], "unusable response"),
         ([{"empty_choices": True}], "no choices"),
@@ -138,3 +141,81 @@ def test_images_are_decoded_checked_charged_and_cached(server, tmp_path, monkeyp
     server.script({"images": 0, "bad_images": 2})
     with pytest.raises(FrontierError, match="no usable image"):
         client.images("another prompt", 2, "256x256")
+
+
+# ---------------------------------------------------------------- time limits, secrets in URLs
+
+URL_SECRET = "pw-Zq9x4Lm2"
+
+
+def _credentialed(url, secret=URL_SECRET):
+    return url.replace("http://", f"http://lessonloop:{secret}@", 1)
+
+
+def test_a_long_retry_after_cannot_hold_a_call_past_its_time_limit(server, tmp_path, monkeypatch):
+    # timeout x (max_retries + 1) = 1 s for the whole call, waits included: a server asking for
+    # 4 s is not waited for (nor asked again early), the call ends at once with the reason.
+    client = _client(server, tmp_path, monkeypatch, timeout=0.5, max_retries=1)
+    server.script({"status": 429, "retry_after": 4}, json_reply(GOOD))
+    start = time.monotonic()
+    with pytest.raises(FrontierError, match=r"HTTP 429.*asks to wait 4\.0s.*time limit") as info:
+        client.chat_json(MESSAGES, SCHEMA, "analysis")
+    assert time.monotonic() - start < 1.0 and server.calls == 1
+    assert "\n" not in str(info.value)
+
+
+def test_waits_between_attempts_count_within_the_call_time_limit(server, tmp_path, monkeypatch):
+    # 0.4 s x 3 attempts = 1.2 s in all. Two 429s ask for 0.45 s each (both honoured: they fit),
+    # which leaves 0.3 s for the third attempt: a reply that takes 0.35 s comes too late.
+    client = _client(server, tmp_path, monkeypatch, timeout=0.4, max_retries=2)
+    server.script({"status": 429, "retry_after": 0.45}, {"status": 429, "retry_after": 0.45},
+                  {**json_reply(GOOD), "delay": 0.35})  # fmt: skip
+    start = time.monotonic()
+    with pytest.raises(FrontierError, match="timed out after 3 attempts"):
+        client.chat_json(MESSAGES, SCHEMA, "analysis")
+    seconds = time.monotonic() - start
+    assert 0.9 <= seconds < 1.2 + 0.3 and server.calls == 3  # the server's waits were kept
+
+
+def test_a_retry_after_within_the_limit_is_waited_for(server, tmp_path, monkeypatch):
+    client = _client(server, tmp_path, monkeypatch, timeout=2.0, max_retries=1)
+    server.script({"status": 429, "retry_after": 0.3}, json_reply(GOOD))
+    start = time.monotonic()
+    assert client.chat_json(MESSAGES, SCHEMA, "analysis") == GOOD
+    assert time.monotonic() - start >= 0.3 and server.calls == 2
+
+
+def test_a_credential_in_the_url_reaches_no_cache_key_file_or_repr(server, tmp_path, monkeypatch):
+    monkeypatch.setenv("LL_TEST_KEY", KEY)
+
+    def client(secret):
+        endpoint = Endpoint("judge-1", base_url=_credentialed(server.url, secret), api_key_env="LL_TEST_KEY")
+        return FrontierClient(endpoint, cache_dir=tmp_path / "cache", prices={"judge-1": [1.0, 2.0]})
+
+    server.script(json_reply(GOOD))
+    assert client(URL_SECRET).chat_json(MESSAGES, SCHEMA, "analysis") == GOOD
+    # The same endpoint with another password: the same request is the same cache entry (the
+    # key does not depend on the secret, so no file name or content is derived from it).
+    rotated = client("pw-other-Kd83")
+    assert rotated.chat_json(MESSAGES, SCHEMA, "analysis") == GOOD
+    assert server.calls == 1 and rotated.ledger.to_dict()["cached"] == 1
+    assert URL_SECRET not in repr(client(URL_SECRET).endpoint)
+    assert "http://***@127.0.0.1:" in repr(client(URL_SECRET).endpoint)
+    for path in tmp_path.rglob("*"):
+        assert URL_SECRET not in str(path)
+        if path.is_file():
+            assert URL_SECRET not in path.read_text(errors="ignore")
+
+
+def test_errors_never_carry_a_credential_of_the_url(server, tmp_path, monkeypatch):
+    monkeypatch.setenv("LL_TEST_KEY", KEY)
+    # An unescaped "/" in the password: the client cannot even parse the URL, and its own error
+    # quotes the password's first part as a port.
+    broken = _credentialed(server.url, "Qx7pw/rest-of-it")
+    client = FrontierClient(Endpoint("m", base_url=broken, api_key_env="LL_TEST_KEY", max_retries=0))
+    with pytest.raises(FrontierError) as info:
+        client.chat_json(MESSAGES, SCHEMA, "analysis")
+    assert "Qx7pw" not in str(info.value) and "rest-of-it" not in str(info.value)
+    # Any message a FrontierError is given is redacted, whoever builds it.
+    err = FrontierError(f"judge at {_credentialed(server.url)}?token=abc failed")
+    assert URL_SECRET not in str(err) and "abc" not in str(err) and "lessonloop:" not in str(err)

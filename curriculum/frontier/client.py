@@ -3,20 +3,28 @@
 ``FrontierClient.chat_json`` sends a chat request with a JSON schema (structured outputs) to any
 OpenAI-compatible endpoint through the official ``openai`` client, and returns the parsed,
 schema-checked object, or raises ``FrontierError`` with a one-line reason: the endpoint is down or
-slow (after the client's retries with backoff on 429, 5xx and timeouts), the reply is empty, a
-refusal, not JSON, too long, or off-schema. Around each call:
+slow (after retries with backoff on 429, 5xx and timeouts), the reply is empty, a refusal, not
+JSON, too long, or off-schema. Around each call:
 
 - an on-disk cache keyed by the request (model, endpoint, messages, schema, sampling), so a resumed
   or repeated run does not pay twice; only replies that passed the checks are cached;
 - a ledger of tokens and cost (a price table per model, USD per million tokens) with hard budgets
   per run and per round: a call that would start over budget raises ``BudgetExceeded``;
-- a concurrency limit shared by every thread that uses the client.
+- a concurrency limit shared by every thread that uses the client;
+- a time limit: the attempts and every wait between them (backoff, or the server's
+  ``Retry-After``) end within ``timeout x (max_retries + 1)`` of the call's start, whatever the
+  server asks. The retries are made here, not inside the ``openai`` client, because its waits
+  (up to two minutes per ``Retry-After``) would not count, and a round could be held past
+  its documented bound (no call starts after the round's deadline, so a round ends within that
+  much after it).
 
 ``FrontierClient.images`` does the same for the images API (``/images/generations``): the PNG
 bytes of each variant come back decoded and checked, the cost is the endpoint's price per image.
 
-The API key is read from the environment variable the endpoint names, at call time, and is never
-stored on the object, written to the cache, or put in an error message.
+The API key is read from the environment variable the endpoint names when the first call is made
+(only the ``openai`` client holds it); it is never written to the cache or put in an error message.
+Credentials inside ``base_url`` are redacted from every ``FrontierError`` message and from the
+endpoint's repr, and the cache key is derived from the redacted URL.
 """
 
 from __future__ import annotations
@@ -25,20 +33,34 @@ import base64
 import hashlib
 import io
 import json
+import math
 import os
+import random
 import threading
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
 from curriculum.frontier.schema import errors as schema_errors
+from curriculum.secrets import redact_text, redact_url
+
+RETRY_STATUS = (408, 409, 429)  # and every 5xx: what the openai client itself retries
+BACKOFF_START, BACKOFF_MAX = 0.5, 8.0  # seconds, doubled per retry, as the openai client does
+_JITTER = random.Random()  # its own generator: retries must not move the seeded global one
 
 
 class FrontierError(RuntimeError):
-    """A call that produced no usable answer; the message says why in one line."""
+    """A call that produced no usable answer; the message says why in one line. The message is
+    redacted (``curriculum.secrets.redact_text``) whoever builds it, since it ends up in round
+    records and logs."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(redact_text(str(message)))
 
 
 class BudgetExceeded(FrontierError):
@@ -50,8 +72,24 @@ class Endpoint:
     model: str
     base_url: str | None = None  # None: the official OpenAI endpoint
     api_key_env: str = "OPENAI_API_KEY"
-    timeout: float = 60.0
+    timeout: float = 60.0  # seconds per attempt
     max_retries: int = 3
+
+    @property
+    def time_limit(self) -> float:
+        """Seconds one call may take, every attempt and every wait between them included."""
+        return self.timeout * (self.max_retries + 1)
+
+    @property
+    def shown_url(self) -> str | None:
+        """``base_url`` with any credential in it replaced by ``***``: the form to print."""
+        return redact_url(self.base_url) if self.base_url else self.base_url
+
+    def __repr__(self) -> str:
+        return (
+            f"Endpoint(model={self.model!r}, base_url={self.shown_url!r}, api_key_env={self.api_key_env!r}, "
+            f"timeout={self.timeout!r}, max_retries={self.max_retries!r})"
+        )
 
 
 FIELDS = ("calls", "cached", "images", "prompt_tokens", "completion_tokens", "cost")
@@ -174,7 +212,7 @@ class FrontierClient:
                     api_key=key,
                     base_url=self.endpoint.base_url,
                     timeout=self.endpoint.timeout,
-                    max_retries=self.endpoint.max_retries,
+                    max_retries=0,  # retried in ``_call``, where every wait counts
                 )
             return self._client
 
@@ -183,7 +221,10 @@ class FrontierClient:
         return (prompt_tokens * price_in + completion_tokens * price_out) / 1e6
 
     def _key(self, request: dict[str, Any]) -> str:
-        ident = {"base_url": self.endpoint.base_url, **request}
+        """The cache key of ``request``: a hash of the endpoint's redacted URL and the request.
+        Credentials do not change the reply, so they stay out of the key (no file is named
+        after a hash of a secret, and a new password does not empty the cache)."""
+        ident = {"base_url": self.endpoint.shown_url, **request}
         return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()
 
     def chat_json(
@@ -211,7 +252,7 @@ class FrontierClient:
         if cached is not None:
             self.ledger.hit()
             return cached
-        response = self._call(lambda api: api.chat.completions.create(**request))
+        response = self._call(lambda api, timeout: api.chat.completions.create(**request, timeout=timeout))
         usage = getattr(response, "usage", None)
         p = int(getattr(usage, "prompt_tokens", 0) or 0)
         c = int(getattr(usage, "completion_tokens", 0) or 0)
@@ -239,7 +280,7 @@ class FrontierClient:
         if cached is not None:
             self.ledger.hit()
             return [base64.b64decode(b) for b in cached["images"]]
-        response = self._call(lambda api: api.images.generate(**request))
+        response = self._call(lambda api, timeout: api.images.generate(**request, timeout=timeout))
         data = list(getattr(response, "data", None) or [])
         self.ledger.charge(0, 0, self.image_price * len(data), images=len(data))
         out = []
@@ -256,27 +297,60 @@ class FrontierClient:
         self._write_cache(key, {"images": [base64.b64encode(b).decode() for b in out]})
         return out
 
-    def _call(self, send: Any) -> Any:
-        """One request through the openai client, every failure turned into a FrontierError."""
+    def _call(self, send: Callable[[Any, float], Any]) -> Any:
+        """``send(api, timeout)`` through the openai client, retried on 408, 409, 429, 5xx,
+        timeouts and lost connections, within the endpoint's time limit; every failure becomes a
+        FrontierError. A wait the time limit cannot hold (a long ``Retry-After``) ends the call at
+        once: waiting less and asking again early would only be refused again."""
         import openai
 
-        model = self.endpoint.model
+        e, model = self.endpoint, self.endpoint.model
         with self._slots:
             self.ledger.check()  # once a slot is free: a call that waited sees the latest spending
-            try:
-                return send(self._openai())
-            except openai.APITimeoutError:
-                raise FrontierError(f"{model}: timed out after retries") from None
-            except openai.APIStatusError as err:
-                raise FrontierError(f"{model}: HTTP {err.status_code} after retries") from None
-            except openai.APIConnectionError:
-                raise FrontierError(f"{model}: endpoint unreachable") from None
-            except (openai.APIError, ValueError) as err:  # e.g. a body that is not JSON
-                raise FrontierError(f"{model}: unusable response ({type(err).__name__})") from None
-            except FrontierError:
-                raise
-            except Exception as err:  # anything else the client raises costs this call, not the round
-                raise FrontierError(f"{model}: unexpected {type(err).__name__}: {str(err)[:200]}") from None
+            stop_at = time.monotonic() + e.time_limit
+            attempt = 0
+            while True:
+                attempt += 1
+                wait: float | None = None  # the server's, when it names one
+                try:
+                    return send(self._openai(), min(e.timeout, max(stop_at - time.monotonic(), 1e-3)))
+                except openai.APIStatusError as err:
+                    failure, retry = f"HTTP {err.status_code}", _retryable(err.response)
+                    wait = retry_after(err.response.headers)
+                except openai.APITimeoutError:
+                    failure, retry = "timed out", True
+                except openai.APIConnectionError:
+                    failure, retry = "endpoint unreachable", True
+                except (openai.APIError, ValueError) as err:  # e.g. a body that is not JSON
+                    raise FrontierError(f"{model}: unusable response ({type(err).__name__})") from None
+                except FrontierError:
+                    raise
+                except Exception as err:  # anything else the client raises costs this call, not the round
+                    raise FrontierError(f"{model}: unexpected {self._describe(err)}") from None
+                tried = f" after {attempt} attempts" if attempt > 1 else ""
+                if not retry or attempt > e.max_retries:
+                    raise FrontierError(f"{model}: {failure}{tried}")
+                asked = wait is not None
+                if wait is None:
+                    wait = min(BACKOFF_START * 2.0 ** (attempt - 1), BACKOFF_MAX) * (
+                        1 - 0.25 * _JITTER.random()
+                    )
+                left = stop_at - time.monotonic()
+                if wait >= left:
+                    because = f"the server asks to wait {wait:.1f}s" if asked else f"a {wait:.1f}s backoff"
+                    raise FrontierError(
+                        f"{model}: {failure}{tried}; {because}, past the call's time limit of "
+                        f"{e.time_limit:.1f}s ({max(left, 0.0):.1f}s left)"
+                    )
+                time.sleep(wait)
+
+    def _describe(self, err: Exception) -> str:
+        """``Type: message`` of an unexpected error, without the message when the endpoint's URL
+        holds a credential: a client that cannot parse such a URL quotes pieces of it (a password
+        cut at an unescaped "/" shows up as an invalid port) that no URL redaction can find."""
+        if self.endpoint.base_url and self.endpoint.shown_url != self.endpoint.base_url:
+            return f"{type(err).__name__} (message withheld: the endpoint URL holds a credential)"
+        return f"{type(err).__name__}: {str(err)[:200]}"
 
     def _parse(self, response: Any, schema: dict[str, Any]) -> dict[str, Any]:
         model = self.endpoint.model
@@ -318,3 +392,31 @@ class FrontierClient:
         tmp = folder / f".{key}.{os.getpid()}.{threading.get_ident()}.tmp"  # runs may share the cache
         tmp.write_text(json.dumps(value))
         os.replace(tmp, folder / f"{key}.json")
+
+
+def _retryable(response: Any) -> bool:
+    """Whether an error response is worth another attempt: what the openai client retries
+    (408, 409, 429, 5xx), unless the server's ``x-should-retry`` header says otherwise."""
+    should = response.headers.get("x-should-retry")
+    if should in ("true", "false"):
+        return should == "true"
+    return response.status_code in RETRY_STATUS or response.status_code >= 500
+
+
+def retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds the server asks to wait before the next attempt (``retry-after-ms``, then
+    ``retry-after`` as seconds or as an HTTP date); None when it names no usable wait."""
+    for name, scale in (("retry-after-ms", 1e-3), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            seconds = float(value) * scale
+        except ValueError:
+            try:
+                seconds = parsedate_to_datetime(value).timestamp() - time.time()
+            except (TypeError, ValueError, IndexError, OverflowError):
+                continue
+        if not math.isnan(seconds):
+            return max(seconds, 0.0)  # a date already past: no wait; infinity: never
+    return None
