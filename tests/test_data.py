@@ -1,7 +1,9 @@
-"""External data through `datasets`: columns named in config, bad images skipped and counted."""
+"""External data through `datasets`: columns named in config, bad rows skipped and counted."""
 
 import io
 import json
+import logging
+import math
 
 import datasets
 import pytest
@@ -9,7 +11,7 @@ from PIL import Image
 
 from curriculum.types import StoredImage, image_hash
 from train.config import load_config
-from train.data import load_splits
+from train.data import column_names, load_splits, text_value
 
 
 def _png(color, size=(16, 16)) -> bytes:
@@ -57,7 +59,12 @@ def test_json_dataset_with_paths_skips_and_counts_bad_images(tmp_path):
         ],
     )
     splits = load_splits(cfg.data)
-    assert splits.skipped == {"corrupt": 2, "missing": 1, "too_large": 1, "too_small": 1}
+    assert splits.skipped == {
+        "train/image_corrupt": 2,
+        "train/image_missing": 1,
+        "train/image_too_large": 1,
+        "train/image_too_small": 1,
+    }
     assert len(splits.train) == 6 and len(splits.probe) == 2 and len(splits.test) == 1
     ex = splits.train[0]
     assert isinstance(ex.image, StoredImage) and ex.image.decode().size == (16, 16)
@@ -86,7 +93,7 @@ def test_image_feature_dataset_decodes_lazily_and_counts_corrupt(tmp_path):
         ],
     )
     splits = load_splits(cfg.data)
-    assert splits.skipped == {"corrupt": 1}
+    assert splits.skipped == {"train/image_corrupt": 1}
     assert len(splits.train) == 2 and len(splits.test) == 1 and len(splits.probe) == 1
     assert image_hash(splits.train[0].image) == image_hash(Image.new("RGB", (16, 16), (0, 200, 0)))
 
@@ -104,3 +111,130 @@ def test_missing_column_is_named(tmp_path):
     )
     with pytest.raises(ValueError, match="column 'picture' not in split 'train'"):
         load_splits(cfg.data)
+
+
+def _hf_json_config(root, *extra):
+    return load_config(
+        None,
+        [
+            "data.source=hf",
+            "data.hf.path=json",
+            f"data.hf.data_files={{train: {root}/train.jsonl, test: {root}/test.jsonl}}",
+            "data.hf.image_column=img",
+            "data.hf.question_column=q",
+            "data.hf.answer_column=a",
+            "data.hf.eval_holdout=1",
+            *extra,
+        ],
+    )
+
+
+def _line(q, a, **more) -> bytes:
+    return json.dumps({"img": "x.png", "q": q, "a": a, **more}).encode() + b"\n"
+
+
+def test_rows_without_usable_question_or_answer_are_skipped_and_counted_by_split(tmp_path, caplog):
+    """A null, NaN, blank, non-text or non-UTF-8 question or answer drops its row (counted by
+    split and reason, named in a warning when the bytes do not decode); numbers and booleans are
+    legitimate answers, in their string form; later rows keep their row numbers as ids."""
+    (tmp_path / "x.png").write_bytes(_png((9, 9, 9)))
+    train = [
+        _line("How many?", "2"),
+        _line("How many?", None),  # null answer: would train as "None"
+        _line("How many?", ""),
+        _line("How many?", "   "),
+        _line(None, "2"),
+        _line("", "2"),
+        _line("How many?", ["2", "two"]),  # several answers: not one text to train on
+        _line("How many?", {"n": 2}),
+        b'{"img": "x.png", "q": "What is \xff\xfe?", "a": "4"}\n',  # bytes that are not UTF-8
+        b'{"img": "x.png", "q": "What?", "a": "caf\xe9"}\n',  # Latin-1, not UTF-8
+        b'{"img": "x.png", "q": "What?", "a": "5", "note": "\x80"}\n',
+        _line("How many?", 7),
+        _line("How much?", 2.5),
+        _line("How many?", 3.0),  # an integer column with a gap reads back as floats
+        _line("Is it?", True),
+        _line("Which?", "red"),
+    ]
+    (tmp_path / "train.jsonl").write_bytes(b"".join(train))
+    test = [_line("t?", "1"), b'{"img": "x.png", "q": "t \xc3?", "a": "1"}\n', _line("t?", None)]
+    (tmp_path / "test.jsonl").write_bytes(b"".join(test))
+    with caplog.at_level(logging.WARNING, logger="train.data"):
+        splits = load_splits(_hf_json_config(tmp_path).data)
+    assert splits.skipped == {
+        "train/answer_missing": 3,
+        "train/question_missing": 2,
+        "train/answer_not_text": 2,
+        "train/question_undecodable": 1,
+        "train/answer_undecodable": 1,
+        "train/text_undecodable": 1,
+        "test/question_undecodable": 1,
+        "test/answer_missing": 1,
+    }
+    kept = splits.train + splits.probe  # the last train item is carved out as the probe
+    assert [(ex.id, ex.question, ex.answer) for ex in kept] == [
+        ("train-0", "How many?", "2"),
+        ("train-11", "How many?", "7"),
+        ("train-12", "How much?", "2.5"),
+        ("train-13", "How many?", "3"),
+        ("train-14", "Is it?", "true"),
+        ("train-15", "Which?", "red"),
+    ]
+    assert [(ex.id, ex.answer) for ex in splits.test] == [("test-0", "1")]
+    warnings = [r.getMessage() for r in caplog.records]
+    assert any(
+        "train.jsonl: 3 row(s)" in m and "line 9 ('q')" in m and "line 11 ('note')" in m for m in warnings
+    )
+    assert any("test.jsonl: 1 row(s)" in m and "line 2 ('q')" in m for m in warnings)
+    summary = next(m for m in warnings if m.startswith("skipped rows"))
+    assert summary == (
+        "skipped rows: test: 1 answer_missing, 1 question_undecodable; train: 3 answer_missing, "
+        "2 answer_not_text, 1 answer_undecodable, 2 question_missing, 1 question_undecodable, "
+        "1 text_undecodable"
+    )
+
+
+def test_binary_and_float_columns_read_as_text(tmp_path):
+    """Questions stored as bytes are decoded (or counted when they are not UTF-8); a float answer
+    column with a gap (NaN) keeps its integers as integers and drops the gap."""
+    features = datasets.Features(
+        {"image": datasets.Image(), "question": datasets.Value("binary"), "answer": datasets.Value("float64")}
+    )
+    rows = {
+        "image": [{"bytes": _png((0, 0, 200)), "path": None}] * 5,
+        "question": [b"how many?", b"\xff\xfehow?", b"how many?", b"how many?", b"how many?"],
+        "answer": [3.0, 1.0, math.nan, 0.5, 2.0],
+    }
+    datasets.Dataset.from_dict(rows, features=features).to_parquet(str(tmp_path / "train.parquet"))
+    cfg = load_config(
+        None,
+        [
+            "data.source=hf",
+            "data.hf.path=parquet",
+            f"data.hf.data_files={{train: {tmp_path}/train.parquet}}",
+            "data.hf.eval_split=null",
+            "data.hf.eval_holdout=1",
+        ],
+    )
+    splits = load_splits(cfg.data)
+    assert splits.skipped == {"train/question_undecodable": 1, "train/answer_missing": 1}
+    kept = splits.train + splits.probe + splits.test
+    assert [(ex.question, ex.answer) for ex in kept] == [
+        ("how many?", "3"),
+        ("how many?", "0.5"),
+        ("how many?", "2"),
+    ]
+
+
+def test_text_values_and_column_names():
+    assert (
+        text_value(12) == ("12", "ok")
+        and text_value(-4.0) == ("-4", "ok")
+        and text_value(0.1) == ("0.1", "ok")
+    )
+    assert text_value(False) == ("false", "ok") and text_value(b"ok") == ("ok", "ok")
+    assert text_value(math.inf) == (None, "not_text") and text_value(" \n") == (None, "missing")
+    assert text_value("\udcff") == (None, "undecodable")  # a byte that did not decode, escaped
+    cfg = load_config(None, ["data.source=hf", "data.hf.path=json", "data.hf.answer_column=solution"])
+    assert column_names(cfg.data) == {"image": "image", "question": "question", "solution": "answer"}
+    assert column_names(load_config(None, []).data) == {}
