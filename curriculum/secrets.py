@@ -9,7 +9,10 @@ W&B and error records. Three functions, one per shape of data:
   by ``***`` (everything else byte for byte as it was, so a URL without secrets is unchanged);
 - ``redact_text(text)``: every URL inside free text (a log line, an exception message) redacted,
   and well-known API key shapes (``sk-...``, ``hf_...``, ``Bearer ...``) wherever they stand;
-- ``redact_tree(obj)``: a config dict / list / tuple walked, every string (key or value) redacted.
+- ``redact_tree(obj)``: a config dict / list / tuple walked, every string (key or value) redacted;
+- ``RedactingFilter``: a ``logging.Filter`` that redacts each record's message and traceback, on a
+  handler (every record it writes) or on a logger (the records made there, e.g. ``httpx``, which
+  logs every request's full URL at INFO).
 
 Redaction errs towards hiding: a query parameter whose name merely contains ``key`` or ``token``
 is hidden too, since a hidden harmless value costs little and a shown secret cannot be recalled.
@@ -17,6 +20,7 @@ is hidden too, since a hidden harmless value costs little and a shown secret can
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any
 from urllib.parse import unquote
@@ -136,3 +140,28 @@ def redact_tree(obj: Any) -> Any:
     if isinstance(obj, (list, tuple, set, frozenset)):
         return type(obj)(redact_tree(v) for v in obj)
     return obj
+
+
+class RedactingFilter(logging.Filter):
+    """Redacts each record's message and formatted traceback in place (``redact_text``), so that
+    every handler after it sees only the redacted text; never drops a record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = redact_text(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact_text(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact_text(record.stack_info)
+        return True
+
+
+def redact_logger(name: str) -> None:
+    """Attach one ``RedactingFilter`` to the logger ``name`` (again: nothing changes)."""
+    logger = logging.getLogger(name)
+    if not any(isinstance(f, RedactingFilter) for f in logger.filters):
+        logger.addFilter(RedactingFilter())

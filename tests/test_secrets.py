@@ -1,12 +1,13 @@
 """Redaction of credentials inside URLs, free text and config trees (curriculum.secrets)."""
 
+import logging
 from collections import namedtuple
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from curriculum.secrets import REDACTED, redact_text, redact_tree, redact_url
+from curriculum.secrets import REDACTED, RedactingFilter, redact_logger, redact_text, redact_tree, redact_url
 
 SECRET = "sk-secret-9f8e7d6c5b4a"
 
@@ -135,3 +136,21 @@ def test_redact_tree_walks_dicts_lists_and_tuples_without_changing_the_input():
     assert config["frontier"]["base_url"] == f"https://user:{SECRET}@host/v1"  # the input is kept
     assert SECRET not in repr(out) and "abc" not in repr(out)
     assert redact_tree({f"https://u:{SECRET}@h": 1}) == {"https://***@h": 1}  # keys too
+
+
+def test_the_logging_filter_redacts_messages_arguments_and_tracebacks(caplog):
+    logger = logging.getLogger("lessonloop.test_secrets")
+    logger.addFilter(RedactingFilter())
+    with caplog.at_level(logging.INFO, logger=logger.name):
+        logger.info("POST %s -> %d", f"https://u:{SECRET}@h/v1/chat", 200)
+        logger.info("nothing to hide at %s", "http://h/v1")
+        try:
+            raise RuntimeError(f"failed at https://h/v1?api_key={SECRET}")
+        except RuntimeError:
+            logger.exception("round failed")
+    first, second, third = caplog.records
+    assert first.getMessage() == "POST https://***@h/v1/chat -> 200"
+    assert second.getMessage() == "nothing to hide at http://h/v1" and second.args == ("http://h/v1",)
+    assert "api_key=***" in third.exc_text and SECRET not in caplog.text
+    redact_logger(logger.name)  # already there: not added twice
+    assert sum(isinstance(f, RedactingFilter) for f in logger.filters) == 1
