@@ -1,5 +1,6 @@
 """The frontier client against a local OpenAI-compatible server: replies, faults, cache, budget, key."""
 
+import logging
 import time
 
 import pytest
@@ -219,3 +220,15 @@ def test_errors_never_carry_a_credential_of_the_url(server, tmp_path, monkeypatc
     # Any message a FrontierError is given is redacted, whoever builds it.
     err = FrontierError(f"judge at {_credentialed(server.url)}?token=abc failed")
     assert URL_SECRET not in str(err) and "abc" not in str(err) and "lessonloop:" not in str(err)
+
+
+def test_the_http_stack_logs_no_credential_of_the_url(server, tmp_path, monkeypatch, caplog):
+    # httpx logs every request's URL at INFO, the level a training run shows.
+    monkeypatch.setenv("LL_TEST_KEY", KEY)
+    endpoint = Endpoint("judge-1", base_url=_credentialed(server.url), api_key_env="LL_TEST_KEY")
+    server.script(json_reply(GOOD))
+    with caplog.at_level(logging.DEBUG):
+        assert FrontierClient(endpoint).chat_json(MESSAGES, SCHEMA, "analysis") == GOOD
+    logged = [r.getMessage() for r in caplog.records]
+    assert any("http://***@127.0.0.1:" in m for m in logged)  # the request was logged, redacted
+    assert not [m for m in logged if URL_SECRET in m or KEY in m]

@@ -220,11 +220,13 @@ def test_the_training_loop_logs_cost_and_the_key_reaches_no_file(tmp_path, tiny_
         assert KEY.encode() not in path.read_bytes(), path
 
 
-def test_the_deployment_config_builds_its_panel_and_image_model():
+def test_the_deployment_config_builds_its_panel_and_image_model(monkeypatch):
     from curriculum.analyze import OfflineAnalyzer
     from curriculum.frontier.build import build_frontier
     from train.config import load_config
 
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    monkeypatch.setenv("VLLM_API_KEY", "none")
     fc = load_config("configs/frontier_qwen2_5_vl_3b.yaml").curriculum.frontier
     frontier = build_frontier(fc, OfflineAnalyzer(), rendered=False)
     assert [j.endpoint.model for j in frontier.judges.judges] == [
@@ -333,3 +335,22 @@ def test_a_slow_endpoint_is_cut_off_at_the_round_time_limit(tmp_path, world_smal
     assert result.status == "ok" and server.calls == 1 and seconds < 5
     analysis = json.loads((tmp_path / "run" / "round_00001" / "analysis.json").read_text())
     assert all("round time limit of 0s passed" in w["notes"]["error"] for w in analysis[1:])
+
+
+def test_a_long_retry_after_cannot_hold_a_round_past_its_bound(tmp_path, world_small, monkeypatch):
+    import time
+
+    monkeypatch.setenv("LL_TEST_KEY", KEY)
+    # Every request is told to come back in 30 s. The round's bound is round_seconds + timeout x
+    # (max_retries + 1) = 0.3 + 0.5 x 2 = 1.3 s of API work: no call waits for the server.
+    with FakeOpenAI(default=lambda path, body: {"status": 429, "retry_after": 30}) as server:
+        cfg = _config(server.url, None, round_seconds=0.3, timeout=0.5, max_retries=1, concurrency=1)
+        cur = _curriculum(cfg, tmp_path / "run", world_small)
+        t0 = time.perf_counter()
+        result = cur.update(10, ScriptedPolicy())
+        seconds = time.perf_counter() - t0
+        cur.close()
+        asked = server.calls
+    assert result.status == "failed" and "HTTP 429" in result.error and seconds < 10 and asked >= 1
+    record = json.loads((tmp_path / "run" / "round_00001" / "round.json").read_text())
+    assert "asks to wait 30.0s, past the call's time limit of 1.0s" in record["error"]

@@ -47,11 +47,14 @@ from typing import Any
 from PIL import Image
 
 from curriculum.frontier.schema import errors as schema_errors
-from curriculum.secrets import redact_text, redact_url
+from curriculum.secrets import redact_logger, redact_text, redact_url
 
 RETRY_STATUS = (408, 409, 429)  # and every 5xx: what the openai client itself retries
 BACKOFF_START, BACKOFF_MAX = 0.5, 8.0  # seconds, doubled per retry, as the openai client does
 _JITTER = random.Random()  # its own generator: retries must not move the seeded global one
+# Loggers of the HTTP stack under the openai client; httpx logs each request's full URL (a
+# credential in ``base_url`` included) at INFO, which a training run shows.
+HTTP_LOGGERS = ("httpx", "httpx2", "httpcore", "openai", "openai._base_client")
 
 
 class FrontierError(RuntimeError):
@@ -95,6 +98,37 @@ class Endpoint:
 FIELDS = ("calls", "cached", "images", "prompt_tokens", "completion_tokens", "cost")
 
 
+def token_price(prices: Mapping[str, Any], model: str) -> tuple[float, float] | None:
+    """``model``'s [input, output] price in USD per million tokens, None when ``prices`` has no
+    entry for it. A malformed entry (not two finite non-negative numbers) raises ValueError
+    naming it: read after a call, it would fail the call and leave it uncharged."""
+    if model not in prices:
+        return None
+    entry = prices[model]
+    if (
+        not isinstance(entry, (list, tuple))
+        or len(entry) != 2
+        or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in entry)
+        or not all(math.isfinite(x) and x >= 0 for x in entry)
+    ):
+        raise ValueError(
+            f"prices[{model!r}] = {entry!r}: must be two finite non-negative numbers "
+            "(USD per million input and output tokens)"
+        )
+    return float(entry[0]), float(entry[1])
+
+
+def _limit(name: str, value: float) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise ValueError(f"{name} = {value!r}: must be a finite number >= 0 (0: no limit)")
+    return float(value)
+
+
 class Ledger:
     """Tokens, images and cost spent, for the run and for the current round, with hard limits
     (0: none): a spending budget per run and per round, and a deadline per round in seconds after
@@ -103,6 +137,9 @@ class Ledger:
     def __init__(
         self, run_budget: float = 0.0, round_budget: float = 0.0, round_seconds: float = 0.0
     ) -> None:
+        # A NaN limit would never bind and a negative one would refuse every call: both refused.
+        run_budget, round_budget = _limit("run_budget", run_budget), _limit("round_budget", round_budget)
+        round_seconds = _limit("round_seconds", round_seconds)
         self.run_budget, self.round_budget, self.round_seconds = run_budget, round_budget, round_seconds
         self.totals = dict.fromkeys(FIELDS, 0.0)
         self.round = dict.fromkeys(FIELDS, 0.0)
@@ -193,7 +230,8 @@ class FrontierClient:
         self.endpoint = endpoint
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.prices = prices or {}
-        self.image_price = image_price
+        self.price = token_price(self.prices, endpoint.model) or (0.0, 0.0)  # checked before any call
+        self.image_price = _limit("image_price", image_price)
         self.ledger = ledger or Ledger()
         self.max_reply_chars = max_reply_chars
         self._slots = threading.Semaphore(max(1, concurrency))
@@ -208,6 +246,8 @@ class FrontierClient:
                 key = os.environ.get(self.endpoint.api_key_env)
                 if not key:
                     raise FrontierError(f"environment variable {self.endpoint.api_key_env} is not set")
+                for name in HTTP_LOGGERS:
+                    redact_logger(name)
                 self._client = openai.OpenAI(
                     api_key=key,
                     base_url=self.endpoint.base_url,
@@ -217,7 +257,9 @@ class FrontierClient:
             return self._client
 
     def cost_of(self, prompt_tokens: int, completion_tokens: int) -> float:
-        price_in, price_out = self.prices.get(self.endpoint.model, [0.0, 0.0])
+        """USD of a call's tokens; 0 for a model without a price (``build_frontier`` refuses
+        that when a budget is set, and warns otherwise)."""
+        price_in, price_out = self.price
         return (prompt_tokens * price_in + completion_tokens * price_out) / 1e6
 
     def _key(self, request: dict[str, Any]) -> str:
