@@ -12,6 +12,9 @@ queue is empty, ``default(path, body)`` supplies the step.  Step keys:
 - ``content``: a chat completion whose message content is that text;
 - ``status`` (+ optional ``retry_after`` seconds, ``message``): an error with an
   OpenAI-style JSON body and, if given, a ``Retry-After`` header;
+- ``headers``: extra response headers, for any step (e.g. ``retry-after-ms``, an HTTP-date
+  ``Retry-After``, ``x-should-retry``);
+- ``no_usage``: a completion without its ``usage`` field, as some proxies answer;
 - ``delay``: seconds to sleep before answering (combinable with any other key);
 - ``malformed``: status 200, ``Content-Type: application/json``, body not JSON;
 - ``empty_choices``: a valid completion with ``"choices": []``;
@@ -177,6 +180,7 @@ def _make_handler(server: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                 if step is None:
                     step = server.default(path, body)
                 status, headers, payload = _respond(step, path, body, raw, seq)
+                headers = {**headers, **{str(k): str(v) for k, v in step.get("headers", {}).items()}}
             except Exception as exc:  # a bad step should be a visible 500, not a hang
                 status, headers, payload = _error(500, f"FakeOpenAI step failed: {exc!r}", "server_error")
             if step and step.get("delay"):
@@ -238,19 +242,19 @@ def _respond(step: Step, path: str, body: Any, raw: bytes, seq: int) -> tuple[in
             "refusal": refusal,
         }
         choices = [{"index": 0, "message": message, "logprobs": None, "finish_reason": "stop"}]
-    return _json(
-        200,
-        {
-            "id": f"chatcmpl-fake{seq:06d}",
-            "object": "chat.completion",
-            "created": created,
-            "model": model,
-            "choices": choices,
-            "usage": {
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": completion_tokens,
-                "total_tokens": prompt_tokens + completion_tokens,
-            },
-            "system_fingerprint": "fp_fakeopenai",
+    completion = {
+        "id": f"chatcmpl-fake{seq:06d}",
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": choices,
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
         },
-    )
+        "system_fingerprint": "fp_fakeopenai",
+    }
+    if step.get("no_usage"):
+        del completion["usage"]
+    return _json(200, completion)

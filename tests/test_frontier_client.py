@@ -5,7 +5,14 @@ import time
 
 import pytest
 
-from curriculum.frontier.client import BudgetExceeded, Endpoint, FrontierClient, FrontierError, Ledger
+from curriculum.frontier.client import (
+    BudgetExceeded,
+    Endpoint,
+    FrontierClient,
+    FrontierError,
+    Ledger,
+)
+from curriculum.frontier.retry import backoff, retry_after
 from curriculum.frontier.schema import errors
 from tests.openai_server import FakeOpenAI, json_reply
 
@@ -232,3 +239,38 @@ def test_the_http_stack_logs_no_credential_of_the_url(server, tmp_path, monkeypa
     logged = [r.getMessage() for r in caplog.records]
     assert any("http://***@127.0.0.1:" in m for m in logged)  # the request was logged, redacted
     assert not [m for m in logged if URL_SECRET in m or KEY in m]
+
+
+def test_retry_after_reads_milliseconds_seconds_and_dates():
+    from email.utils import formatdate
+
+    assert retry_after({"retry-after-ms": "250", "retry-after": "9"}) == 0.25
+    assert retry_after({"retry-after": "1.5"}) == 1.5
+    assert 3.0 < retry_after({"retry-after": formatdate(time.time() + 5, usegmt=True)}) <= 5.0
+    assert retry_after({"retry-after": formatdate(time.time() - 60, usegmt=True)}) == 0.0
+    assert retry_after({"retry-after": "inf"}) == float("inf")
+    assert retry_after({"retry-after": "soon"}) is None and retry_after({}) is None
+    waits = [backoff(n) for n in (1, 2, 3, 4, 5, 9)]
+    assert 0.375 <= waits[0] <= 0.5 and 0.75 <= waits[1] <= 1.0 and 6.0 <= waits[-1] <= 8.0
+
+
+def test_the_server_can_name_its_wait_in_milliseconds_or_refuse_a_retry(server, tmp_path, monkeypatch):
+    client = _client(server, tmp_path, monkeypatch, timeout=0.5, max_retries=1)
+    server.script({"status": 429, "headers": {"retry-after-ms": "4000"}})
+    with pytest.raises(FrontierError, match=r"asks to wait 4\.0s"):
+        client.chat_json(MESSAGES, SCHEMA, "analysis")
+    server.script({"status": 503, "headers": {"x-should-retry": "false"}})
+    with pytest.raises(FrontierError, match=r"HTTP 503(?! after)"):
+        client.chat_json(MESSAGES, SCHEMA, "analysis")
+    assert server.calls == 2  # one attempt each
+
+
+def test_a_reply_without_usage_is_named_in_one_warning(server, tmp_path, monkeypatch, caplog):
+    client = _client(server, tmp_path, monkeypatch)
+    server.script({**json_reply(GOOD), "no_usage": True}, {**json_reply(GOOD), "no_usage": True})
+    with caplog.at_level(logging.WARNING, logger="curriculum.frontier.client"):
+        client.chat_json(MESSAGES, SCHEMA, "analysis")
+        client.chat_json([{"role": "user", "content": "again"}], SCHEMA, "analysis")
+    (record,) = [r for r in caplog.records if r.name == "curriculum.frontier.client"]
+    assert "judge-1: the reply carries no token usage" in record.getMessage()
+    assert client.ledger.to_dict()["calls"] == 2 and client.ledger.cost == 0

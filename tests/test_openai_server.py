@@ -64,6 +64,19 @@ def test_429_with_retry_after_then_success(server):
     assert server.calls == 2
 
 
+def test_extra_headers_and_a_reply_without_usage(server):
+    server.script(
+        {"status": 429, "headers": {"retry-after-ms": "250", "x-should-retry": "false"}},
+        {"content": "ok", "no_usage": True, "headers": {"x-request-id": "req-1"}},
+    )
+    client = make_client(server, max_retries=2)
+    with pytest.raises(openai.RateLimitError) as info:  # x-should-retry: false, so no retry
+        chat(client)
+    assert info.value.response.headers["retry-after-ms"] == "250" and server.calls == 1
+    raw = client.chat.completions.with_raw_response.create(model="m", messages=MESSAGES)
+    assert raw.headers["x-request-id"] == "req-1" and raw.parse().usage is None
+
+
 def test_429_without_retries_raises_rate_limit_error(server):
     server.script({"status": 429, "retry_after": 0.1})
     with pytest.raises(openai.RateLimitError) as info:

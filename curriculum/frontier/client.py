@@ -33,25 +33,23 @@ import base64
 import hashlib
 import io
 import json
+import logging
 import math
 import os
-import random
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
+from curriculum.frontier.retry import backoff, retry_after, retryable
 from curriculum.frontier.schema import errors as schema_errors
 from curriculum.secrets import redact_logger, redact_text, redact_url
 
-RETRY_STATUS = (408, 409, 429)  # and every 5xx: what the openai client itself retries
-BACKOFF_START, BACKOFF_MAX = 0.5, 8.0  # seconds, doubled per retry, as the openai client does
-_JITTER = random.Random()  # its own generator: retries must not move the seeded global one
+log = logging.getLogger(__name__)
 # Loggers of the HTTP stack under the openai client; httpx logs each request's full URL (a
 # credential in ``base_url`` included) at INFO, which a training run shows.
 HTTP_LOGGERS = ("httpx", "httpx2", "httpcore", "openai", "openai._base_client")
@@ -237,6 +235,7 @@ class FrontierClient:
         self._slots = threading.Semaphore(max(1, concurrency))
         self._client: Any = None
         self._client_lock = threading.Lock()
+        self._warned_usage = False
 
     def _openai(self) -> Any:
         with self._client_lock:
@@ -296,6 +295,10 @@ class FrontierClient:
             return cached
         response = self._call(lambda api, timeout: api.chat.completions.create(**request, timeout=timeout))
         usage = getattr(response, "usage", None)
+        if usage is None and not self._warned_usage:
+            self._warned_usage = True  # once per endpoint: every reply of such a server lacks it
+            log.warning("%s: the reply carries no token usage, so its cost is not counted and no "
+                        "budget sees it", self.endpoint.model)  # fmt: skip
         p = int(getattr(usage, "prompt_tokens", 0) or 0)
         c = int(getattr(usage, "completion_tokens", 0) or 0)
         self.ledger.charge(p, c, self.cost_of(p, c))
@@ -357,7 +360,7 @@ class FrontierClient:
                 try:
                     return send(self._openai(), min(e.timeout, max(stop_at - time.monotonic(), 1e-3)))
                 except openai.APIStatusError as err:
-                    failure, retry = f"HTTP {err.status_code}", _retryable(err.response)
+                    failure, retry = f"HTTP {err.status_code}", retryable(err.response)
                     wait = retry_after(err.response.headers)
                 except openai.APITimeoutError:
                     failure, retry = "timed out", True
@@ -374,9 +377,7 @@ class FrontierClient:
                     raise FrontierError(f"{model}: {failure}{tried}")
                 asked = wait is not None
                 if wait is None:
-                    wait = min(BACKOFF_START * 2.0 ** (attempt - 1), BACKOFF_MAX) * (
-                        1 - 0.25 * _JITTER.random()
-                    )
+                    wait = backoff(attempt)
                 left = stop_at - time.monotonic()
                 if wait >= left:
                     because = f"the server asks to wait {wait:.1f}s" if asked else f"a {wait:.1f}s backoff"
@@ -434,31 +435,3 @@ class FrontierClient:
         tmp = folder / f".{key}.{os.getpid()}.{threading.get_ident()}.tmp"  # runs may share the cache
         tmp.write_text(json.dumps(value))
         os.replace(tmp, folder / f"{key}.json")
-
-
-def _retryable(response: Any) -> bool:
-    """Whether an error response is worth another attempt: what the openai client retries
-    (408, 409, 429, 5xx), unless the server's ``x-should-retry`` header says otherwise."""
-    should = response.headers.get("x-should-retry")
-    if should in ("true", "false"):
-        return should == "true"
-    return response.status_code in RETRY_STATUS or response.status_code >= 500
-
-
-def retry_after(headers: Mapping[str, str]) -> float | None:
-    """Seconds the server asks to wait before the next attempt (``retry-after-ms``, then
-    ``retry-after`` as seconds or as an HTTP date); None when it names no usable wait."""
-    for name, scale in (("retry-after-ms", 1e-3), ("retry-after", 1.0)):
-        value = headers.get(name)
-        if value is None:
-            continue
-        try:
-            seconds = float(value) * scale
-        except ValueError:
-            try:
-                seconds = parsedate_to_datetime(value).timestamp() - time.time()
-            except (TypeError, ValueError, IndexError, OverflowError):
-                continue
-        if not math.isnan(seconds):
-            return max(seconds, 0.0)  # a date already past: no wait; infinity: never
-    return None
