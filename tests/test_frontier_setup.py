@@ -181,3 +181,13 @@ def test_a_credential_in_a_url_is_redacted_in_the_error(monkeypatch):
     with pytest.raises(FrontierSetupError) as info:
         _build(fc)
     assert "at https://***@judge-host:8000/v1" in str(info.value) and "pw-Zq9x4Lm2" not in str(info.value)
+
+
+def test_prices_set_on_a_client_are_checked_and_used():
+    client = FrontierClient(Endpoint("m", base_url=URL), prices={"m": [1.0, 2.0]})
+    assert client.cost_of(1_000_000, 1_000_000) == 3.0
+    client.prices = {"m": [10.0, 0.0]}
+    assert client.cost_of(1_000_000, 1_000_000) == 10.0
+    with pytest.raises(ValueError, match=r"prices\['m'\] = \[-1\.0, 0\.0\]"):
+        client.prices = {"m": [-1.0, 0.0]}
+    assert client.cost_of(1_000_000, 0) == 10.0  # the refused table did not replace the last one

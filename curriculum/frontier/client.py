@@ -228,7 +228,6 @@ class FrontierClient:
         self.endpoint = endpoint
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.prices = prices or {}
-        self.price = token_price(self.prices, endpoint.model) or (0.0, 0.0)  # checked before any call
         self.image_price = _limit("image_price", image_price)
         self.ledger = ledger or Ledger()
         self.max_reply_chars = max_reply_chars
@@ -236,6 +235,17 @@ class FrontierClient:
         self._client: Any = None
         self._client_lock = threading.Lock()
         self._warned_usage = False
+
+    @property
+    def prices(self) -> dict[str, list[float]]:
+        """USD per million [input, output] tokens, per model name."""
+        return self._prices
+
+    @prices.setter
+    def prices(self, prices: dict[str, list[float]]) -> None:
+        # This endpoint's entry is checked when set, not after a call it would fail uncharged.
+        self._price = token_price(prices, self.endpoint.model) or (0.0, 0.0)
+        self._prices = prices
 
     def _openai(self) -> Any:
         with self._client_lock:
@@ -258,7 +268,7 @@ class FrontierClient:
     def cost_of(self, prompt_tokens: int, completion_tokens: int) -> float:
         """USD of a call's tokens; 0 for a model without a price (``build_frontier`` refuses
         that when a budget is set, and warns otherwise)."""
-        price_in, price_out = self.price
+        price_in, price_out = self._price
         return (prompt_tokens * price_in + completion_tokens * price_out) / 1e6
 
     def _key(self, request: dict[str, Any]) -> str:
