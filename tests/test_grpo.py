@@ -103,7 +103,7 @@ class FixedStream:
         return batch[:batch_size]
 
 
-def _step(tiny_qwen, batches, **grpo):
+def _step(tiny_qwen, batches, grad_accum=1, **grpo):
     from accelerate import Accelerator
 
     from models import load_model
@@ -113,7 +113,7 @@ def _step(tiny_qwen, batches, **grpo):
 
     torch.manual_seed(0)
     model, processor = load_model(str(tiny_qwen), dtype="float32")
-    accelerator = Accelerator(cpu=True)
+    accelerator = Accelerator(cpu=True, gradient_accumulation_steps=grad_accum)
     optimizer = torch.optim.Adam(model.parameters(), lr=grpo.pop("lr", 1e-2))
     model, optimizer = accelerator.prepare(model, optimizer)
     gc = GRPOConfig(**{"group_size": 4, "max_new_tokens": 4, **grpo})
@@ -162,6 +162,62 @@ def test_groups_per_forward_pass_do_not_change_the_update(tiny_qwen, world_small
         seen.append((out["loss"], out["grad_norm"]))
     for loss, norm_ in seen[1:]:
         assert loss == pytest.approx(seen[0][0], abs=1e-6) and norm_ == pytest.approx(seen[0][1], rel=1e-4)
+
+
+def _capture_gradients(step):
+    """Keep the gradients the optimizer would step on (after clipping) and leave the model put."""
+    seen = {}
+    step.optimizer.step = lambda: seen.update(
+        {n: p.grad.clone() for n, p in step.model.named_parameters() if p.grad is not None}
+    )
+    return seen
+
+
+def _cut_short(monkeypatch):
+    """Rollouts whose completions end after 1 to 6 tokens (a tiny random model rarely samples an
+    end-of-sequence), so that token and sequence normalisation differ."""
+    import train.grpo
+
+    sample = train.grpo.rollout
+
+    def varied(*args, **kwargs):
+        ro = sample(*args, **kwargs)
+        for i in range(len(ro.mask)):
+            ro.mask[i, 1 + i % ro.mask.shape[1] :] = 0
+        return ro
+
+    monkeypatch.setattr(train.grpo, "rollout", varied)
+
+
+@pytest.mark.parametrize("norm", ["sequence", "token"])
+def test_grad_accum_draws_more_prompts_into_one_step_with_the_gradient_of_one_batch(
+    tiny_qwen, world_small, norm, monkeypatch
+):
+    """With train.grad_accum = 2 a step draws batch_size prompts twice and trains on all of them:
+    its gradient (and the norm that is clipped and logged) equals that of one batch of twice the
+    size on the same sampled completions, for either loss normalisation."""
+    _cut_short(monkeypatch)
+    probe = world_small["probe"]
+    settings = {"rewards": {"tests.test_grpo:short": 1.0}, "loss_norm": norm, "dynamic_sampling": False,
+                "max_new_tokens": 6}  # fmt: skip
+    accumulated, stream = _step(tiny_qwen, [probe[:2], probe[2:4]], grad_accum=2, **settings)
+    grads = _capture_gradients(accumulated)
+    out = accumulated(0)
+    groups = accumulated.groups
+    lengths = {int(g.ro.mask[i].sum()) for g in groups for i in g.range}
+    assert out["loss"] != 0.0 and len(lengths) > 1
+    one, _ = _step(tiny_qwen, [probe[:4]], **settings)
+    one._groups = lambda s: (groups, {})  # the same prompts and completions in one batch
+    expected = _capture_gradients(one)
+    reference = one(0)
+    assert out["grad_norm"] == pytest.approx(reference["grad_norm"], rel=1e-4)
+    assert out["loss"] == pytest.approx(reference["loss"], abs=1e-6)
+    assert grads.keys() == expected.keys()
+    for name, grad in expected.items():
+        assert torch.allclose(grads[name], grad, atol=1e-6, rtol=1e-4), name
+    # Both draws trained: four prompts from two rollouts, logged as the step's prompts.
+    assert stream.calls == 2 and len({id(g.ro) for g in groups}) == 2 and len(groups) == 4
+    assert out["prompts"] == 4 and out["prompts_drawn"] == 4
 
 
 def test_each_completion_is_scored_under_its_own_prompt_and_image(tiny_qwen, world_small):

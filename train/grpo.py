@@ -1,32 +1,43 @@
 """Group Relative Policy Optimization: the step that ``train.mode: grpo`` runs in the loop.
 
-One optimizer step (``GRPOStep.__call__``):
+One optimizer step (``GRPOStep.__call__``) trains on ``train.grad_accum`` draws of
+``train.batch_size`` prompts per device (logged as ``train/prompts``):
 
-1. Draw ``batch_size`` prompts from the stream and sample ``group_size`` completions for each
-   (temperature, top-p, ``max_new_tokens``).
-2. Score every completion with the reward functions (``train/rewards.py``); a group whose rewards
-   do not vary teaches nothing. With dynamic sampling such groups are dropped and more prompts are
-   drawn, up to ``refill_tries`` times; when the batch is still short it is filled with dropped
-   groups (zero advantage, zero gradient), so every rank does the same work.
+1. Each draw takes ``batch_size`` prompts from the stream and samples ``group_size`` completions
+   for each (temperature, top-p, ``max_new_tokens``), all from the policy as it is before the step.
+2. Score every completion with the reward functions, called as TRL calls them
+   (``train/rewards.py``); a group whose rewards do not vary teaches nothing. With dynamic sampling
+   such groups are dropped and the draw takes more prompts, up to ``refill_tries`` times; when it
+   is still short it is filled with dropped groups (zero advantage, zero gradient), so every rank
+   does the same work.
 3. Advantages: each reward minus its group's mean, divided by the group's standard deviation
-   (``scale_rewards: group``) or not (``none``).
+   (``scale_rewards: group``) or not (``none``); a completion no reward function scored (all
+   returned None) is left out of both and gets advantage 0.
 4. Loss: the clipped surrogate ``min(r A, clip(r, 1 - eps, 1 + eps_high) A)`` per completion token,
    where ``r`` is the probability ratio to the policy that sampled (``old``: recomputed once when a
    batch serves ``updates`` > 1 optimizer steps, else the detached current log-probabilities), plus
    ``kl_coef`` times the k3 estimate of the KL to the reference model (with LoRA the adapter
    switched off, so no second model is held). Averaged per sequence then over sequences
-   (``loss_norm: sequence``) or over all completion tokens of the batch (``token``).
+   (``loss_norm: sequence``) or over all completion tokens (``token``) of the whole step, all
+   draws together: ``grad_accum`` draws of ``batch_size`` prompts give the update of one batch of
+   ``grad_accum * batch_size`` prompts. ``accelerator.backward`` (and DeepSpeed's engine) divide
+   every loss by the accumulation steps; the step multiplies them back, so the gradient, its
+   clipping and its logged norm are those of that loss.
 
 Log-probabilities are taken of the sampled token ids themselves (no re-tokenisation), at the
 sampling temperature. Each prompt, its image included, is encoded once per pass and its keys and
-values serve all of its completions (``train/prompt_sharing.py``).
+values serve all of its completions (``train/prompt_sharing.py``). The arithmetic (advantages,
+the loss) is in ``train/grpo_objective.py``.
 """
 
 from __future__ import annotations
 
 import copy
+import logging
+import math
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -35,6 +46,7 @@ from curriculum.scoring import is_correct
 from curriculum.types import Example
 from train.collate import VLMCollator
 from train.distributed import backward_pass, shards_parameters, synced_generation
+from train.grpo_objective import group_advantages, group_std, policy_loss, zero_spread
 from train.prompt_sharing import (
     checkpointing,
     full_logits,
@@ -43,26 +55,11 @@ from train.prompt_sharing import (
     sample_completions,
     shared_prompt_logits,
 )
-from train.rewards import Rewards
+from train.rewards import Rewards, RewardState, example_columns
 
-# ----------------------------------------------------------------------------- the arithmetic
+log = logging.getLogger(__name__)
 
-
-def group_advantages(
-    rewards: torch.Tensor, group_size: int, scale: str = "group", eps: float = 1e-4
-) -> torch.Tensor:
-    """Advantages of a flat ``[groups * group_size]`` reward vector, normalised within each group."""
-    r = rewards.view(-1, group_size)
-    centred = r - r.mean(dim=1, keepdim=True)
-    if scale == "group":
-        centred = centred / (r.std(dim=1, keepdim=True, unbiased=False) + eps)
-    return centred.reshape(-1)
-
-
-def zero_spread(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
-    """Per group: true when all its rewards are equal (no learning signal)."""
-    r = rewards.view(-1, group_size)
-    return (r.max(dim=1).values - r.min(dim=1).values) <= 1e-9
+# ----------------------------------------------------------------------------- rollouts
 
 
 def completion_mask(ids: torch.Tensor, eos_id: int | None) -> torch.Tensor:
@@ -74,48 +71,6 @@ def completion_mask(ids: torch.Tensor, eos_id: int | None) -> torch.Tensor:
     return (~after).long()
 
 
-def policy_loss(
-    logp: torch.Tensor,
-    old_logp: torch.Tensor,
-    advantages: torch.Tensor,
-    mask: torch.Tensor,
-    eps_low: float,
-    eps_high: float,
-    ref_logp: torch.Tensor | None = None,
-    kl_coef: float = 0.0,
-    norm: str = "sequence",
-    total: float | None = None,
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """The clipped GRPO loss over completion tokens (``[N, T]`` tensors, ``advantages`` ``[N]``).
-
-    ``total``: the batch's number of sequences (``sequence``) or completion tokens (``token``)
-    when these rows are one part of it, so that the parts' losses add up to the batch's loss."""
-    mask = mask.to(logp.dtype)
-    ratio = torch.exp(logp - old_logp)
-    adv = advantages.unsqueeze(1)
-    unclipped, clipped = ratio * adv, torch.clamp(ratio, 1 - eps_low, 1 + eps_high) * adv
-    per_token = -torch.minimum(unclipped, clipped)
-    kl = torch.zeros_like(logp)
-    if ref_logp is not None and kl_coef:
-        delta = ref_logp - logp
-        kl = torch.exp(delta) - delta - 1  # k3: unbiased, always >= 0
-        per_token = per_token + kl_coef * kl
-    if norm == "token":
-        loss = (per_token * mask).sum() / (total or mask.sum().clamp(min=1))
-    else:
-        loss = ((per_token * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)).sum() / (total or len(mask))
-    n = mask.sum().clamp(min=1)
-    stats = {
-        # Tokens where the clipped term wins the min: their gradient is cut.
-        "clip_fraction": float(((clipped < unclipped).to(mask.dtype) * mask).sum() / n),
-        "kl": float((kl * mask).sum() / n),
-    }
-    return loss, stats
-
-
-# ----------------------------------------------------------------------------- rollouts
-
-
 @dataclass
 class Rollout:
     examples: list[Example]  # each prompt repeated group_size times, group by group
@@ -124,6 +79,7 @@ class Rollout:
     mask: torch.Tensor  # [N, T]
     texts: list[str]
     logprobs: torch.Tensor  # [N, T] of each drawn token, under the distribution it was drawn from
+    extra: dict[str, list[Any]] = field(default_factory=dict)  # reward functions' log_extra columns
 
 
 @torch.no_grad()
@@ -190,9 +146,14 @@ def token_logprobs(
 
 class GRPOStep:
     """One GRPO optimizer step per call (``updates`` of them when a batch is reused); returns the
-    step's metrics. Up to ``forward_groups`` groups of one rollout share a forward pass; the
-    losses are normalised over the whole batch, so the chunking does not change the update.
-    Gradients synchronise across ranks on the last pass only."""
+    step's metrics. The step's groups come from ``draws`` draws (the Accelerator's gradient
+    accumulation steps, ``train.grad_accum``); up to ``forward_groups`` groups of one rollout share
+    a forward pass. The losses are normalised over all of the step's groups, so neither the draws
+    nor the chunking change the update. Gradients synchronise across ranks on the last pass only.
+
+    ``column_names`` (dataset column -> example field, ``train.data.column_names``) gives reward
+    functions the fields under the dataset's names too; ``max_steps`` is the run's length, for
+    rewards that shape by progress (``trainer_state.max_steps``)."""
 
     def __init__(
         self,
@@ -205,10 +166,16 @@ class GRPOStep:
         batch_size: int,
         max_grad_norm: float,
         lora: bool,
+        column_names: dict[str, str] | None = None,
+        max_steps: int = 0,
     ) -> None:
         self.gc, self.model, self.collator = gc, model, collator
         self.optimizer, self.accelerator, self.stream = optimizer, accelerator, stream
         self.batch_size, self.max_grad_norm = batch_size, max_grad_norm
+        self.column_names, self.max_steps = column_names, max_steps
+        # accelerator.backward divides each loss by this (DeepSpeed's engine by its own value,
+        # which Accelerate adopts when it prepares the model): each draw is one of those micro-steps.
+        self.draws = int(accelerator.gradient_accumulation_steps)
         self.rewards = Rewards(gc.rewards)
         self.suppressed = collator.media_token_ids
         self.synced = synced_generation(accelerator)
@@ -222,28 +189,52 @@ class GRPOStep:
             self.reference = copy.deepcopy(accelerator.unwrap_model(model)).eval().requires_grad_(False)
         self.samples: list[dict[str, Any]] = []  # a few completions of the last step, for logging
         self.groups: list[Group] = []  # the last step's groups
+        log.info(
+            "GRPO: %d prompts per optimizer step and device (train.grad_accum %d x train.batch_size %d), "
+            "%d completions each; %d prompts a step over %d device(s)",
+            self.draws * batch_size, self.draws, batch_size, gc.group_size,
+            self.draws * batch_size * accelerator.num_processes, accelerator.num_processes,
+        )  # fmt: skip
 
-    def _groups(self, step: int) -> tuple[list[Group], dict[str, float]]:
-        """``batch_size`` groups with their rewards, refilled past zero-spread groups."""
+    def _score(self, ro: Rollout, step: int) -> torch.Tensor:
+        """The rollout's rewards (NaN where no function scored), with TRL's arguments."""
+        suffix = self.collator.question_suffix
+        values = self.rewards(
+            ro.texts,
+            prompts=[ex.question + suffix for ex in ro.examples],
+            completion_ids=[
+                ids[m.bool()].tolist() for ids, m in zip(ro.completion_ids, ro.mask, strict=True)
+            ],
+            trainer_state=RewardState(step, self.max_steps, float(getattr(self.stream, "epoch", 0))),
+            **example_columns(ro.examples, self.column_names),
+        )
+        ro.extra = dict(self.rewards.extra)
+        return torch.tensor(values, dtype=torch.float32)
+
+    def _draw(self, step: int, tally: dict[str, Any]) -> list[Group]:
+        """One draw: ``batch_size`` groups with their rewards, refilled past zero-spread groups.
+        Counts and reward values go to ``tally``."""
         gc, g = self.gc, self.gc.group_size
         unwrapped = self.accelerator.unwrap_model(self.model)
         kept: list[Group] = []
         spare: list[Group] = []
-        drawn = from_pool = 0
-        parts: dict[str, list[float]] = {}
         for attempt in range(1 + (gc.refill_tries if gc.dynamic_sampling else 0)):
             if attempt > 0:  # every rank draws again as long as any rank misses groups
                 missing = torch.tensor(self.batch_size - len(kept), device=self.accelerator.device)
                 if int(self.accelerator.reduce(missing, reduction="sum")) == 0:
                     break
             prompts = self.stream.next_batch(self.batch_size, step)
-            drawn += len(prompts)
-            from_pool += self.stream.last_from_pool
+            tally["drawn"] += len(prompts)
+            tally["from_pool"] += self.stream.last_from_pool
             ro = rollout(unwrapped, self.collator, prompts, g, gc.max_new_tokens, gc.temperature, gc.top_p,
                          self.accelerator.device, self.synced)  # fmt: skip
-            rewards = torch.tensor(self.rewards(ro.texts, **columns(ro.examples)), dtype=torch.float32)
+            rewards = self._score(ro, step)
+            tally["completions"] += len(rewards)
+            tally["unscored"] += self.rewards.unscored
             for name, values in self.rewards.last.items():
-                parts.setdefault(name, []).extend(values)
+                tally["parts"].setdefault(name, []).extend(values)
+            for name, values in self.rewards.metrics.items():
+                tally["metrics"].setdefault(name, []).extend(values)
             flat = zero_spread(rewards, g)
             for i in range(len(prompts)):
                 group = Group(ro, slice(i * g, (i + 1) * g), rewards[i * g : (i + 1) * g])
@@ -254,15 +245,31 @@ class GRPOStep:
             if not gc.dynamic_sampling:
                 break
         filler = spare[: self.batch_size - len(kept)]  # still short: zero-advantage groups
+        tally["dropped"] += len(spare)
+        tally["filler"] += len(filler)
+        return kept + filler
+
+    def _groups(self, step: int) -> tuple[list[Group], dict[str, float]]:
+        """The step's groups, ``draws`` draws of ``batch_size``, and what drawing them took."""
+        tally: dict[str, Any] = {"drawn": 0, "from_pool": 0, "completions": 0, "unscored": 0, "dropped": 0,
+                                 "filler": 0, "parts": {}, "metrics": {}}  # fmt: skip
+        groups = [grp for _ in range(self.draws) for grp in self._draw(step, tally)]
+        drawn = max(1, tally["drawn"])
         stats = {
-            "prompts_drawn": float(drawn),
-            "pool_fraction": from_pool / max(1, drawn),
-            "groups_dropped": float(len(spare)),
-            "zero_spread_fraction": len(spare) / max(1, drawn),
-            "filler_groups": float(len(filler)),
-            **{f"reward/{k}": sum(v) / len(v) for k, v in parts.items()},
+            "prompts_drawn": float(tally["drawn"]),
+            "pool_fraction": tally["from_pool"] / drawn,
+            "groups_dropped": float(tally["dropped"]),
+            "zero_spread_fraction": tally["dropped"] / drawn,
+            "filler_groups": float(tally["filler"]),
+            "unscored_fraction": tally["unscored"] / max(1, tally["completions"]),
         }
-        return kept + filler, stats
+        for name, values in tally["parts"].items():  # each function's mean over what it scored
+            scored = [v for v in values if not math.isnan(v)]
+            if scored:
+                stats[f"reward/{name}"] = sum(scored) / len(scored)
+        for name, values in tally["metrics"].items():
+            stats[f"reward_metrics/{name}"] = sum(values) / len(values)
+        return groups, stats
 
     def __call__(self, step: int) -> dict[str, float]:
         gc, g, acc = self.gc, self.gc.group_size, self.accelerator
@@ -277,6 +284,7 @@ class GRPOStep:
         batches = [_concat([groups[i].tensors() for i in chunk]) for chunk in chunks]
         adv = [advantages[chunk].reshape(-1) for chunk in chunks]
         lengths = torch.cat([grp.ro.mask[grp.rows].sum(dim=1) for grp in groups]).float()
+        # The whole step's sequences or tokens, all draws together: the loss of one big batch.
         total = float(lengths.sum().clamp(min=1)) if gc.loss_norm == "token" else float(len(lengths))
         eps_high = gc.clip_eps_high if gc.clip_eps_high is not None else gc.clip_eps
         old = ref = None
@@ -306,7 +314,9 @@ class GRPOStep:
                         gc.loss_norm,
                         total,
                     )
-                    acc.backward(loss)
+                    # The chunks' losses already add up to the step's loss: undo the division by
+                    # the accumulation steps that accelerator.backward (or DeepSpeed) applies.
+                    acc.backward(loss * self.draws)
                 loss_total += float(loss.detach()) / gc.updates
                 clip.append(s["clip_fraction"])
                 kls.append(s["kl"])
@@ -316,11 +326,14 @@ class GRPOStep:
             self.optimizer.zero_grad(set_to_none=True)
         t_update = time.perf_counter() - t0 - t_gen
         passed = [is_correct(grp.ro.texts[k], grp.ro.examples[k].answer) for grp in groups for k in grp.range]
-        self.samples = [grp.sample() for grp in groups[: gc.log_completions]]
+        logged = groups[: gc.log_completions]
+        extra = list(dict.fromkeys(k for grp in logged for k in grp.ro.extra))
+        self.samples = [grp.sample(extra) for grp in logged]
         out = {
             "loss": loss_total,
-            "reward_mean": float(rewards.mean()),
-            "reward_std": float(rewards.view(-1, g).std(dim=1, unbiased=False).mean()),
+            # Over the completions some reward function scored (NaN when none was).
+            "reward_mean": float(torch.nanmean(rewards)),
+            "reward_std": float(torch.nanmean(group_std(rewards, g))),
             "pass_rate": sum(passed) / len(passed),
             "kl": sum(kls) / len(kls),
             # Mean |log-prob| difference per completion token between the sampling pass and the
@@ -332,6 +345,7 @@ class GRPOStep:
             "update_s": t_update,
             "rollout_tokens": float(lengths.sum()),
             "samples": float(len(rewards)),  # completions trained on
+            "prompts": float(len(groups)),  # prompts trained on (this device), all draws
             **stats,
         }
         if grad_norm is not None:
@@ -367,16 +381,6 @@ def _concat(
     return inputs, torch.cat([p[1] for p in parts]), torch.cat([p[2] for p in parts])
 
 
-def columns(examples: list[Example]) -> dict[str, list[Any]]:
-    """The example fields a reward function may read, one list each."""
-    return {
-        "answer": [ex.answer for ex in examples],
-        "question": [ex.question for ex in examples],
-        "skill": [ex.skill for ex in examples],
-        "choices": [ex.params.get("choices") for ex in examples],
-    }
-
-
 @dataclass
 class Group:
     """One prompt's ``group_size`` completions: rows ``rows`` of a rollout, and their rewards."""
@@ -398,7 +402,14 @@ class Group:
             self.ro.mask[self.rows],
         )
 
-    def sample(self) -> dict[str, Any]:
-        ex = self.ro.examples[self.rows.start]
-        return {"question": ex.question, "answer": ex.answer, "completion": self.ro.texts[self.rows.start],
-                "reward": float(self.rewards[0]), "image": ex.image}  # fmt: skip
+    def sample(self, extra: Sequence[str] = ()) -> dict[str, Any]:
+        """The group's first completion for the log, with the ``extra`` columns reward functions
+        logged for it (None where a column has no value for it)."""
+        k = self.rows.start
+        ex = self.ro.examples[k]
+        row = {"question": ex.question, "answer": ex.answer, "completion": self.ro.texts[k],
+               "reward": float(self.rewards[0]), "image": ex.image}  # fmt: skip
+        for column in extra:
+            values = self.ro.extra.get(column, [])
+            row[column] = values[k] if k < len(values) else None
+        return row
