@@ -22,8 +22,10 @@ float per completion, or None for a completion it does not score. As in TRL, Non
 a completion's reward is the weighted sum over the functions that scored it, and a completion
 that no function scored has no reward: it is left out of its group's mean and spread, its
 advantage is 0, and a warning names it. So TRL reward functions written for the standard format
-work here unchanged, and these work in TRL; one written for the conversational format (reading
-``completion[0]["content"]``, as ``trl.rewards`` do) works wrapped in ``conversational``.
+work here unchanged; one written for the conversational format (reading
+``completion[0]["content"]``, as ``trl.rewards`` do) works wrapped in ``conversational``. The
+built-in ones below read text completions: in TRL they serve standard-format data (TRL's
+vision-language training is conversational and hands them messages).
 
 Built in: ``exact`` (the final answer, stripped, equals the gold answer), ``correct`` (equal after
 normalisation, numbers compared as numbers), ``numeric`` (within a relative tolerance),
