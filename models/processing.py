@@ -20,6 +20,7 @@ real processor class. It is reachable as ``models.processing.<name>``, so its in
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import json
 import os
 from pathlib import Path
@@ -85,12 +86,28 @@ def is_image_only(processor: Any) -> bool:
     return bool(getattr(type(processor), _IMAGE_ONLY_MARK, False))
 
 
+def _has_video(conversation: Any) -> bool:
+    """Whether a conversation (or a batch of them) has a video part in any message."""
+    conversations = conversation if conversation and isinstance(conversation[0], list) else [conversation]
+    return any(
+        isinstance(part, dict) and part.get("type") == "video"
+        for turns in conversations
+        for message in turns
+        if isinstance(message.get("content"), list)
+        for part in message["content"]
+    )
+
+
 def image_only_processor_class(processor_cls: type[ProcessorMixin]) -> type[ProcessorMixin]:
     """A subclass of ``processor_cls`` with only an image processor and a tokenizer.
 
     The subclass takes ``(image_processor, tokenizer, chat_template=None, **kwargs)``, sets
-    ``video_processor`` to ``None`` and saves and loads like its parent. Classes that own no
-    video processor are returned unchanged.
+    ``video_processor`` to ``None`` and saves and loads like its parent (its ``__init__`` signature
+    is the parent's without the video processor, so the parent's own settings are saved too). Its
+    ``apply_chat_template``
+    refuses conversations with a video and renders the others through ``ProcessorMixin``'s own
+    method, skipping the parent's override where there is one (those read video defaults from
+    the video processor). Classes that own no video processor are returned unchanged.
     """
     if not owns_video_processor(processor_cls) or getattr(processor_cls, _IMAGE_ONLY_MARK, False):
         return processor_cls
@@ -111,13 +128,36 @@ def image_only_processor_class(processor_cls: type[ProcessorMixin]) -> type[Proc
         )
         self.video_processor = None
 
+    # The parent's own settings (SmolVLM's image_seq_len, ...) must survive save and load:
+    # ProcessorMixin saves the attributes its __init__ signature names, and on loading passes on
+    # only the saved settings that validate_init_kwargs accepts. Both see the parent's parameters,
+    # less the video processor.
+    parent = inspect.signature(processor_cls.__init__)
+    own = [p for p in parent.parameters.values() if p.name != "video_processor"]
+    __init__.__signature__ = parent.replace(parameters=own)
+    settings = [p.name for p in own if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)][1:]
+
+    @staticmethod
+    def validate_init_kwargs(processor_config, valid_kwargs):
+        return processor_cls.validate_init_kwargs(processor_config, [*valid_kwargs, *settings])
+
     @classmethod
     def get_attributes(cls) -> list[str]:
         return list(parts)
 
+    def apply_chat_template(self, conversation, chat_template=None, **kwargs):
+        # Processor classes that own a video processor override this method only to add video
+        # defaults (SmolVLM reads its video processor's num_frames and fps, which fails when there
+        # is none); with no video to sample, ProcessorMixin's own method renders the same text.
+        if _has_video(conversation):
+            raise ValueError(f"{type(self).__name__} was built without a video processor: it takes no videos")
+        return ProcessorMixin.apply_chat_template(self, conversation, chat_template, **kwargs)
+
     namespace = {
         "__init__": __init__,
         "get_attributes": get_attributes,
+        "validate_init_kwargs": validate_init_kwargs,
+        "apply_chat_template": apply_chat_template,
         "attributes": list(parts),
         "video_processor_class": None,
         "__module__": __name__,

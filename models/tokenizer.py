@@ -85,6 +85,7 @@ def train_bpe_tokenizer(
     eos_token: str | None = None,
     pad_token: str | None = None,
     bos_token: str | None = None,
+    named_tokens: dict[str, str] | None = None,
     chat_template: str | None = None,
     scaffold_text: Iterable[str] = (),
     min_frequency: int = 2,
@@ -104,6 +105,10 @@ def train_bpe_tokenizer(
         pad_token: the padding token (must be in ``special_tokens``); defaults to a special
             token named like a pad token (``<pad>``, ``<|endoftext|>``), else ``eos_token``.
         bos_token: an optional beginning-of-sequence token. It is not added to encodings.
+        named_tokens: special tokens the tokenizer also names as attributes, e.g.
+            ``{"image_token": "<image>"}`` gives ``tokenizer.image_token`` and ``image_token_id``
+            (processors such as PaliGemma's look their placeholder up that way, and otherwise
+            register it themselves, replacing the tokenizer's other extra special tokens).
         chat_template: a Jinja chat template stored on the tokenizer.
         scaffold_text: strings that always appear in prompts (role names, separators); they
             are weighted up in training so they get their own merges.
@@ -122,7 +127,9 @@ def train_bpe_tokenizer(
     if pad_token is None:
         pads = [t for t in special_tokens if _looks_like_pad(t)]
         pad_token = pads[0] if pads else eos
-    for name, token in (("eos_token", eos), ("pad_token", pad_token), ("bos_token", bos_token)):
+    named = dict(named_tokens or {})
+    roles = {"eos_token": eos, "pad_token": pad_token, "bos_token": bos_token, **named}
+    for name, token in roles.items():
         if token is not None and token not in special_tokens:
             raise ValueError(f"{name} {token!r} is not one of special_tokens")
     alphabet = pre_tokenizers.ByteLevel.alphabet()
@@ -161,6 +168,7 @@ def train_bpe_tokenizer(
         model_max_length=model_max_length,
         padding_side="right",
         clean_up_tokenization_spaces=False,
+        **named,
     )
     others = [t for t in special_tokens if t not in (eos, pad_token, bos_token)]
     if others:
