@@ -2,12 +2,25 @@
 
 Training batches put the loss on the answer tokens only: everything up to and including the
 template's generation prompt is masked with -100, as is padding. The prompt length of each row is
-measured by rendering the prompt alone, so any chat template whose prompt is a prefix of the full
+measured by encoding the prompt alone, so any chat template whose prompt is a prefix of the full
 conversation works, whatever it looks like.
+
+A training row is the prompt for generation followed by the answer, and every input the processor
+adds besides the token ids (token types, image masks, multimodal positions) must say so. For most
+processors encoding the whole conversation does: their extra per-token inputs mark the image
+tokens (Qwen2-VL's ``mm_token_type_ids``, Gemma3's ``token_type_ids``), and answer text is text.
+A prefix-LM processor is different: PaliGemma's model reads everything its ``token_type_ids`` mark
+0 as one bidirectional prefix, so a whole conversation encoded as text would let every prompt
+and answer position see the entire answer. Its processor takes the answer as a ``suffix`` and marks
+exactly those tokens 1 (read causally), as its model marks the tokens it generates. So a processor
+whose ``__call__`` takes a ``suffix`` gets the answer that way, every other one the whole
+conversation; the prompts for generation are encoded alone in both cases, and a training row's
+tokens start with exactly those of its prompt.
 """
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
@@ -43,6 +56,8 @@ class VLMCollator:
         self.media_token_ids = sorted(
             {i for i in ids if isinstance(i, int) and i != self.tokenizer.unk_token_id}
         )
+        # A prefix-LM processor (PaliGemma) encodes the answer as the suffix of a prompt.
+        self.answer_as_suffix = "suffix" in inspect.signature(processor.__call__).parameters
 
     def _render(self, question: str, answer: str | None) -> str:
         return self.processor.apply_chat_template(
@@ -51,10 +66,16 @@ class VLMCollator:
             add_generation_prompt=answer is None,
         )
 
-    def _encode(self, texts: list[str], images: list, side: str) -> dict[str, torch.Tensor]:
-        return self.processor(
-            text=texts, images=[[im] for im in images], return_tensors="pt", padding=True, padding_side=side
-        )
+    def _encode(
+        self, texts: list[str], images: list, side: str, suffixes: list[str] | None = None
+    ) -> dict[str, torch.Tensor]:
+        extra = {"suffix": suffixes} if suffixes is not None else {}
+        batch = self.processor(
+            text=texts, images=[[im] for im in images], return_tensors="pt", padding=True, padding_side=side,
+            **extra,
+        )  # fmt: skip
+        batch.pop("labels", None)  # a prefix-LM processor labels its suffix; the collator labels itself
+        return dict(batch)
 
     def __call__(self, examples: list[Example]) -> dict[str, torch.Tensor]:
         images = [as_pil(ex.image) for ex in examples]
@@ -63,19 +84,33 @@ class VLMCollator:
         for prompt, full in zip(prompts, fulls, strict=True):
             if not full.startswith(prompt):
                 raise ValueError("the chat template's generation prompt is not a prefix of the full turn")
-        batch = self._encode(fulls, images, "right")
+        if self.answer_as_suffix:
+            answers = [self._suffix(prompt, full) for prompt, full in zip(prompts, fulls, strict=True)]
+            batch = self._encode(prompts, images, "right", answers)
+        else:
+            batch = self._encode(fulls, images, "right")
         prompt_lens = self._encode(prompts, images, "right")["attention_mask"].sum(dim=1)
         labels = batch["input_ids"].clone()
         labels[batch["attention_mask"] == 0] = IGNORE_INDEX
         for row, n in enumerate(prompt_lens.tolist()):
             labels[row, :n] = IGNORE_INDEX
         batch["labels"] = labels
-        return dict(batch)
+        return batch
+
+    def _suffix(self, prompt: str, full: str) -> str:
+        """What the answer turn adds to the prompt, less its closing end-of-sequence token, which a
+        prefix-LM processor appends to every suffix itself."""
+        eos = self.tokenizer.eos_token
+        answer = full[len(prompt) :]
+        if not answer.endswith(eos):
+            raise ValueError("the chat template does not end the answer with the end-of-sequence token")
+        return answer[: -len(eos)]
 
     def prompts(self, examples: list[Example]) -> dict[str, torch.Tensor]:
+        """Left-padded prompts for generation, encoded as the prompts of training rows are."""
         images = [as_pil(ex.image) for ex in examples]
         texts = [self._render(ex.question, None) for ex in examples]
-        return dict(self._encode(texts, images, "left"))
+        return self._encode(texts, images, "left")
 
     def decode(self, new_tokens: torch.Tensor) -> list[str]:
         """Generated continuations (prompt already cut off) as stripped strings."""

@@ -11,6 +11,13 @@ Rotary positions: a model with multimodal rotary positions (Qwen2-VL style) comp
 own in the prompt pass and keeps each prompt's offset (``rope_deltas``); text tokens after it
 continue from there exactly as ``generate`` places them. Other models count positions from the
 cache, which gives the same attention under rotary embeddings.
+
+Per-token inputs: the copy-per-completion path reads prompt and completion in one pass, so inputs
+the processor gives per prompt token (token types and the like) must be continued over the
+completion, and what a generated token is differs by model under the same name (PaliGemma's
+``token_type_ids`` mark it 1, the causal suffix; Gemma3's keep 0, not an image). They are continued
+by the model's own generation update, exactly as ``generate`` continues them (``continued_inputs``).
+The shared path passes none of them after the prompt: its completion tokens read the cache causally.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import inspect
 from typing import Any, NamedTuple
 
 import torch
+from transformers.utils import ModelOutput
 
 
 @torch.no_grad()
@@ -86,15 +94,29 @@ def full_logits(
     full = torch.cat([inputs["input_ids"], ids], dim=1)
     attention = torch.cat([inputs["attention_mask"], mask.to(inputs["attention_mask"].dtype)], dim=1)
     t = ids.shape[1]
-    extra = {}
-    for key, value in inputs.items():
-        if key in ("input_ids", "attention_mask"):
-            continue
-        if value.shape[:2] == inputs["input_ids"].shape:  # per-token fields (e.g. mm_token_type_ids)
-            value = torch.cat([value, value.new_zeros(value.shape[0], t, *value.shape[2:])], dim=1)
-        extra[key] = value
+    extra = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask")}
+    # Per-token fields (token types, ...) continue over the completion as generation continues them.
+    per_token = {k: v for k, v in extra.items() if v.shape[:2] == inputs["input_ids"].shape}
+    extra.update(continued_inputs(model, per_token, t))
     logits = model(input_ids=full, attention_mask=attention, logits_to_keep=t + 1, **extra).logits
     return logits[:, -t - 1 : -1]
+
+
+def continued_inputs(model: Any, per_token: dict[str, torch.Tensor], t: int) -> dict[str, torch.Tensor]:
+    """The prompts' per-token inputs (token types and the like, ``[N, L, ...]``) extended over ``t``
+    generated tokens, as ``generate`` extends them: by the model's own generation update, one token
+    at a time. What a generated token is differs by model under the same name: PaliGemma marks it
+    1 in ``token_type_ids`` (its causal suffix; 0 would put it in the bidirectional prefix), Gemma3
+    repeats the last text value there (0: not an image), Qwen2-VL's ``mm_token_type_ids`` get 0.
+    An input the update does not extend cannot be continued and is refused."""
+    update = base_model(model)._update_model_kwargs_for_generation
+    grown = dict(per_token)
+    for _ in range(t):
+        grown = update(ModelOutput(), dict(grown), is_encoder_decoder=False, num_new_tokens=1)
+    stuck = sorted(k for k, v in per_token.items() if grown[k].shape[1] != v.shape[1] + t)
+    if stuck:
+        raise ValueError(f"the model's generation update does not extend the prompt input(s) {stuck}")
+    return {k: grown[k] for k in per_token}
 
 
 def shared_prompt_logits(
