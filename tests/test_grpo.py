@@ -243,7 +243,7 @@ def test_each_completion_is_scored_under_its_own_prompt_and_image(tiny_qwen, wor
     assert not torch.allclose(batched, torch.cat(swapped), atol=1e-3)
 
 
-@pytest.mark.parametrize("arch", ["qwen2_5_vl", "llava", "idefics3"])
+@pytest.mark.parametrize("arch", ["qwen2_5_vl", "qwen2_vl", "llava", "idefics3", "smolvlm", "paligemma"])
 def test_a_prompt_encoded_once_for_its_group_scores_and_trains_as_one_copy_per_completion(arch, world_small):
     """The update encodes each prompt once and shares its keys and values with the prompt's
     completions; log-probabilities and gradients equal those of a copy of the prompt per completion,
@@ -289,7 +289,7 @@ def test_a_prompt_encoded_once_for_its_group_scores_and_trains_as_one_copy_per_c
     )
 
 
-@pytest.mark.parametrize("arch", ["qwen2_5_vl", "llava", "idefics3"])
+@pytest.mark.parametrize("arch", ["qwen2_5_vl", "qwen2_vl", "llava", "idefics3", "smolvlm", "paligemma"])
 def test_rollouts_encode_each_prompt_once_and_sample_what_the_update_scores(arch, world_small):
     """Rollouts encode each prompt once and decode from its repeated cache. The log-probability the
     sampler gives each drawn token is the one the update computes for it (so the sampled policy is
