@@ -1,0 +1,114 @@
+"""Config section ``data``: the built-in world or a dataset loaded through ``datasets``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from train.config.fields import Section, require
+
+
+@dataclass
+class WorldConfig(Section):
+    SECTION = "data.world"
+
+    seed: int = 0
+    """Seed of the built-in world's splits."""
+    image_size: int = 64
+    """Rendered image side in pixels."""
+    train_size: int = 5000
+    """Items in the skewed "real data" train split."""
+    probe_size: int = 500
+    """Items in the probe split (skill-balanced; the curriculum mines failures here)."""
+    test_size: int = 500
+    """Items in the held-out test split (skill-balanced; reporting only)."""
+    skills: list[str] = field(default_factory=list)
+    """Train, probe and test on these skills only (and let the curriculum make only these); the
+    train split keeps their natural proportions. Empty: all nine."""
+
+    def check(self) -> None:
+        require(self.image_size >= 32, "image_size", "must be at least 32 (scenes are drawn on a grid)")
+        require(self.train_size > 0, "train_size", "must be positive")
+        require(self.probe_size >= 0, "probe_size", "must be >= 0")
+        require(self.test_size > 0, "test_size", "must be positive")
+        if self.skills:
+            from curriculum.world import world_skills
+
+            try:
+                world_skills(self.skills)
+            except ValueError as err:
+                require(False, "skills", f": {err}")
+
+
+@dataclass
+class HFDataConfig(Section):
+    SECTION = "data.hf"
+
+    path: str | None = None
+    """``datasets.load_dataset`` path: a hub name, a builder (``json``, ``parquet``, ``imagefolder``)
+    or a local folder."""
+    name: str | None = None
+    """Dataset configuration name."""
+    data_files: dict[str, str] | None = None
+    """Split name to file(s) for builders such as ``json`` or ``parquet``."""
+    train_split: str = "train"
+    """Split used for training."""
+    eval_split: str | None = "test"
+    """Split used for evaluation (the test split); null: hold out ``eval_holdout`` train items."""
+    probe_split: str | None = None
+    """Split the curriculum mines for failures; null: carve ``eval_holdout`` items from train."""
+    eval_holdout: int = 200
+    """Items carved out of train for a missing eval or probe split."""
+    image_column: str = "image"
+    """Column with the image: a decoded image, a path, or bytes."""
+    question_column: str = "question"
+    """Column with the question text."""
+    answer_column: str = "answer"
+    """Column with the reference answer."""
+    skill_column: str | None = None
+    """Optional column naming the skill (per-skill accuracy uses it)."""
+    id_column: str | None = None
+    """Optional column with a stable item id; row numbers otherwise."""
+    image_root: str | None = None
+    """Folder that relative image paths are resolved against."""
+    max_examples: int = 0
+    """Keep at most this many train items (0: all)."""
+
+    def check(self) -> None:
+        require(self.path is None or bool(self.path.strip()), "path", "must not be empty")
+        require(self.eval_holdout >= 0, "eval_holdout", "must be >= 0")
+        require(self.max_examples >= 0, "max_examples", "must be >= 0 (0: all)")
+        require(bool(self.train_split), "train_split", "must name a split")
+        columns = [self.image_column, self.question_column, self.answer_column]
+        require(all(columns), "image_column", "and the question and answer columns must be named")
+        require(len(set(columns)) == 3, "answer_column",
+                "must differ from the image and question columns")  # fmt: skip
+
+
+@dataclass
+class DataConfig(Section):
+    SECTION = "data"
+
+    source: Literal["world", "hf"] = "world"
+    """``world``: the built-in procedural world; ``hf``: a dataset loaded through ``datasets``."""
+    world: WorldConfig = field(default_factory=WorldConfig)
+    hf: HFDataConfig = field(default_factory=HFDataConfig)
+    max_image_pixels: int = 40_000_000
+    """Images with more pixels than this are skipped as absurdly large (and counted)."""
+    min_image_side: int = 4
+    """Images with a side shorter than this are skipped (and counted)."""
+    question_first: bool = False
+    """Put the question before the image in the user turn. Image first is the order pretrained
+    VLMs saw; question first lets a causal model read the image already knowing the question,
+    which a model trained from scratch learns several times faster."""
+    question_suffix: str = ""
+    """Text appended to every question the model reads (training, evaluation, rollouts), e.g.
+    an instruction to reason and end with ``Answer: <answer>``; scoring reads the last
+    ``Answer:`` of a reply when there is one."""
+
+    def check(self) -> None:
+        require(self.source != "hf" or bool(self.hf.path), "hf.path", "is required when data.source is 'hf'")
+        require(self.max_image_pixels > 0, "max_image_pixels", "must be positive")
+        require(self.min_image_side >= 1, "min_image_side", "must be >= 1")
+        require(self.min_image_side**2 <= self.max_image_pixels, "min_image_side",
+                "squared must not exceed data.max_image_pixels")  # fmt: skip

@@ -1,0 +1,87 @@
+"""Config sections ``run`` and ``model`` (with ``model.lora``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from train.config.fields import Section, require
+
+
+@dataclass
+class RunConfig(Section):
+    SECTION = "run"
+
+    name: str = "run"
+    """Run name: outputs go to ``<output_dir>/<name>/``."""
+    output_dir: str = "runs"
+    """Parent folder of all runs."""
+    seed: int = 0
+    """Seed for model init, data order and sampling."""
+
+    def check(self) -> None:
+        require(bool(self.name.strip()), "name", "must not be empty")
+        require(bool(self.output_dir.strip()), "output_dir", "must not be empty")
+
+
+@dataclass
+class LoraOptions(Section):
+    SECTION = "model.lora"
+
+    enabled: bool = False
+    """Train LoRA adapters instead of the full model."""
+    r: int = 16
+    """Adapter rank."""
+    alpha: int = 32
+    """Adapter scaling numerator (scale = alpha / r)."""
+    dropout: float = 0.05
+    """Dropout on the adapter input."""
+    target_modules: list[str] | None = None
+    """Module names to adapt; null means the language model's attention and MLP projections."""
+
+    def check(self) -> None:
+        require(self.r > 0, "r", "must be positive")
+        require(self.alpha > 0, "alpha", "must be positive")
+        require(0.0 <= self.dropout < 1.0, "dropout", "must lie in [0, 1)")
+        require(self.target_modules is None or bool(self.target_modules), "target_modules",
+                "must name at least one module (null: the language model's projections)")  # fmt: skip
+
+
+@dataclass
+class ModelConfig(Section):
+    SECTION = "model"
+
+    name_or_path: str = "runs/models/tiny-qwen2_5_vl"
+    """Any Hugging Face image-text-to-text checkpoint: a local folder or a hub name."""
+    build_tiny: str | None = None
+    """Build a tiny random VLM of this architecture at ``name_or_path`` when that folder is missing
+    (``lessonloop config`` lists them: ``qwen2_5_vl``, ``qwen2_vl``, ``llava``, ``idefics3``,
+    ``smolvlm``, ``paligemma``). Null: load only."""
+    tiny_preset: str = "tiny"
+    """Size preset for ``build_tiny`` (``tiny`` about 4M parameters, ``small`` about 18M, ``medium`` about 39M)."""
+    pretrain_vision_steps: int = 0
+    """After ``build_tiny`` (Qwen2.5-VL only), train the new model's vision tower for this many steps to name the
+    shape and colour under each image token of built-in-world scenes drawn from a seed of their own, as a stand-in for
+    a real VLM's pretrained image encoder; the language model is untouched. 0: leave it random."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """Weight dtype. ``auto``: bfloat16 on a GPU that supports it, else float32."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass to save memory."""
+    freeze_vision: bool = False
+    """Keep the vision encoder's weights fixed."""
+    attn_implementation: str | None = None
+    """``sdpa``, ``eager``, ``flash_attention_2``; null lets transformers choose."""
+    lora: LoraOptions = field(default_factory=LoraOptions)
+
+    def check(self) -> None:
+        require(bool(self.name_or_path.strip()), "name_or_path", "must not be empty")
+        if self.build_tiny is not None:
+            from models.tiny import ARCHS
+
+            require(self.build_tiny in ARCHS, "build_tiny", f"must be null or one of {list(ARCHS)}")
+        from models.tiny import PRESETS
+
+        require(self.tiny_preset in PRESETS, "tiny_preset", f"must be one of {list(PRESETS)}")
+        require(self.pretrain_vision_steps >= 0, "pretrain_vision_steps", "must be >= 0")
+        require(not self.pretrain_vision_steps or self.build_tiny == "qwen2_5_vl", "pretrain_vision_steps",
+                "needs model.build_tiny: qwen2_5_vl")  # fmt: skip

@@ -1,0 +1,64 @@
+"""Config sections ``wandb`` and ``compare``: where a run reports, and how runs are compared."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from train.config.fields import Section, require
+
+ARMS = ("base", "real", "targeted", "untargeted", "replay")
+"""The arms ``lessonloop compare`` knows."""
+
+
+@dataclass
+class WandbConfig(Section):
+    SECTION = "wandb"
+
+    enabled: bool = False
+    """Log to Weights & Biases as well as to ``metrics.jsonl``."""
+    project: str = "lessonloop"
+    """W&B project."""
+    entity: str | None = None
+    """W&B team or user; null: the default of the logged-in account."""
+    mode: Literal["online", "offline", "disabled"] = "online"
+    """``offline`` writes a local run folder to sync later."""
+    group: str | None = None
+    """W&B group, to show related runs together."""
+    tags: list[str] = field(default_factory=list)
+    """W&B tags."""
+
+    def check(self) -> None:
+        require(bool(self.project.strip()), "project", "must not be empty")
+
+
+@dataclass
+class CompareConfig(Section):
+    """``lessonloop compare``: arms of one base config (this file) with the same steps and the
+    same number of added examples, several seeds each."""
+
+    SECTION = "compare"
+
+    arms: list[str] = field(default_factory=lambda: ["base", "real", "targeted", "untargeted"])
+    """Arms to run: ``base`` (the real data only), ``real`` (as many extra real examples as the
+    curriculum added), ``targeted`` (the curriculum as configured), ``untargeted`` (the same
+    generators with uniform specs), ``replay`` (hard real examples only)."""
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    """Seeds (``run.seed``; a built tiny model is initialised from it too)."""
+    parallel: int = 1
+    """Runs at once, spread round-robin over the GPUs (``CUDA_VISIBLE_DEVICES``): more runs than
+    GPUs share them."""
+    oversample: float = 3.0
+    """Candidates per round of a matched arm, as a multiple of ``curriculum.budget``, so that
+    enough survive its filters to reach the targeted arm's count."""
+    under_served: list[str] = field(default_factory=list)
+    """Skills the real data under-serves, reported together; empty: those whose share of the
+    train split is below an even share."""
+
+    def check(self) -> None:
+        require(set(self.arms) <= set(ARMS) and len(set(self.arms)) == len(self.arms) > 0, "arms",
+                f"must be distinct names among {', '.join(ARMS)}")  # fmt: skip
+        require(bool(self.seeds) and len(set(self.seeds)) == len(self.seeds), "seeds",
+                "must name at least one seed, each once")  # fmt: skip
+        require(self.parallel >= 1, "parallel", "must be >= 1")
+        require(self.oversample >= 1.0, "oversample", "must be >= 1")
