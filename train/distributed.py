@@ -66,6 +66,23 @@ def backward_pass(accelerator: Any, model: Any, last: bool) -> Iterator[None]:
         accelerator.sync_gradients = True
 
 
+def agree_on_failure(accelerator: Any, error: BaseException | None, what: str) -> None:
+    """Make every rank raise when any rank failed ``what``; call it on every rank after the local
+    work and before the next collective. A rank that raised on its own would leave the others
+    waiting in that collective forever; here they all learn of it and raise together, so the
+    caller (a curriculum round, an evaluation) fails the same way on every rank."""
+    if accelerator.num_processes > 1:
+        flag = torch.tensor([1.0 if error is not None else 0.0], device=accelerator.device)
+        failed = int(accelerator.reduce(flag, reduction="sum").item())
+    else:
+        failed = int(error is not None)
+    if not failed:
+        return
+    if error is not None:
+        raise RuntimeError(f"{what} failed on rank {accelerator.process_index}: {error}") from error
+    raise RuntimeError(f"{what} failed on {failed} other rank(s); this rank stops with them")
+
+
 def full_state_dict(accelerator: Any, model: Any) -> dict[str, torch.Tensor] | None:
     """The whole model's weights gathered from every rank's shard (every rank must call this;
     the main process gets them), or None when each rank already holds them all."""

@@ -17,7 +17,7 @@ import torch
 from curriculum.scoring import Score, is_correct, score, summarise
 from curriculum.types import Example
 from train.collate import VLMCollator
-from train.distributed import synced_generation
+from train.distributed import agree_on_failure, synced_generation
 from train.prompt_sharing import sample_completions
 
 
@@ -83,15 +83,24 @@ def sharded_answers(
     samples: int = 0,
     temperature: float = 1.0,
 ) -> tuple[list[str], int]:
-    """``generate_answers`` split over ranks; every rank gets all answers, in order."""
+    """``generate_answers`` split over ranks; every rank gets all answers, in order. When one
+    rank's generation raises, every rank raises (``agree_on_failure``) instead of the others
+    waiting for its answers forever. (Under ZeRO-3 or FSDP a rank that fails in the middle of a
+    forward pass still leaves the others inside that pass's own collectives.)"""
     world, rank = accelerator.num_processes, accelerator.process_index
     per_rank = -(-len(examples) // world)
     padded = examples + examples[: per_rank * world - len(examples)]
     shard = padded[rank * per_rank : (rank + 1) * per_rank]
     unwrapped = accelerator.unwrap_model(model)
-    answers, generated = generate_answers(unwrapped, collator, shard, batch_size, max_new_tokens,
-                                          accelerator.device, samples, temperature,
-                                          synced_generation(accelerator))  # fmt: skip
+    answers: list[str] = []
+    generated, error = 0, None
+    try:
+        answers, generated = generate_answers(unwrapped, collator, shard, batch_size, max_new_tokens,
+                                              accelerator.device, samples, temperature,
+                                              synced_generation(accelerator))  # fmt: skip
+    except Exception as err:  # every rank must hear of it before the gather below
+        error = err
+    agree_on_failure(accelerator, error, "generation")
     if world > 1:
         from accelerate.utils import gather_object
 
