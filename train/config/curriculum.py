@@ -43,7 +43,8 @@ class EndpointConfig(Section):
     api_key_env: str = "OPENAI_API_KEY"
     """Environment variable holding the API key (the key itself never goes in a config)."""
     timeout: float = 60.0
-    """Seconds per request before it counts as timed out."""
+    """Seconds per attempt before it counts as timed out; every attempt and every wait between
+    them (backoff, a server's Retry-After) ends within ``timeout`` x (``max_retries`` + 1)."""
     max_retries: int = 3
     """Retries with backoff on 429, 5xx and timeouts."""
 
@@ -91,8 +92,9 @@ class FrontierConfig(EndpointConfig):
     server, ``{response_format: b64_json}`` for models that answer with URLs)."""
     images_per_setting: int = 2
     """Images generated per setting: each description yields settings x this many variants."""
-    image_price: float = 0.0
-    """USD per generated image, for cost accounting."""
+    image_price: float | None = None
+    """USD per generated image, for cost accounting (0: a free server); null: unknown, which a
+    run with a budget refuses."""
     exemplars: int = 4
     """Accepted examples of the last round that the student still failed, shown in each request
     of the next round (0: none)."""
@@ -110,7 +112,9 @@ class FrontierConfig(EndpointConfig):
     """Time limit of a round's API work: no new call starts after it (0: none). A round then
     ends within ``timeout`` x (``max_retries`` + 1) more, so a slow endpoint cannot stall training."""
     prices: dict[str, list[float]] = field(default_factory=dict)
-    """USD per million [input, output] tokens, per model name, for cost accounting."""
+    """USD per million [input, output] tokens, per model name, for cost accounting. With a budget
+    every endpoint's model needs one (``[0, 0]`` for a free server); without, unpriced calls are
+    named in a warning and counted at $0."""
     cache: str | None = "~/.cache/lessonloop/frontier"
     """Folder of replies kept on disk and keyed by the request, so a resumed or repeated run does
     not pay twice; null: no cache."""
@@ -127,7 +131,7 @@ class FrontierConfig(EndpointConfig):
                 "image_size", "must be WIDTHxHEIGHT (e.g. 1024x1024) or auto")  # fmt: skip
         require(bool(self.image_settings), "image_settings", "must hold at least one setting ({} for none)")
         require(self.images_per_setting >= 1, "images_per_setting", "must be >= 1")
-        require(self.image_price >= 0, "image_price", "must be >= 0")
+        require(self.image_price is None or self.image_price >= 0, "image_price", "must be >= 0")
         require(self.exemplars >= 0, "exemplars", "must be >= 0")
         require(self.concurrency >= 1, "concurrency", "must be >= 1")
         require(self.run_budget >= 0, "run_budget", "must be >= 0 (0: none)")
