@@ -19,9 +19,10 @@ class TrainConfig(Section):
     steps: int = 100
     """Optimizer steps."""
     batch_size: int = 8
-    """Examples per device per micro-batch (``grpo``: prompts per device per micro-batch)."""
+    """Examples per device per micro-batch (``grpo``: prompts per device per draw)."""
     grad_accum: int = 1
-    """Micro-batches per optimizer step."""
+    """Micro-batches per optimizer step (``grpo``: draws of ``batch_size`` prompts that one
+    optimizer step trains on as one batch)."""
     lr: float = 1e-4
     """Peak learning rate."""
     weight_decay: float = 0.0
@@ -75,7 +76,8 @@ class GRPOConfig(Section):
     SECTION = "grpo"
 
     group_size: int = 8
-    """Completions sampled per prompt (G); ``train.batch_size`` prompts per step and device."""
+    """Completions sampled per prompt (G); ``train.batch_size`` x ``train.grad_accum`` prompts per
+    step and device."""
     temperature: float = 1.0
     """Sampling temperature of the rollouts (log-probabilities are taken at the same one)."""
     top_p: float = 1.0
