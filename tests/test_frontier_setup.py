@@ -53,7 +53,7 @@ ROLES = {  # role -> (its config key, its model, its key variable, the config th
     "analyst": ("curriculum.frontier", "analyst", "LL_ANALYST_KEY", {"prices": {"gen-a": [1, 2], "judge-a": [1, 4]}}),
     "committee": ("curriculum.frontier.committee[0]", "gen-a", "LL_GEN_KEY", {"prices": {"analyst": [1, 2], "judge-a": [1, 4]}}),
     "judges": ("curriculum.frontier.judges[0]", "judge-a", "LL_JUDGE_KEY", {"prices": {"analyst": [1, 2], "gen-a": [1, 2]}}),
-    "image_model": ("curriculum.frontier.image_model", "painter", "LL_PAINTER_KEY", {"image_price": 0.0}),
+    "image_model": ("curriculum.frontier.image_model", "painter", "LL_PAINTER_KEY", {"image_price": None}),
 }  # fmt: skip
 
 
@@ -87,7 +87,11 @@ def test_endpoints_that_are_never_called_are_not_checked(monkeypatch):
     # The committee serves cads only; without a panel no image is generated.
     monkeypatch.delenv("LL_GEN_KEY")
     monkeypatch.delenv("LL_PAINTER_KEY")
-    frontier = _build(_config(preset="analyze", judges=[], prices={"analyst": [1, 2]}))
+    fc = _config(preset="analyze", judges=[], prices={"analyst": [1, 2]}, image_model=None)
+    fc.image_model = EndpointConfig(
+        model="painter", base_url=URL, api_key_env="LL_PAINTER_KEY"
+    )  # past the config's check
+    frontier = _build(fc)
     assert frontier.images is None and frontier.judges is None
 
 
@@ -105,7 +109,7 @@ def test_an_unpriced_endpoint_is_refused_under_a_budget(role, budget):
 
 
 def test_without_a_budget_one_warning_names_every_unpriced_endpoint(caplog):
-    fc = _config(run_budget=0.0, prices={"analyst": [2.5, 10.0]}, image_price=0.0)
+    fc = _config(run_budget=0.0, prices={"analyst": [2.5, 10.0]}, image_price=None)
     with caplog.at_level(logging.WARNING, logger="curriculum.frontier.build"):
         frontier = _build(fc)
     (record,) = [r for r in caplog.records if r.name == "curriculum.frontier.build"]
@@ -137,8 +141,10 @@ def test_a_fully_priced_config_warns_about_nothing(caplog):
     ],
 )
 def test_a_malformed_price_entry_is_refused_naming_it(entry):
-    # Even for a model no endpoint uses: the table is checked as a whole.
-    fc = _config(prices={**PRICES, "gpt-unused": entry})
+    # Even for a model no endpoint uses: the table is checked as a whole. Set past the config's
+    # own check of the same rule, as a config object handed to the frontier in code may be.
+    fc = _config()
+    fc.prices = {**PRICES, "gpt-unused": entry}
     with pytest.raises(FrontierSetupError) as info:
         _build(fc)
     assert str(info.value) == (

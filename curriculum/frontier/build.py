@@ -54,7 +54,7 @@ def build_frontier(
         ledger = Ledger(fc.run_budget, fc.round_budget, fc.round_seconds)
         cache = Path(fc.cache).expanduser() if fc.cache else None
 
-        def client(e: Any, image_price: float = 0.0) -> FrontierClient:
+        def client(e: Any, image_price: float | None = None) -> FrontierClient:
             endpoint = Endpoint(e.model, e.base_url, e.api_key_env, e.timeout, e.max_retries)
             return FrontierClient(endpoint, cache, fc.prices, image_price, ledger, fc.concurrency)
 
@@ -99,8 +99,8 @@ def build_frontier(
 def check_endpoints(used: list[tuple[str, FrontierClient]], budget: bool) -> None:
     """Refuse (``FrontierSetupError``, one line naming each culprit) endpoints that would fail
     every call or escape the budget: key variable unset, URL the client cannot parse, and, with
-    ``budget``, no price (a token price in ``prices``; ``image_price`` above 0 for the image model,
-    whose unset default is 0). Without a budget, unpriced endpoints are named in one warning: their
+    ``budget``, no price (a token price in ``prices``; ``image_price`` for the image model, where
+    null means unknown and 0 free). Without a budget, unpriced endpoints are named in one warning: their
     cost is not counted. ``used``: (config key, client) of every endpoint the frontier will call."""
     problems, unpriced = [], []
     for where, c in used:
@@ -118,8 +118,8 @@ def check_endpoints(used: list[tuple[str, FrontierClient]], budget: bool) -> Non
                 "host and a numeric port (escape '/', '?', '#' and '@' inside a password)"
             )
         if where.endswith(".image_model"):
-            if not c.image_price:
-                unpriced.append((where, e.model, f"{PREFIX}.image_price", "USD per image, above 0"))
+            if c.image_price is None:
+                unpriced.append((where, e.model, f"{PREFIX}.image_price", "USD per image; 0 if free"))
         elif token_price(c.prices, e.model) is None:
             unpriced.append((where, e.model, f"{PREFIX}.prices[{e.model!r}]",
                              "[input, output] USD per million tokens; [0, 0] if the server charges nothing"))  # fmt: skip

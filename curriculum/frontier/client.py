@@ -220,7 +220,7 @@ class FrontierClient:
         endpoint: Endpoint,
         cache_dir: str | Path | None = None,
         prices: dict[str, list[float]] | None = None,
-        image_price: float = 0.0,
+        image_price: float | None = None,
         ledger: Ledger | None = None,
         concurrency: int = 4,
         max_reply_chars: int = 50_000,
@@ -228,7 +228,8 @@ class FrontierClient:
         self.endpoint = endpoint
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.prices = prices or {}
-        self.image_price = _limit("image_price", image_price)
+        # USD per generated image; None: unknown (charged as 0, refused under a budget at set-up).
+        self.image_price = None if image_price is None else _limit("image_price", image_price)
         self.ledger = ledger or Ledger()
         self.max_reply_chars = max_reply_chars
         self._slots = threading.Semaphore(max(1, concurrency))
@@ -337,7 +338,7 @@ class FrontierClient:
             return [base64.b64decode(b) for b in cached["images"]]
         response = self._call(lambda api, timeout: api.images.generate(**request, timeout=timeout))
         data = list(getattr(response, "data", None) or [])
-        self.ledger.charge(0, 0, self.image_price * len(data), images=len(data))
+        self.ledger.charge(0, 0, (self.image_price or 0.0) * len(data), images=len(data))
         out = []
         for item in data:
             try:
