@@ -176,7 +176,7 @@ def _looks_like_path(name: str) -> bool:
     return name.startswith(("/", ".", "~")) or name.count("/") > 1 or (os.sep != "/" and os.sep in name)
 
 
-def _resolve_source(name_or_path: str) -> tuple[str, bool, dict[str, Any]]:
+def resolve_source(name_or_path: str) -> tuple[str, bool, dict[str, Any]]:
     """(where to load from, is it an adapter, hub kwargs) with a one-line error when it can't be found."""
     path = Path(name_or_path).expanduser()
     if path.is_dir():
@@ -252,14 +252,14 @@ def load_model(
     Returns:
         ``(model, processor)``; the model is in train mode when anything in it is trainable.
     """
-    source, is_adapter, hub_kwargs = _resolve_source(str(name_or_path))
+    source, is_adapter, hub_kwargs = resolve_source(str(name_or_path))
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda":  # the current device, as set by accelerate/torchrun in each process
         device = f"cuda:{torch.cuda.current_device()}"
     torch_dtype = resolve_dtype(dtype, device)
     base_source = _adapter_base(source, hub_kwargs) if is_adapter else source
     if is_adapter and base_source != source:
-        base_source, _, _ = _resolve_source(base_source)
+        base_source, _, _ = resolve_source(base_source)
 
     load_kwargs: dict[str, Any] = {"dtype": torch_dtype, **hub_kwargs}
     if attn_implementation is not None:

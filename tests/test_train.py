@@ -120,3 +120,35 @@ def test_sampled_evaluation_reports_and_leaves_training_alone(tmp_path, tiny_qwe
         }
     again = run(_cfg(tmp_path, tiny_qwen, "again", *extra, "eval.samples=4"))
     assert again["history"] == sampled["history"]  # the same seed draws the same samples
+
+
+def test_start_up_refusals_are_one_line_and_come_before_anything_is_written(
+    tmp_path, tiny_qwen, monkeypatch, capsys
+):
+    from train.cli import train_main
+
+    def refusal(*overrides: str) -> str:
+        capsys.readouterr()
+        code = train_main([f"run.output_dir={tmp_path}", "run.name=r", "train.cpu=true", *overrides])
+        assert code == 2 and not (tmp_path / "r").exists()  # no config.yaml, no run folder
+        return capsys.readouterr().err.strip()
+
+    missing = tmp_path / "no-such-model"
+    assert refusal(f"model.name_or_path={missing}") == (
+        f"error: model.name_or_path: no checkpoint directory at {missing}"
+    )
+    monkeypatch.delenv("LL_UNSET_KEY", raising=False)
+    keyless = refusal(f"model.name_or_path={tiny_qwen}", "curriculum.enabled=true", "curriculum.analyzer=openai",
+                      "curriculum.frontier.api_key_env=LL_UNSET_KEY", "curriculum.frontier.cache=null")  # fmt: skip
+    assert keyless.startswith(
+        "error: curriculum.frontier (model 'gpt-4o'): environment variable LL_UNSET_KEY"
+    )
+    assert "\n" not in keyless
+
+
+def test_window_means_count_only_the_steps_that_reported_a_metric():
+    from train.loop import window_metrics
+
+    window = {"loss": 3.0, "grad_norm": 2.0, "samples": 16.0}
+    out = window_metrics(window, {"loss": 2, "grad_norm": 1, "samples": 2}, seconds=2.0, world=1)
+    assert out["train/loss"] == 1.5 and out["train/grad_norm"] == 2.0 and out["train/samples_per_s"] == 8.0

@@ -37,7 +37,11 @@ def _train(args: argparse.Namespace) -> int:
         return 2
     from train.loop import run
 
-    run(cfg)
+    try:
+        run(cfg)
+    except ConfigError as err:  # refused at start-up (preflight), before anything trained
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():

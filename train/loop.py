@@ -31,8 +31,8 @@ from tqdm.auto import tqdm
 from curriculum.mixer import Mixer, ratio_schedule
 from train.checkpoint import checkpoint_dir, load_checkpoint, resolve_resume, save_checkpoint
 from train.collate import VLMCollator
-from train.config import Config, TrainConfig, dump
-from train.data import Splits, load_eval_sets, load_splits
+from train.config import Config, ConfigError, TrainConfig, dump
+from train.data import Splits, column_names, describe_skipped, load_eval_sets, load_splits
 from train.distributed import fill_deepspeed_config, full_state_dict
 from train.evaluate import EvalResult, ModelPolicy, evaluate, prior_baseline, skill_table
 from train.tracking import Tracker
@@ -58,9 +58,13 @@ def lr_lambda(tc: TrainConfig):
 COUNTS = ("samples", "tokens", "answer_tokens", "rollout_tokens")  # reported per second
 
 
-def window_metrics(window: dict[str, float], steps: int, seconds: float, world: int) -> dict[str, float]:
+def window_metrics(
+    window: dict[str, float], reported: dict[str, int], seconds: float, world: int
+) -> dict[str, float]:
     """A log window's sums as metrics: counts per second (all ranks), ``data_s`` and
-    ``pool_samples`` as fractions, everything else averaged over the window's steps."""
+    ``pool_samples`` as fractions, everything else averaged over the steps that reported it
+    (``reported[key]``: a reward function that scored nothing, or a gradient norm DeepSpeed has
+    not computed yet, is missing from some steps and must not pull the mean towards 0)."""
     out = {}
     for key, total in window.items():
         if key in COUNTS:
@@ -70,7 +74,7 @@ def window_metrics(window: dict[str, float], steps: int, seconds: float, world: 
         elif key == "pool_samples":
             out["train/pool_fraction"] = total / max(1.0, window.get("samples", 0.0))
         else:
-            out[f"train/{key}"] = total / steps
+            out[f"train/{key}"] = total / reported[key]
     return out
 
 
@@ -150,6 +154,36 @@ def pretrain_tiny_vision(path: Path, steps: int, image_size: int, seed: int, cpu
     (path / "vision_pretraining.json").write_text(json.dumps(record, indent=1))
 
 
+def preflight(cfg: Config) -> Any:
+    """Refuse, before anything is written, loaded or trained, what cannot work as configured:
+    a model that is neither on disk, in the hub cache, nor to be built, and a frontier whose
+    endpoints would fail or escape the budget in every round (``ConfigError``, one line).
+    Returns the frontier it built (None without one), for the curriculum to use."""
+    mc, cc = cfg.model, cfg.curriculum
+    if not (mc.build_tiny and not Path(mc.name_or_path).expanduser().exists()):
+        from models.load import resolve_source
+
+        try:
+            resolve_source(mc.name_or_path)
+        except FileNotFoundError as err:
+            raise ConfigError(f"model.name_or_path: {err}") from None
+    if not (cc.enabled and cc.analyzer == "openai"):
+        return None
+    from curriculum.analyze import OfflineAnalyzer
+    from curriculum.frontier.build import FrontierSetupError, build_frontier
+
+    try:
+        return build_frontier(cc.frontier, OfflineAnalyzer(max_weaknesses=cc.max_weaknesses),
+                              rendered=cfg.data.source == "world", skills=world_skills_of(cfg))  # fmt: skip
+    except FrontierSetupError as err:
+        raise ConfigError(str(err)) from None
+
+
+def world_skills_of(cfg: Config) -> list[str] | None:
+    """The built-in world's skills this run uses (None: all of them, or data not from the world)."""
+    return (cfg.data.world.skills or None) if cfg.data.source == "world" else None
+
+
 def prepare_model(cfg: Config, splits: Splits, accelerator: Accelerator) -> tuple[Any, Any]:
     """Load the configured model; first build a tiny one when asked and it is not there yet."""
     from models import LoraSettings, load_model
@@ -184,6 +218,7 @@ def run(cfg: Config) -> dict[str, Any]:
     logging.basicConfig(level=logging.INFO if is_main else logging.WARNING, format="%(message)s")
     logging.getLogger("accelerate").setLevel(logging.WARNING)
     transformers.utils.logging.disable_progress_bar()
+    preflight(cfg)
     run_dir = cfg.run_dir
     if is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -194,7 +229,9 @@ def run(cfg: Config) -> dict[str, Any]:
     # ---- data and model
     splits = load_splits(cfg.data, cfg.run.seed)
     log.info(
-        "data: %s%s", splits.sizes(), f", skipped images {dict(splits.skipped)}" if splits.skipped else ""
+        "data: %s%s",
+        splits.sizes(),
+        f", skipped rows: {describe_skipped(splits.skipped)}" if splits.skipped else "",
     )
     model, processor = prepare_model(cfg, splits, accelerator)
     collator = VLMCollator(processor, cfg.data.question_first, cfg.data.question_suffix)
@@ -253,7 +290,7 @@ def run(cfg: Config) -> dict[str, Any]:
             accelerator=accelerator,
             fresh=ckpt is None,
             verified_only=grpo,
-            skills=(cfg.data.world.skills or None) if cfg.data.source == "world" else None,
+            skills=world_skills_of(cfg),
         )
 
     def run_eval(step: int) -> EvalResult:
@@ -305,7 +342,8 @@ def run(cfg: Config) -> dict[str, Any]:
         from train.grpo import GRPOStep
 
         train_step: Any = GRPOStep(cfg.grpo, model, collator, optimizer, accelerator, stream, tc.batch_size,
-                                   tc.max_grad_norm, cfg.model.lora.enabled)  # fmt: skip
+                                   tc.max_grad_norm, cfg.model.lora.enabled, column_names(cfg.data),
+                                   tc.steps)  # fmt: skip
     else:
         from train.sft import SFTStep
 
@@ -313,8 +351,9 @@ def run(cfg: Config) -> dict[str, Any]:
     # A live bar on a terminal; in a log file, one line per log window instead.
     interactive = is_main and sys.stderr.isatty()
     bar = tqdm(total=tc.steps, initial=step, disable=not interactive, desc="train", dynamic_ncols=True)
-    window: dict[str, float] = {}
-    window_steps, t_window = 0, time.perf_counter()
+    window: dict[str, float] = {}  # sums over the log window
+    reported: dict[str, int] = {}  # steps of the window that reported each key
+    t_window = time.perf_counter()
     round_seconds = 0.0  # wall time the loop spent in curriculum rounds
     t_loop = time.perf_counter()
     while step < tc.steps:
@@ -324,12 +363,12 @@ def run(cfg: Config) -> dict[str, Any]:
         out["loss"] = float(accelerator.reduce(torch.tensor(out["loss"], device=accelerator.device), "mean"))
         for key, value in out.items():
             window[key] = window.get(key, 0.0) + value
-        window_steps += 1
+            reported[key] = reported.get(key, 0) + 1
         bar.update(1)
 
         if step % tc.log_every == 0 or step == tc.steps:
             metrics = window_metrics(
-                window, window_steps, time.perf_counter() - t_window, accelerator.num_processes
+                window, reported, time.perf_counter() - t_window, accelerator.num_processes
             )
             metrics["train/lr"] = scheduler.get_last_lr()[0]
             metrics["train/epoch"] = stream.epoch
@@ -348,7 +387,7 @@ def run(cfg: Config) -> dict[str, Any]:
                     step, tc.steps, metrics["train/loss"], extra, metrics["train/lr"],
                     metrics["train/samples_per_s"], 100 * metrics.get("train/data_fraction", 0.0),
                 )  # fmt: skip
-            window, window_steps, t_window = {}, 0, time.perf_counter()
+            window, reported, t_window = {}, {}, time.perf_counter()
 
         if curriculum is not None:
             # A round's examples join the stream at the next step; async rounds inject here too.
@@ -398,7 +437,7 @@ def run(cfg: Config) -> dict[str, Any]:
         "prior_baseline": prior,
         "history": history,
         "data": splits.sizes(),
-        "skipped_images": dict(splits.skipped),
+        "skipped": dict(splits.skipped),
     }
     if curriculum is not None:
         loop_seconds = time.perf_counter() - t_loop
