@@ -13,8 +13,11 @@ saw, and so that a ``kill -9`` at any moment loses no accepted example and dupli
 A round file is written under a temporary name, fsynced and renamed: the rename is the round's
 commit point, so a round is either wholly on disk or absent. Its images are written (each one
 atomically too) before it, so a committed round never names a missing image. The header line
-``{"round": k, "added": n, "retire": [ids]}`` lists every id the round retired, cap evictions
-included, so replay never recomputes a policy and gives the same pool whatever ``cap`` says.
+``{"round": k, "added": n, "retire": [ids], "outcome": {...}}`` lists every id the round retired,
+cap evictions included, so replay never recomputes a policy and gives the same pool whatever
+``cap`` says; ``outcome`` (optional) is whatever else the committer needs to take the round back
+as it was (``round_outcome``), committed atomically with the examples. What must exist whenever
+the round does (the round's record) is written by ``before_commit``, just before the rename.
 In memory, images are ``StoredImage`` PNG bytes: the pool costs its compressed size.
 """
 
@@ -28,7 +31,7 @@ import math
 import os
 import re
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -50,14 +53,20 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see either the whole file or none of it."""
+def _atomic_write(path: Path, data: bytes, before_rename: Callable[[], None] | None = None) -> None:
+    """Write ``data`` to ``path`` so that readers see either the whole file or none of it.
+
+    ``before_rename`` runs once the data is durable under its temporary name, just before the
+    rename: if it raises, ``path`` is left as it was.
+    """
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_TMP)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        if before_rename is not None:
+            before_rename()
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -154,6 +163,29 @@ class Pool:
         """The examples committed round ``k`` added, read from its file (live or retired since)."""
         return self._read(k)[0]
 
+    def round_outcome(self, k: int) -> dict[str, Any] | None:
+        """The ``outcome`` committed with round ``k`` (None if it was committed without one)."""
+        with open(self._round_path(k)) as f:
+            return json.loads(f.readline()).get("outcome")
+
+    def plan_round(self, added: list[Example], retired: Iterable[str] = ()) -> list[str]:
+        """Every id that committing ``added`` and ``retired`` now would retire: the given ones,
+        then the cap's evictions. Refuses (ValueError) what ``commit_round`` would refuse."""
+        retire = list(dict.fromkeys(retired))
+        missing = [i for i in retire if i not in self._live]
+        if missing:
+            raise ValueError(f"cannot retire ids that are not live in the pool: {missing[:5]}")
+        new_ids: dict[str, None] = {}  # ordered set
+        for ex in added:
+            if ex.id in self._live or ex.id in self.retired or ex.id in new_ids:
+                raise ValueError(f"example id {ex.id!r} is already in the pool (live, retired or twice here)")
+            new_ids[ex.id] = None
+        gone = set(retire)
+        live_after = [i for i in self._live if i not in gone] + list(new_ids)
+        if self.cap and len(live_after) > self.cap:
+            retire += live_after[: len(live_after) - self.cap]
+        return retire
+
     # ----------------------------------------------------------------------------------- changes
 
     def apply_round(self, k: int) -> None:
@@ -167,7 +199,15 @@ class Pool:
             raise ValueError(f"round {k} is not the next committed round after {self.version} (next: {nxt})")
         self._apply(k, *self._read(k))
 
-    def commit_round(self, k: int, added: list[Example], retired: Iterable[str] = ()) -> list[str]:
+    def commit_round(
+        self,
+        k: int,
+        added: list[Example],
+        retired: Iterable[str] = (),
+        *,
+        outcome: dict[str, Any] | None = None,
+        before_commit: Callable[[], None] | None = None,
+    ) -> list[str]:
         """Durably add round ``k``'s examples, retire ``retired`` and apply the cap.
 
         Example weights come from ``meta["weight"]`` (default 1.0). Images are stored as RGB,
@@ -175,18 +215,18 @@ class Pool:
         ones first, then the cap's evictions (oldest live first; if one round alone adds more
         than ``cap``, its own oldest go too). Committing an empty round is allowed and useful:
         it records that the round ran, so a resumed run will not redo it differently.
+
+        ``outcome`` (a JSON object) is stored in the round's header, so it exists exactly when
+        the round does (``round_outcome``). ``before_commit`` runs, holding the lock, once the
+        images and the round file are durable under temporary names, just before the rename
+        that commits the round: what it writes is on disk whenever the round is; if it raises,
+        nothing is committed.
         """
         self._check_unforked(k)
-        retire = list(dict.fromkeys(retired))
-        missing = [i for i in retire if i not in self._live]
-        if missing:
-            raise ValueError(f"cannot retire ids that are not live in the pool: {missing[:5]}")
+        retire = self.plan_round(added, retired)
         lines: list[str] = []
         pngs: dict[str, bytes] = {}
-        new_ids: dict[str, None] = {}  # ordered set
         for ex in added:
-            if ex.id in self._live or ex.id in self.retired or ex.id in new_ids:
-                raise ValueError(f"example id {ex.id!r} is already in the pool (live, retired or twice here)")
             weight = float(ex.meta.get("weight", 1.0))
             if not math.isfinite(weight) or weight < 0:
                 raise ValueError(f"example {ex.id!r}: weight must be finite and >= 0, got {weight}")
@@ -196,12 +236,10 @@ class Pool:
             if record["image_sha1"] not in pngs:
                 pngs[record["image_sha1"]] = image_to_png_bytes(rgb)
             lines.append(json.dumps(record, allow_nan=False, separators=(",", ":")))
-            new_ids[ex.id] = None
-        gone = set(retire)
-        live_after = [i for i in self._live if i not in gone] + list(new_ids)
-        if self.cap and len(live_after) > self.cap:
-            retire += live_after[: len(live_after) - self.cap]
-        header = json.dumps({"round": k, "added": len(lines), "retire": retire}, separators=(",", ":"))
+        head: dict[str, Any] = {"round": k, "added": len(lines), "retire": retire}
+        if outcome is not None:
+            head["outcome"] = outcome
+        header = json.dumps(head, allow_nan=False, separators=(",", ":"))
 
         with _lock(self.root, wait=True):
             self._check_unforked(k)  # again: another process may have committed meanwhile
@@ -210,7 +248,8 @@ class Pool:
                 if not path.exists():
                     _atomic_write(path, data)
             _fsync_dir(self.images)
-            _atomic_write(self._round_path(k), ("\n".join([header, *lines]) + "\n").encode())  # commit point
+            data = ("\n".join([header, *lines]) + "\n").encode()
+            _atomic_write(self._round_path(k), data, before_commit)  # the rename is the commit point
             _fsync_dir(self.root)
         self._apply(k, self._build([json.loads(line) for line in lines], pngs), retire)  # as replay will
         return retire

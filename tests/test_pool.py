@@ -255,3 +255,38 @@ def test_kill9_at_random_moments_loses_and_duplicates_nothing(tmp_path):
         if stall:
             assert known[-2] == int(stall[0]) - 1  # the stalled round was not committed
     assert len(known) >= 20
+
+
+def test_outcome_plan_and_the_hook_before_the_commit_point(tmp_path):
+    pool = Pool(tmp_path, cap=2)
+    pool.commit_round(1, [_ex("a"), _ex("b", (1, 2, 3))])
+    assert pool.plan_round([_ex("c", (4, 4, 4))], ["a"]) == ["a"]
+    assert pool.plan_round([_ex("c", (4, 4, 4)), _ex("d", (5, 5, 5))]) == ["a", "b"]  # the cap's evictions
+    with pytest.raises(ValueError, match="not live"):
+        pool.plan_round([], ["zz"])
+    with pytest.raises(ValueError, match="already in the pool"):
+        pool.plan_round([_ex("a")])
+    assert pool.ids() == ["a", "b"] and pool.version == 1  # planning changes nothing
+
+    seen = []
+
+    def hook() -> None:  # everything is durable under temporary names; the round is not committed yet
+        seen.append(
+            (pool.has_round(2), len(list(tmp_path.glob(".tmp-*"))), len(list(tmp_path.glob("images/*.png"))))
+        )
+
+    outcome = {"status": "ok", "failures": ["p1", "p2"], "metrics": {"curriculum/kept": 1}}
+    assert pool.commit_round(2, [_ex("c", (4, 4, 4))], ["a"], outcome=outcome, before_commit=hook) == ["a"]
+    assert seen == [(False, 1, 3)]
+    assert pool.round_outcome(2) == outcome and pool.round_outcome(1) is None
+    again = Pool(tmp_path, cap=2)
+    assert _snapshot(again) == _snapshot(pool) and again.round_outcome(2) == outcome
+
+    def broken() -> None:
+        raise OSError("record could not be written")
+
+    with pytest.raises(OSError, match="record"):  # no record, no round
+        pool.commit_round(3, [_ex("e", (6, 6, 6))], outcome={"status": "ok"}, before_commit=broken)
+    assert not pool.has_round(3) and pool.version == 2 and _no_tmp(tmp_path) and pool.ids() == ["b", "c"]
+    pool.commit_round(3, [_ex("e", (6, 6, 6))])
+    assert pool.ids() == ["c", "e"] and pool.round_outcome(3) is None
