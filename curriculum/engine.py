@@ -10,26 +10,38 @@ changed the pool is returned as a ``RoundResult``; the loop hands the pool to it
 Distributed runs: every rank calls the policy with the same examples (sharded generation); rank 0
 alone analyses, generates and writes; the candidates are broadcast, every rank keeps the same
 ones, and the other ranks read the committed round back from disk, so all pools are identical.
+After each step of a round that may fail on one rank only, the ranks agree on whether any failed
+(``curriculum.ranks``), so they all take the same branch and none waits for another forever.
 
 A round that raises (an analyzer outage, a bad generation spec) is recorded with its error, adds
 nothing, and training goes on. A committed round is never recomputed: a resumed run that reaches
-a round already on disk loads it, so a crash loses no accepted example and doubles none.
+a round already on disk loads it, with its outcome (``curriculum.rounds``) and at the step it
+joined the run the first time, so a crash loses no accepted example, doubles none, and changes
+nothing that follows. Each round's record is written just before its commit point.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import random
 import time
 import traceback
-from collections import Counter
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from curriculum.analyze import Analyzer, OfflineAnalyzer
+from curriculum.budget import (
+    BASELINE_GENERATORS,
+    baseline_weaknesses,
+    hash_seed,
+    make_candidates,
+    split_budget,
+    take_image_errors,
+)
 from curriculum.filters import AnswerCheck, Decontaminate, Dedup, RationaleCheck, StudentCheck, VerifiedOnly
 from curriculum.generators import (
     Generator,
@@ -40,72 +52,30 @@ from curriculum.generators import (
     SameImageGenerator,
     WorldGenerator,
 )
-from curriculum.mining import mine
+from curriculum.mining import answer_probe, mine, probe_items
 from curriculum.pool import Pool
+from curriculum.ranks import Ranks, RanksDisagree
 from curriculum.records import write_round
+from curriculum.rounds import (
+    InFlight,
+    Prepared,
+    RoundResult,
+    exemplars_of,
+    failed_outcome,
+    failed_summary,
+    ok_outcome,
+    ok_summary,
+    own_rng,
+    round_cost,
+)
 from curriculum.scoring import is_correct
+from curriculum.store import RoundStore
 from curriculum.types import Candidate, Example, Failure, Policy, Weakness
 
+__all__ = ["Curriculum", "RanksDisagree", "RoundResult", "baseline_weaknesses", "exemplars_of"]
+__all__ += ["split_budget"]
+
 log = logging.getLogger("lessonloop")
-
-
-@dataclass
-class RoundResult:
-    round: int
-    step: int
-    status: str  # "ok", "failed", "restored"
-    metrics: dict[str, float] = field(default_factory=dict)
-    error: str | None = None
-    failures: list[Failure] = field(default_factory=list)  # an ok round's, with their images
-    weaknesses: list[Weakness] = field(default_factory=list)
-    candidates: list[Candidate] = field(default_factory=list)  # kept and dropped, with images
-
-
-@dataclass
-class _Work:
-    """What rank 0 prepares for the model-dependent end of a round (broadcast to all ranks)."""
-
-    round: int
-    step: int
-    probe_accuracy: float
-    failures: list[Failure]
-    weaknesses: list[Weakness]
-    candidates: list[Candidate]
-    timings: dict[str, float]
-    probe_skills: dict[str, float] = field(default_factory=dict)
-    error: str | None = None
-    image_errors: list[str] = field(default_factory=list)
-
-
-# The baselines of ``curriculum.source``: which generator makes their candidates.
-BASELINE_GENERATORS = {"uniform": {"world": 1.0}, "real": {"real": 1.0}, "hard_real": {"hard_real": 1.0}}
-
-
-def baseline_weaknesses(source: str, skills: list[str] | None = None) -> list[Weakness]:
-    """What a baseline round aims at instead of diagnosed weaknesses: every skill of the built-in
-    world (or of ``skills``) with its parameters left free (``uniform``), or the data as a whole
-    (``real``, ``hard_real``). Equal rates, so the budget is split evenly."""
-    if source == "uniform":
-        from curriculum.world import world_skills
-
-        return [
-            Weakness(f"uniform/{s}", s, {}, 1.0, 1.0, 0, 0, [], "uniform spec: no failure analysis",
-                     spec={"skill": s, "params": {}})
-            for s in world_skills(skills)
-        ]  # fmt: skip
-    return [Weakness(source, None, {}, 1.0, 1.0, 0, 0, [], f"{source}: no failure analysis")]
-
-
-def split_budget(weaknesses: list[Weakness], budget: int) -> list[int]:
-    """Each weakness's share of the budget, in proportion to its failure rate (largest remainder)."""
-    total = sum(w.failure_rate for w in weaknesses)
-    if not weaknesses or total <= 0 or budget <= 0:
-        return [0] * len(weaknesses)
-    exact = [budget * w.failure_rate / total for w in weaknesses]
-    shares = [int(x) for x in exact]
-    for i in sorted(range(len(exact)), key=lambda i: shares[i] - exact[i])[: budget - sum(shares)]:
-        shares[i] += 1
-    return shares
 
 
 class Curriculum:
@@ -133,8 +103,8 @@ class Curriculum:
         self.root = Path(root)
         self.probe = probe
         self.seed = seed
-        self.accelerator = accelerator
-        self.is_main = accelerator is None or accelerator.is_main_process
+        self.ranks = Ranks(accelerator)
+        self.is_main = self.ranks.is_main
         offline = OfflineAnalyzer(max_weaknesses=cfg.max_weaknesses)
         self.frontier = None
         if analyzer is None and cfg.analyzer == "openai":
@@ -156,8 +126,8 @@ class Curriculum:
             import shutil
 
             shutil.rmtree(self.root)
-        self._barrier()
-        self.pool = Pool(self.root / "pool", cap=cfg.pool_cap)
+        self.ranks.barrier()
+        self.store = RoundStore(self.root, cfg.pool_cap, self.ranks)
         self.answer_check = AnswerCheck()
         self.verified_only = verified_only  # GRPO: only answers a reward can trust
         self.rationales = self.frontier is not None and cfg.frontier.rationales
@@ -166,8 +136,8 @@ class Curriculum:
         self.history: list[dict[str, Any]] = []
         self.exemplars: list[dict[str, Any]] = []  # last round's accepted examples the student failed
         self._executor: ThreadPoolExecutor | None = None
-        self._pending: tuple[int, int, float, float, Future | None] | None = None
-        self._redo: tuple[int, int] | None = None
+        self._pending: InFlight | None = None
+        self._redo: dict[str, Any] | None = None  # a checkpoint's round in flight, taken up at the next poll
 
     # ------------------------------------------------------------------ the loop's interface
 
@@ -179,46 +149,34 @@ class Curriculum:
         k = step // self.cfg.every
         if k <= self.pool.version:
             return None  # already part of the restored pool
-        if self.pool.has_round(k):
-            return self._restore(k, step)
+        if self.store.on_disk(k):
+            return self._committed(k, step)
         return self._start(k, step, policy)
-
-    def _start(self, k: int, step: int, policy: Policy) -> RoundResult | None:
-        t0 = time.perf_counter()
-        try:
-            probe, predictions, correct = self._probe(k, policy)
-        except Exception as err:  # the model could not be asked: record, skip the round
-            return self._record_failure(k, step, err, {"probe_s": time.perf_counter() - t0})
-        probe_s = time.perf_counter() - t0
-        if self.cfg.mode == "sync":
-            work = self._on_main(lambda: self._prepare(k, step, probe, predictions, correct, probe_s))
-            return self._finish(work, policy, blocked_s=time.perf_counter() - t0)
-        future = None
-        if self.is_main:
-            self._executor = self._executor or ThreadPoolExecutor(1, thread_name_prefix="curriculum")
-            future = self._executor.submit(self._prepare, k, step, probe, predictions, correct, probe_s)
-        self._pending = (k, step, probe_s, time.perf_counter() - t0, future)
-        return None
 
     def poll(self, step: int, policy: Policy) -> RoundResult | None:
         """Async: at ``max_staleness`` steps after a round's probe, finish and inject it."""
-        if self._redo is not None:  # resumed while a round was in flight: start it again now
-            k, start = self._redo
-            self._redo = None
-            if self.pool.has_round(k):
-                return self._restore(k, start)
-            failed = self._start(k, start, policy)
-            if failed is not None:
-                return failed
-        if self._pending is None or step < self._pending[1] + self.cfg.max_staleness:
+        if self._redo is not None:  # resumed while a round was in flight: take it up again
+            redo, self._redo = self._redo, None
+            k, start = redo["round"], redo["step"]
+            taken = (
+                self._committed(k, start)
+                if self.store.on_disk(k)
+                else self._start(k, start, policy, redo.get("probe"))
+            )
+            if taken is not None:
+                return taken
+        flight = self._pending
+        if flight is None or step < flight.inject:
             return None
-        k, start, probe_s, blocked_before, future = self._pending
         self._pending = None
+        if flight.committed:
+            return self._restore(flight.round, flight.step)
         t0 = time.perf_counter()
-        work = self._on_main(lambda: future.result())  # type: ignore[union-attr]
+        joined = lambda: flight.future.result()  # noqa: E731  (rank 0 alone has the worker's future)
+        work = self.ranks.on_main(joined, self._broken(flight.round, flight.step))  # type: ignore[union-attr]
         wait_s = time.perf_counter() - t0
         work.timings["wait_s"] = wait_s
-        return self._finish(work, policy, blocked_s=blocked_before + wait_s, inject_step=step)
+        return self._finish(work, policy, blocked_s=flight.blocked_s + wait_s, inject_step=step)
 
     @property
     def _ledger(self) -> Any:
@@ -226,6 +184,11 @@ class Curriculum:
         if self.frontier is not None:
             return self.frontier.ledger
         return getattr(getattr(self.analyzer, "client", None), "ledger", None)
+
+    @property
+    def pool(self) -> Pool:
+        """The curriculum pool as of the last round this run applied."""
+        return self.store.pool
 
     def pool_view(self) -> tuple[list[Example], list[float]]:
         """The live pool examples and their sampling weights, for the mixer."""
@@ -237,48 +200,60 @@ class Curriculum:
             self._executor.shutdown(wait=True)
 
     def state_dict(self) -> dict[str, Any]:
-        pending = list(self._pending[:2]) if self._pending else list(self._redo) if self._redo else None
         return {
             "version": self.pool.version,
             "seen": sorted(self.seen),
             "history": list(self.history),
-            "pending": pending,
+            "pending": self._pending.state_dict() if self._pending else self._redo,
             "exemplars": list(self.exemplars),
             "spent": self._ledger.state_dict() if self._ledger is not None else None,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.pool = Pool(self.root / "pool", self.cfg.pool_cap, upto=state["version"])
+        self.store.reopen(upto=state["version"])
         self.seen = set(state["seen"])
         self.history = list(state["history"])
         self.exemplars = list(state.get("exemplars", []))
         if self._ledger is not None and state.get("spent"):
             self._ledger.load_state_dict(state["spent"])
-        self._redo = tuple(state["pending"]) if state.get("pending") else None  # type: ignore[assignment]
+        pending = state.get("pending")
+        if isinstance(pending, list):  # [round, step]: a checkpoint of an earlier version
+            pending = {"round": pending[0], "step": pending[1]}
+        self._redo = pending or None
 
     # ------------------------------------------------------------------ the round's stages
 
-    def _probe(self, k: int, policy: Policy) -> tuple[list[Example], list[str], list[bool]]:
-        items = self.probe
-        if self.cfg.probe_max and len(items) > self.cfg.probe_max:
-            items = random.Random(f"{self.seed}|probe|{k}").sample(items, self.cfg.probe_max)
-        if not self.cfg.probe_samples:
-            predictions = policy.answer(items)
-            return (
-                items,
-                predictions,
-                [is_correct(p, ex.answer) for p, ex in zip(predictions, items, strict=True)],
-            )
-        # Sampled: an item fails when its pass rate is at most the threshold (GRPO: all rollouts fail).
-        samples = policy.sample(items, self.cfg.probe_samples)
-        marks = [[is_correct(p, ex.answer) for p in ps] for ps, ex in zip(samples, items, strict=True)]
-        rates = [sum(m) / len(m) for m in marks]
-        # The recorded prediction is a wrong sample when there is one.
-        predictions = [
-            next((p for p, ok in zip(ps, m, strict=True) if not ok), ps[0])
-            for ps, m in zip(samples, marks, strict=True)
-        ]
-        return items, predictions, [r > self.cfg.failure_pass_rate for r in rates]
+    def _start(
+        self, k: int, step: int, policy: Policy, probe: dict[str, list[Any]] | None = None
+    ) -> RoundResult | None:
+        """The probe (or, resuming a round in flight, the probe results a checkpoint kept), then
+        the rest of the round (sync) or its preparation in a worker (async)."""
+        t0 = time.perf_counter()
+        items, error = probe_items(self.probe, self.cfg.probe_max, self.seed, k), None
+        if probe is not None and len(probe["predictions"]) == len(probe["correct"]) == len(items):
+            predictions, correct = list(probe["predictions"]), list(probe["correct"])
+        else:
+            try:
+                with self._own_rng(k, "probe"):
+                    samples, rate = self.cfg.probe_samples, self.cfg.failure_pass_rate
+                    predictions, correct = answer_probe(items, policy, samples, rate)
+            except Exception:  # the model could not be asked: record, skip the round
+                error = traceback.format_exc()
+        error = self.ranks.first_error(error)
+        probe_s = time.perf_counter() - t0
+        if error is not None:
+            return self._fail(k, step, error, {"probe_s": probe_s}, None, step)
+        if self.cfg.mode == "sync":
+            prepare = partial(self._prepare, k, step, items, predictions, correct, probe_s)
+            work = self.ranks.on_main(prepare, self._broken(k, step))
+            return self._finish(work, policy, blocked_s=time.perf_counter() - t0, inject_step=step)
+        future = None
+        if self.is_main:
+            self._executor = self._executor or ThreadPoolExecutor(1, thread_name_prefix="curriculum")
+            future = self._executor.submit(self._prepare, k, step, items, predictions, correct, probe_s)
+        self._pending = InFlight(k, step, step + self.cfg.max_staleness, time.perf_counter() - t0, future,
+                                 {"predictions": predictions, "correct": correct})  # fmt: skip
+        return None
 
     def _prepare(
         self,
@@ -288,7 +263,7 @@ class Curriculum:
         predictions: list[str],
         correct: list[bool],
         probe_s: float,
-    ) -> _Work:
+    ) -> Prepared:
         """Mining, analysis, generation and the model-free filters (rank 0; maybe in a thread)."""
         timings = {"probe_s": probe_s}
         accuracy = sum(correct) / max(1, len(correct))
@@ -313,7 +288,7 @@ class Curriculum:
             timings["analyse_s"] = time.perf_counter() - t
             t = time.perf_counter()
             candidates = self._generate(k, weaknesses, failures)
-            image_errors = self._image_errors()
+            image_errors = take_image_errors(self.generators)
             timings["generate_s"] = time.perf_counter() - t
             t = time.perf_counter()
             # Duplicates are judged against the live pool (a retired example may come back).
@@ -324,9 +299,11 @@ class Curriculum:
                 check(candidates)
             timings["filter_s"] = time.perf_counter() - t
         except Exception:
-            errors = self._image_errors()
-            return _Work(k, step, accuracy, [], [], [], timings, skills, traceback.format_exc(), errors)
-        return _Work(k, step, accuracy, failures, weaknesses, candidates, timings, skills, None, image_errors)
+            errors = take_image_errors(self.generators)
+            return Prepared(k, step, accuracy, [], [], [], timings, skills, traceback.format_exc(), errors)
+        return Prepared(
+            k, step, accuracy, failures, weaknesses, candidates, timings, skills, None, image_errors
+        )
 
     def _filters(self, dedup: Dedup) -> list[Any]:
         """The model-free filters of a round, in order (the student check comes after, on all ranks)."""
@@ -340,32 +317,10 @@ class Curriculum:
         return checks
 
     def _generate(self, k: int, weaknesses: list[Weakness], failures: list[Failure]) -> list[Candidate]:
-        by_id = {f.example.id: f for f in failures}
-        shares = (
-            self.cfg.generators if self.cfg.source == "diagnosed" else BASELINE_GENERATORS[self.cfg.source]
-        )
-        out: list[Candidate] = []
-        for w_index, (weakness, budget) in enumerate(
-            zip(weaknesses, split_budget(weaknesses, self.cfg.budget), strict=True)
-        ):
-            mine_ = [by_id[i] for i in weakness.failure_ids if i in by_id]
-            gens = [g for g in self.generators if shares.get(g.name, 0) > 0]
-            left = budget
-            for g_index, gen in enumerate(gens):
-                rest = sum(shares[g.name] for g in gens[g_index:])
-                want = round(left * shares[gen.name] / rest) if g_index < len(gens) - 1 else left
-                prefix = f"r{k:04d}-w{w_index}-{gen.name}"
-                made = gen.generate(
-                    weakness, mine_, want, seed=hash_seed(self.seed, k, w_index, gen.name), prefix=prefix
-                )
-                made = made[:want]
-                left -= len(made)  # what one generator cannot make, the next ones get
-                for ex in made:
-                    ex.meta.update(round=k, failures=weakness.failure_ids[:20], weight=weakness.failure_rate)
-                    if self.rationales:
-                        ex.meta.setdefault("rationale_options", [])  # the judges may offer some
-                    out.append(Candidate(ex, weakness.id, gen.name))
-        return out
+        diagnosed = self.cfg.source == "diagnosed"
+        shares = self.cfg.generators if diagnosed else BASELINE_GENERATORS[self.cfg.source]
+        return make_candidates(k, weaknesses, failures, self.generators, shares, self.cfg.budget, self.seed,
+                               self.rationales)  # fmt: skip
 
     def _quota(self, k: int, candidates: list[Candidate]) -> None:
         """``curriculum.quota``: keep at most the round's quota of the survivors, a random subset."""
@@ -377,105 +332,59 @@ class Curriculum:
         for c in kept[cap:]:
             c.drop("quota", f"round {k} keeps {cap} (curriculum.quota)")
 
-    def _finish(
-        self, work: _Work, policy: Policy, blocked_s: float, inject_step: int | None = None
-    ) -> RoundResult:
-        """Student check, mastery check and commit (all ranks), then the record (rank 0)."""
+    def _finish(self, work: Prepared, policy: Policy, blocked_s: float, inject_step: int) -> RoundResult:
+        """Student check and mastery check (all ranks), then the record and the commit (rank 0)."""
         k, step = work.round, work.step
-        self.seen.update(f.example.id for f in work.failures)
-        if work.error is not None:
-            return self._record_failure(k, step, work.error, work.timings, work)
-        t = time.perf_counter()
-        try:
-            check = "off" if self.cfg.source == "real" else self.cfg.student_check  # real data as it comes
-            StudentCheck(policy, check, tuple(self.cfg.band), self.cfg.band_samples)(work.candidates)
-            self._quota(k, work.candidates)
-            retire = self._mastered(policy)
-            work.timings["student_s"] = time.perf_counter() - t
-            kept = [c.example for c in work.candidates if c.dropped is None]
-            self.exemplars = exemplars_of(kept)
-            for c in work.candidates:
-                if c.dropped is None:
-                    c.example.meta["verdicts"] = dict(c.verdicts)  # provenance travels with the example
+        error, retire = work.error, []  # the same on every rank: ``work`` was broadcast
+        if error is None:
             t = time.perf_counter()
-            retired = self._commit(k, kept, retire)
-            work.timings["commit_s"] = time.perf_counter() - t
-        except Exception as err:
-            return self._record_failure(k, step, err, work.timings, work)
-        work.timings["blocked_s"] = blocked_s + work.timings["student_s"] + work.timings["commit_s"]
-        dropped = Counter(c.dropped for c in work.candidates if c.dropped)
-        metrics = {
-            "curriculum/round": k,
-            "curriculum/probe_accuracy": work.probe_accuracy,
-            "curriculum/failures": len(work.failures),
-            "curriculum/new_failures": sum(f.new for f in work.failures),
-            "curriculum/weaknesses": len(work.weaknesses),
-            "curriculum/candidates": len(work.candidates),
-            "curriculum/kept": len(kept),
-            "curriculum/retired": len(retired),
-            "curriculum/pool_size": len(self.pool),
-            "curriculum/blocked_s": work.timings["blocked_s"],
-            **{f"curriculum/dropped_{name}": float(n) for name, n in dropped.items()},
-            **{f"curriculum/probe_skill/{s}": v for s, v in work.probe_skills.items()},
-        }
-        cost = self._cost(work.candidates)
-        if cost:
-            metrics.update({f"curriculum/{key}": value for key, value in cost.items()})
-        if work.image_errors:
-            metrics["curriculum/image_errors"] = len(work.image_errors)
-        summary = {
-            "round": k,
-            "step": step,
-            "inject_step": inject_step if inject_step is not None else step,
-            "status": "ok",
-            "mode": self.cfg.mode,
-            "weaknesses": [w.id for w in work.weaknesses],
-            "kept_by_generator": dict(Counter(c.generator for c in work.candidates if c.dropped is None)),
-            "dropped_by_filter": dict(dropped),
-            "timings": work.timings,
-            "metrics": metrics,
-        }
-        if cost:
-            summary["cost"] = cost
-        if work.image_errors:
-            summary["image_errors"] = work.image_errors
-        if self.is_main:
-            write_round(self.root, k, summary, work.failures, work.weaknesses, work.candidates)
-        self.history.append({"round": k, "step": step, "status": "ok", "kept": len(kept)})
+            try:
+                with self._own_rng(k, "student"):
+                    # Real data as it comes (the ``real`` baseline): no student check.
+                    check = "off" if self.cfg.source == "real" else self.cfg.student_check
+                    StudentCheck(policy, check, tuple(self.cfg.band), self.cfg.band_samples)(work.candidates)
+                    self._quota(k, work.candidates)
+                    retire = self._mastered(policy)
+            except Exception:
+                error = traceback.format_exc()
+            work.timings["student_s"] = time.perf_counter() - t
+            error = self.ranks.first_error(error)
+        if error is not None:
+            return self._fail(k, step, error, work.timings, work, inject_step)
+        kept = [c.example for c in work.candidates if c.dropped is None]
+        for c in work.candidates:
+            if c.dropped is None:
+                c.example.meta["verdicts"] = dict(c.verdicts)  # provenance travels with the example
+        t = time.perf_counter()
+
+        def describe(retired: list[str]) -> tuple[dict[str, Any], Callable[[], None]]:
+            cost = round_cost(self._ledger, work.candidates)
+            spent = self._ledger.state_dict() if self._ledger is not None else None
+            pool_size = len(self.pool) + len(kept) - len(retired)
+            outcome = ok_outcome(work, len(kept), len(retired), pool_size, inject_step, cost, spent)
+
+            def record() -> None:
+                work.timings["commit_s"] = time.perf_counter() - t
+                work.timings["blocked_s"] = blocked_s + work.timings["student_s"] + work.timings["commit_s"]
+                summary = ok_summary(work, outcome, self.cfg.mode, cost)
+                write_round(self.root, k, summary, work.failures, work.weaknesses, work.candidates)
+
+            return outcome, record
+
+        outcome, error = self.store.commit(k, step, kept, retire, describe)
+        if outcome is None:
+            return self._fail(k, step, error or "not committed", work.timings, work, inject_step)
+        if error is not None:  # the commit point had passed: the round stands
+            log.warning("curriculum round %d: committed, then failed: %s", k, _last_line(error))
+        blocked = blocked_s + work.timings["student_s"] + time.perf_counter() - t
+        result = self._conclude(k, outcome, "ok", blocked, work)
         log.info(
             "curriculum round %d @ step %d: probe accuracy %.3f, %d failures (%d new), %d weaknesses, "
             "kept %d of %d candidates, pool %d, %.1fs blocked",
-            k, step, work.probe_accuracy, len(work.failures), metrics["curriculum/new_failures"],
-            len(work.weaknesses), len(kept), len(work.candidates), len(self.pool), work.timings["blocked_s"],
+            k, step, work.probe_accuracy, len(work.failures), result.metrics["curriculum/new_failures"],
+            len(work.weaknesses), len(kept), len(work.candidates), len(self.pool), blocked,
         )  # fmt: skip
-        return RoundResult(k, step, "ok", metrics, None, work.failures, work.weaknesses, work.candidates)
-
-    def _cost(self, candidates: list[Candidate]) -> dict[str, float]:
-        """What this round spent on the frontier, and per accepted example (all of them, and those
-        the frontier proposed); the run totals. Empty when nothing calls an API."""
-        ledger = self._ledger
-        if ledger is None:
-            return {}
-        kept = [c for c in candidates if c.dropped is None]
-        proposed = [c for c in kept if c.generator == "proposals"]
-        spent = ledger.round_dict()
-        return {
-            "round_cost_usd": spent["cost"],
-            "cost_per_kept_usd": spent["cost"] / max(1, len(kept)),
-            "cost_per_kept_proposal_usd": spent["cost"] / max(1, len(proposed)),
-            "cost_usd": ledger.cost,
-            **{f"frontier_{key}": value for key, value in spent.items() if key != "cost"},
-        }
-
-    def _image_errors(self) -> list[str]:
-        """Image requests that failed this round (their proposals were skipped)."""
-        out: list[str] = []
-        for gen in self.generators:
-            errors = getattr(gen, "image_errors", None)
-            if errors:
-                out += errors
-                errors.clear()
-        return out
+        return result
 
     def _mastered(self, policy: Policy) -> list[str]:
         """Ids of the oldest pool examples (up to ``retire_check``) the model now answers right."""
@@ -485,92 +394,93 @@ class Curriculum:
         answers = policy.answer(check)
         return [ex.id for ex, a in zip(check, answers, strict=True) if is_correct(a, ex.answer)]
 
-    def _restore(self, k: int, step: int) -> RoundResult:
-        self.pool.apply_round(k)
-        self.exemplars = exemplars_of(self.pool.round_examples(k))
-        self.history.append({"round": k, "step": step, "status": "restored"})
-        log.info("curriculum round %d @ step %d: restored from disk (pool %d)", k, step, len(self.pool))
-        return RoundResult(
-            k, step, "restored", {"curriculum/round": k, "curriculum/pool_size": len(self.pool)}
-        )
+    def _broken(self, k: int, step: int) -> Callable[[str], Prepared]:
+        """What a round's preparation that raised hands on: its error."""
+        return lambda error: Prepared(k, step, 0.0, [], [], [], {}, error=error)
 
-    def _record_failure(
+    def _own_rng(self, k: int, purpose: str) -> AbstractContextManager[None]:
+        """The model's random draws for round ``k``'s ``purpose``: their own stream, per rank."""
+        return own_rng(hash_seed(self.seed, k, purpose, self.ranks.index) % 2**63)
+
+    # ------------------------------------------------------------------ outcomes: commit, fail, restore
+
+    def _fail(
         self,
         k: int,
         step: int,
-        err: BaseException | str,
+        error: str,
         timings: dict[str, float],
-        work: _Work | None = None,
+        work: Prepared | None,
+        inject_step: int,
     ) -> RoundResult:
-        text = err if isinstance(err, str) else "".join(traceback.format_exception(err))
-        last = text.strip().splitlines()[-1] if text.strip() else "error"
+        """Record round ``k`` as failed on every rank. It is committed empty (with its record),
+        so a resumed run reloads it instead of redoing it; if even that fails, a resumed run
+        will run it again."""
+        last = _last_line(error)
         log.warning("curriculum round %d @ step %d failed, training goes on: %s", k, step, last)
-        # The failed round is committed empty, so a resumed run reloads it instead of redoing it.
-        if k > self.pool.version and not self.pool.has_round(k):
-            try:
-                self._commit(k, [], [])
-            except Exception as commit_err:  # the record below still says what happened
-                log.warning("curriculum round %d: could not commit it empty: %s", k, commit_err)
-        if self.is_main:
-            summary = {"round": k, "step": step, "status": "failed", "error": text, "timings": timings}
-            if cost := self._cost(work.candidates if work else []):
-                summary["cost"] = cost  # what the failed round spent before it failed
-            if work is not None and work.image_errors:
-                summary["image_errors"] = work.image_errors
-            write_round(self.root, k, summary, work.failures if work else [], work.weaknesses if work else [])
-        self.history.append({"round": k, "step": step, "status": "failed", "error": last})
-        return RoundResult(k, step, "failed", {"curriculum/round": k, "curriculum/failed": 1.0}, error=last)
+        failures = work.failures if work is not None else []
+        outcome = failed_outcome(k, step, inject_step, last, failures, None)
 
-    # ------------------------------------------------------------------ distributed helpers
+        def record() -> None:
+            cost = round_cost(self._ledger, work.candidates if work else [])  # spent before it failed
+            summary = failed_summary(k, step, error, timings, cost, work.image_errors if work else [])
+            write_round(self.root, k, summary, failures, work.weaknesses if work else [])
 
-    def _commit(self, k: int, kept: list[Example], retire: list[str]) -> list[str]:
-        """Rank 0 commits round k; the other ranks then read it back, so all pools agree."""
-        retired = self.pool.commit_round(k, kept, retire) if self.is_main else []
-        self._barrier()
-        if not self.is_main:
-            self.pool.apply_round(k)
-        if self.accelerator is not None and self.accelerator.num_processes > 1:
-            from accelerate.utils import gather_object
+        def describe(retired: list[str]) -> tuple[dict[str, Any], Callable[[], None]]:
+            spent = self._ledger.state_dict() if self._ledger is not None else None
+            return {**outcome, "spent": spent}, record
 
-            digest = hashlib.sha1("\n".join(self.pool.ids()).encode()).hexdigest()
-            seen = gather_object([(self.pool.version, digest)])
-            if len(set(seen)) != 1:
-                raise RuntimeError(f"curriculum pools differ across ranks after round {k}: {seen}")
-        return retired
+        stored, why = self.store.commit(k, step, [], [], describe)
+        if stored is None:
+            log.warning("curriculum round %d: could not commit it empty: %s", k, _last_line(why or ""))
+            if self.is_main:
+                try:
+                    record()  # the record still says what happened
+                except Exception as err:
+                    log.warning("curriculum round %d: could not write its record: %s", k, err)
+            stored = outcome
+        return self._conclude(k, stored, "failed")
 
-    def _on_main(self, fn: Any) -> _Work:
-        """Run ``fn`` on rank 0 and give every rank its result."""
-        result = fn() if self.is_main else None
-        if self.accelerator is not None and self.accelerator.num_processes > 1:
-            from accelerate.utils import broadcast_object_list
+    def _committed(self, k: int, step: int) -> RoundResult | None:
+        """Round ``k`` is on disk already (a resumed run reaching it again): load it back at the
+        step where it joined the run the first time (async: its injection, maybe still ahead)."""
+        inject = self.store.inject_step(k, step)
+        if self.cfg.mode == "async" and inject > step:
+            self._pending = InFlight(k, step, inject, committed=True)
+            return None
+        return self._restore(k, step)
 
-            box = [result]
-            broadcast_object_list(box, from_process=0)
-            result = box[0]
+    def _restore(self, k: int, step: int) -> RoundResult:
+        t0 = time.perf_counter()
+        self.store.hold(k)
+        result = self._conclude(k, self.store.outcome(k, step), "restored", time.perf_counter() - t0)
+        log.info("curriculum round %d @ step %d: restored from disk (pool %d)", k, step, len(self.pool))
         return result
 
-    def _barrier(self) -> None:
-        if self.accelerator is not None and self.accelerator.num_processes > 1:
-            self.accelerator.wait_for_everyone()
+    def _conclude(
+        self,
+        k: int,
+        outcome: dict[str, Any],
+        status: str,
+        blocked_s: float = 0.0,
+        work: Prepared | None = None,
+    ) -> RoundResult:
+        """Apply what round ``k`` changed besides the pool, from its stored outcome. Computed and
+        restored rounds both end here, so a resumed run holds the state an uninterrupted one has."""
+        ok = outcome["status"] == "ok"
+        self.seen.update(outcome["failures"])
+        if ok:
+            self.exemplars = exemplars_of(self.pool.round_examples(k))
+        self.history.append(dict(outcome["history"]))
+        if self._ledger is not None and outcome.get("spent"):
+            self._ledger.load_state_dict(outcome["spent"])
+        metrics = {**outcome["metrics"], **({"curriculum/blocked_s": blocked_s} if ok else {})}
+        shown = work if work is not None and ok else None
+        return RoundResult(
+            k, outcome["step"], status, metrics, outcome["history"].get("error"),
+            shown.failures if shown else [], shown.weaknesses if shown else [], shown.candidates if shown else [],
+        )  # fmt: skip
 
 
-def exemplars_of(kept: list[Example]) -> list[dict[str, Any]]:
-    """A round's accepted examples that the student still failed, one weakness at a time
-    (round-robin). Read from the examples alone, so a restored round gives the same ones."""
-    by_weakness: dict[str, list[Example]] = {}
-    for ex in kept:
-        if "student_answer" in ex.meta or ex.meta.get("student_pass_rate", 1.0) < 1.0:
-            by_weakness.setdefault(ex.meta.get("weakness", ""), []).append(ex)
-    out: list[dict[str, Any]] = []
-    for depth in range(max((len(v) for v in by_weakness.values()), default=0)):
-        for weakness, items in by_weakness.items():
-            if depth < len(items):
-                ex = items[depth]
-                out.append({"question": ex.question, "answer": ex.answer, "skill": ex.skill,
-                            "student_answer": ex.meta.get("student_answer"), "weakness": weakness})  # fmt: skip
-    return out[:64]
-
-
-def hash_seed(*parts: Any) -> int:
-    """A stable integer seed from parts (Python's ``hash`` of a str changes between runs)."""
-    return int.from_bytes(hashlib.sha256("|".join(map(str, parts)).encode()).digest()[:8], "big")
+def _last_line(text: str) -> str:
+    return text.strip().splitlines()[-1] if text.strip() else "error"

@@ -2,9 +2,11 @@
 
 ``round.json`` (step, status, counts, timings, error if any), ``failures.jsonl``,
 ``analysis.json`` (the weaknesses), ``candidates.jsonl`` (every candidate with its verdicts, kept
-or dropped with the reason, and its provenance) and ``contact_sheet.png``: the examples the round added, each with its
-question, answer and the weakness it targets. Files are written to a temporary name and renamed,
-so a crash never leaves half a record.
+or dropped with the reason, and its provenance) and ``contact_sheet.png``: the examples the round
+added, each with its question, answer and the weakness it targets. A record is written whole into
+a temporary folder, made durable and renamed into place (replacing an earlier record of the same
+round), so a reader or a crash sees a whole record or none, never a mix of two. The curriculum
+writes it just before the round's commit point, so every committed round has its record.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +23,13 @@ from PIL import Image, ImageDraw, ImageFont
 from curriculum.types import Candidate, Example, Failure, Weakness, as_pil
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def _fsync(path: Path) -> None:
+    """Make a file's data, or a folder's entries, durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _jsonl(rows: list[dict[str, Any]]) -> bytes:
@@ -45,51 +48,54 @@ def write_round(
     weaknesses: list[Weakness] = (),
     candidates: list[Candidate] = (),
 ) -> Path:
-    """Write one round's record; returns its folder."""
+    """Write one round's record, whole and durable, in place of any earlier one; returns its folder."""
     out = round_dir(root, k)
-    out.mkdir(parents=True, exist_ok=True)
-    _atomic_write(
-        out / "failures.jsonl",
-        _jsonl(
-            [
-                {
-                    "id": f.example.id,
-                    "skill": f.example.skill,
-                    "params": f.example.params,
-                    "question": f.example.question,
-                    "answer": f.example.answer,
-                    "prediction": f.prediction,
-                    "new": f.new,
-                }
-                for f in failures
-            ]
-        ),
-    )
-    _atomic_write(out / "analysis.json", json.dumps([w.to_record() for w in weaknesses], indent=1).encode())
-    _atomic_write(
-        out / "candidates.jsonl",
-        _jsonl(
-            [
-                {
-                    "id": c.example.id,
-                    "weakness": c.weakness,
-                    "generator": c.generator,
-                    "skill": c.example.skill,
-                    "question": c.example.question,
-                    "answer": c.example.answer,
-                    "kept": c.dropped is None,
-                    "dropped_by": c.dropped,
-                    "verdicts": c.verdicts,
-                    "meta": c.example.meta,  # provenance, judges' votes, rationale, image prompt
-                }
-                for c in candidates
-            ]
-        ),
-    )
+    tmp, old = out.with_name(f".tmp-{out.name}"), out.with_name(f".old-{out.name}")
+    for debris in (tmp, old):  # left by a crash during an earlier write of this record
+        shutil.rmtree(debris, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    failure_rows = [
+        {
+            "id": f.example.id,
+            "skill": f.example.skill,
+            "params": f.example.params,
+            "question": f.example.question,
+            "answer": f.example.answer,
+            "prediction": f.prediction,
+            "new": f.new,
+        }
+        for f in failures
+    ]
+    candidate_rows = [
+        {
+            "id": c.example.id,
+            "weakness": c.weakness,
+            "generator": c.generator,
+            "skill": c.example.skill,
+            "question": c.example.question,
+            "answer": c.example.answer,
+            "kept": c.dropped is None,
+            "dropped_by": c.dropped,
+            "verdicts": c.verdicts,
+            "meta": c.example.meta,  # provenance, judges' votes, rationale, image prompt
+        }
+        for c in candidates
+    ]
+    (tmp / "failures.jsonl").write_bytes(_jsonl(failure_rows))
+    (tmp / "analysis.json").write_text(json.dumps([w.to_record() for w in weaknesses], indent=1))
+    (tmp / "candidates.jsonl").write_bytes(_jsonl(candidate_rows))
     kept = [c.example for c in candidates if c.dropped is None]
     if kept:
-        contact_sheet(kept, out / "contact_sheet.png")
-    _atomic_write(out / "round.json", json.dumps(summary, indent=1, default=str).encode())
+        contact_sheet(kept, tmp / "contact_sheet.png")
+    (tmp / "round.json").write_text(json.dumps(summary, indent=1, default=str))
+    for f in tmp.iterdir():
+        _fsync(f)
+    _fsync(tmp)
+    if out.exists():  # a folder cannot be renamed over a full one: move the old record aside first
+        out.rename(old)
+    tmp.rename(out)
+    _fsync(root)
+    shutil.rmtree(old, ignore_errors=True)
     return out
 
 

@@ -203,11 +203,44 @@ def test_a_run_on_some_skills_trains_tests_and_pools_only_those(tmp_path, tiny_q
     assert {r["skill"] for r in pooled if "skill" in r} <= skills
 
 
+# A training run that SIGKILLs itself at one boundary of a round, given as its first argument:
+# ``commit:K`` right after round K's pool commit, ``record:K`` right after round K's record is
+# written, ``checkpoint:S`` right before the checkpoint of step S; ``none``: no kill.
 _CHILD = """
-import sys
+import os, signal, sys
+
+import curriculum.pool, curriculum.records, train.loop
 from train.config import load_config
-from train.loop import run
-run(load_config(None, sys.argv[1:]))
+
+point, _, at = sys.argv[1].partition(":")
+
+
+def after(fn, hit):
+    def wrapped(*args, **kwargs):
+        out = fn(*args, **kwargs)
+        if hit(*args):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return out
+    return wrapped
+
+
+if point == "commit":
+    curriculum.pool.Pool.commit_round = after(curriculum.pool.Pool.commit_round, lambda pool, k, *a: k == int(at))
+elif point == "record":
+    real = curriculum.records.write_round
+    for module in [m for name, m in sys.modules.items() if name.startswith("curriculum")]:
+        if getattr(module, "write_round", None) is real:
+            module.write_round = after(real, lambda root, k, *a: k == int(at))
+elif point == "checkpoint":
+    real_save = train.loop.save_checkpoint
+
+    def save_checkpoint(accelerator, run_dir, step, *args):
+        if step == int(at):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real_save(accelerator, run_dir, step, *args)
+
+    train.loop.save_checkpoint = save_checkpoint
+train.loop.run(load_config(None, sys.argv[2:]))
 """
 
 
@@ -218,39 +251,78 @@ def _pool_ids(run_dir: Path) -> list[str]:
     return [r["id"] for r in rows if "id" in r]
 
 
-def test_kill_9_anywhere_then_resume_loses_and_doubles_nothing(tmp_path, tiny_qwen):
-    """A run killed at random moments and resumed each time ends with the same pool as a run
-    that was never interrupted: every accepted example once, none lost."""
-    base = [
-        *tiny_run_overrides(tmp_path, tiny_qwen),
-        *CURRICULUM,
-        "curriculum.every=2",
-        "train.steps=12",
-        "train.save_every=2",
-    ]
+def _run_view(run_dir: Path) -> dict:
+    """What an interrupted run must share with an uninterrupted one: the pool, every round's
+    record (wall times aside), the last value logged at each step (a resumed run logs the steps
+    after its checkpoint again; wall times aside), the rounds' history and the final accuracy."""
+
+    def timing(key: str) -> bool:
+        return key == "time" or key.endswith(("_s", "seconds")) or key == "train/data_fraction"
+
+    logged: dict[int, dict] = {}
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        logged.setdefault(row["step"], {}).update({k: v for k, v in row.items() if not timing(k)})
+    records = {}
+    for folder in sorted(p for p in (run_dir / "curriculum").glob("round_*") if p.is_dir()):
+        summary = json.loads((folder / "round.json").read_text())
+        summary.pop("timings")
+        summary["metrics"].pop("curriculum/blocked_s", None)
+        files = {f: (folder / f).read_text() for f in ("failures.jsonl", "analysis.json", "candidates.jsonl")}
+        records[folder.name] = {
+            **files,
+            "round.json": summary,
+            "sheet": (folder / "contact_sheet.png").is_file(),
+        }
+    summary = json.loads((run_dir / "summary.json").read_text())
+    return {"pool": _pool_ids(run_dir), "records": records, "logged": logged,
+            "rounds": summary["curriculum"]["rounds"], "end": summary["end"]}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("mode", "kills"),
+    [
+        # Rounds at steps 3, 6, 9; checkpoints at 2, 4, 6, 8, 10. Each kill resumes from the
+        # checkpoint before the round: the run reaches the round again with it committed.
+        ("sync", ["commit:1", "record:2", "checkpoint:6", "commit:3", "random"]),
+        # Async: probes at 3, 6, 9, injections (and commits) a step later. record:2 resumes from
+        # the checkpoint of step 6, taken with round 2 in flight; commit:2 then finds it on disk.
+        ("async", ["commit:1", "record:2", "commit:2", "checkpoint:10"]),
+    ],
+)
+def test_kill_9_at_round_boundaries_then_resume_as_if_never_killed(tmp_path, tiny_qwen, mode, kills):
+    """A run killed at each boundary of a round (right after its pool commit, right after its
+    record, right before the checkpoint that follows; sync: also once at a random moment) and
+    resumed each time ends exactly as an uninterrupted run: the same pool, the same round
+    records, the same losses and metrics at every step."""
+    base = [*tiny_run_overrides(tmp_path, tiny_qwen), *CURRICULUM, f"curriculum.mode={mode}",
+            "curriculum.max_staleness=1", "curriculum.every=3", "train.steps=11", "train.save_every=2"]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run(
-        [sys.executable, "-c", _CHILD, "run.name=clean", *base], check=True, env=env, capture_output=True
-    )
-    clean = _pool_ids(tmp_path / "clean")
-    assert clean and len(clean) == len(set(clean))
-    rng = random.Random(0)
-    for _ in range(3):
-        proc = subprocess.Popen(
-            [sys.executable, "-c", _CHILD, "run.name=killed", *base],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        time.sleep(rng.uniform(6.0, 14.0))
-        proc.send_signal(signal.SIGKILL)
+
+    log = tmp_path / "child.log"
+
+    def child(point: str, name: str) -> subprocess.Popen:
+        with open(log, "w") as out:
+            return subprocess.Popen([sys.executable, "-c", _CHILD, point, f"run.name={name}", *base], env=env,
+                                    stdout=subprocess.DEVNULL, stderr=out)  # fmt: skip
+
+    assert child("none", "clean").wait() == 0, log.read_text()[-3000:]
+    for point in kills:
+        proc = child("none" if point == "random" else point, "killed")
+        if point == "random":  # an arbitrary moment: in start-up, a step, a round, or after the end
+            time.sleep(random.Random(0).uniform(4.0, 9.0))
+            proc.send_signal(signal.SIGKILL)
         proc.wait()
+        assert proc.returncode == -signal.SIGKILL or point == "random", (point, log.read_text()[-3000:])
         ids = _pool_ids(tmp_path / "killed")
         assert len(ids) == len(set(ids))
-    subprocess.run(
-        [sys.executable, "-c", _CHILD, "run.name=killed", *base], check=True, env=env, capture_output=True
-    )
-    assert _pool_ids(tmp_path / "killed") == clean
+    assert child("none", "killed").wait() == 0, log.read_text()[-3000:]
+    expected, got = _run_view(tmp_path / "clean"), _run_view(tmp_path / "killed")
+    assert [r["status"] for r in expected["rounds"]] == ["ok", "ok", "ok"] and expected["pool"]
+    assert got["pool"] == expected["pool"]
+    assert got["records"] == expected["records"]
+    assert got["rounds"] == expected["rounds"] and got["end"] == expected["end"]
+    assert got["logged"] == expected["logged"]
 
 
 def test_two_processes_share_one_pool(tmp_path, tiny_qwen):

@@ -5,6 +5,7 @@ The GPU side (DeepSpeed ZeRO-2/3, FSDP through these same configs) is tests/test
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -142,6 +143,96 @@ def test_an_outage_on_the_main_rank_fails_the_round_everywhere_and_training_goes
     assert [r["status"] for r in rounds] == ["failed", "failed"]
     assert all("endpoint unreachable" in r["error"] for r in rounds), rounds
     assert summary["curriculum"]["pool_size"] == 0
+
+
+# Curriculum rounds on two gloo ranks (no model: a scripted policy), with faults on one rank only:
+# round 1's commit raises on rank 0 (its empty commit too), round 2 raises on rank 1 before the
+# commit, round 3 goes well, rank 1 cannot read round 4 back once rank 0 committed it.
+_FAULTY_ROUNDS = """
+import json, os, sys
+import torch.distributed
+from accelerate import Accelerator
+from curriculum.engine import Curriculum, RanksDisagree
+from curriculum.pool import Pool
+from curriculum.world import build_splits
+from tests.test_curriculum import ScriptedPolicy
+from train.config import CurriculumConfig
+
+acc = Accelerator(cpu=True)
+rank = acc.process_index
+
+
+def fault(fn, when, error):
+    def wrapped(self, k, *args, **kwargs):
+        if when(k):
+            raise error
+        return fn(self, k, *args, **kwargs)
+    return wrapped
+
+
+if rank == 0:
+    Pool.commit_round = fault(Pool.commit_round, lambda k: k == 1, OSError("disk full (rank 0)"))
+if rank == 1:
+    Curriculum._quota = fault(Curriculum._quota, lambda k: k == 2, RuntimeError("quota broke"))
+    Pool.apply_round = fault(Pool.apply_round, lambda k: k == 4, OSError("unreadable round (rank 1)"))
+world = build_splits(seed=0, train_size=120, probe_size=40, test_size=20, image_size=32)
+cfg = CurriculumConfig(enabled=True, every=10, budget=24, max_failures=12, mode=sys.argv[2], max_staleness=1)
+cur = Curriculum(cfg, sys.argv[1], world["train"], world["probe"], {"test": world["test"]}, 32, 0, accelerator=acc)
+out = {"rank": rank, "results": [], "pools": []}
+try:
+    for k in (1, 2, 3, 4):
+        result = cur.update(10 * k, ScriptedPolicy()) or cur.poll(10 * k + 1, ScriptedPolicy())
+        out["results"].append([result.status, result.error])
+        out["pools"].append([cur.pool.version, cur.pool.ids()])
+except RanksDisagree as err:
+    out["stopped"] = str(err)
+out["history"] = cur.history
+cur.close()
+print("RESULT " + json.dumps(out), flush=True)
+torch.distributed.destroy_process_group()
+os._exit(0)  # no interpreter teardown: gloo's threads may abort it
+"""
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_ranks_agree_on_a_round_that_fails_on_one_rank(tmp_path, mode):
+    """No rank waits forever for another that failed: a round that raises on one rank (rank 0's
+    commit, rank 1's own part of the round) fails on both, the pools stay identical and the next
+    round runs; a committed round that one rank cannot load stops both with the reason."""
+    script = tmp_path / "rounds.py"
+    script.write_text(_FAULTY_ROUNDS)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(script),
+           str(tmp_path / "curriculum"), mode]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    # Its own process group: if the ranks hang, the test ends them all, not only the launcher.
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # fmt: skip
+    try:
+        stdout, stderr = proc.communicate(timeout=180)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail("the ranks did not finish: one waits for another at a collective")
+    assert proc.returncode == 0, stderr[-3000:]
+    outs = sorted(
+        (json.loads(line[len("RESULT ") :]) for line in stdout.splitlines() if line.startswith("RESULT ")),
+        key=lambda o: o["rank"],
+    )
+    assert [o["rank"] for o in outs] == [0, 1]
+    first, second = outs
+    assert first["results"] == second["results"] and first["pools"] == second["pools"]
+    assert first["history"] == second["history"]
+    (s1, e1), (s2, e2), (s3, _) = first["results"]
+    assert s1 == "failed" and "disk full (rank 0)" in e1  # neither the round nor its empty commit
+    assert s2 == "failed" and e2 == "rank 1: RuntimeError: quota broke"  # which rank, said on both
+    assert s3 == "ok"
+    versions = [v for v, _ in first["pools"]]
+    assert versions == [-1, 2, 3] and first["pools"][2][1]  # round 2 committed empty, round 3 added
+    assert "rank 1 could not load curriculum round 4" in first["stopped"] == second["stopped"]
+    assert "unreadable round (rank 1)" in first["stopped"]
+    records = {k: json.loads((tmp_path / "curriculum" / f"round_{k:05d}" / "round.json").read_text())
+               for k in (1, 2, 3)}  # fmt: skip
+    assert [records[k]["status"] for k in (1, 2, 3)] == ["failed", "failed", "ok"]
 
 
 _SHARED_PROMPT_UPDATE = """

@@ -1,0 +1,98 @@
+"""How a round's budget becomes candidates: shared among the weaknesses in proportion to their
+failure rates, then among the generators by their shares; what one generator cannot make, the
+next ones get. Every generator draws from a seed of (run seed, round, weakness, generator), so a
+round makes the same candidates whenever it runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from curriculum.generators import Generator
+from curriculum.types import Candidate, Failure, Weakness
+
+# The baselines of ``curriculum.source``: which generator makes their candidates.
+BASELINE_GENERATORS = {"uniform": {"world": 1.0}, "real": {"real": 1.0}, "hard_real": {"hard_real": 1.0}}
+
+
+def baseline_weaknesses(source: str, skills: list[str] | None = None) -> list[Weakness]:
+    """What a baseline round aims at instead of diagnosed weaknesses: every skill of the built-in
+    world (or of ``skills``) with its parameters left free (``uniform``), or the data as a whole
+    (``real``, ``hard_real``). Equal rates, so the budget is split evenly."""
+    if source == "uniform":
+        from curriculum.world import world_skills
+
+        return [
+            Weakness(f"uniform/{s}", s, {}, 1.0, 1.0, 0, 0, [], "uniform spec: no failure analysis",
+                     spec={"skill": s, "params": {}})
+            for s in world_skills(skills)
+        ]  # fmt: skip
+    return [Weakness(source, None, {}, 1.0, 1.0, 0, 0, [], f"{source}: no failure analysis")]
+
+
+def split_budget(weaknesses: list[Weakness], budget: int) -> list[int]:
+    """Each weakness's share of the budget, in proportion to its failure rate (largest remainder)."""
+    total = sum(w.failure_rate for w in weaknesses)
+    if not weaknesses or total <= 0 or budget <= 0:
+        return [0] * len(weaknesses)
+    exact = [budget * w.failure_rate / total for w in weaknesses]
+    shares = [int(x) for x in exact]
+    for i in sorted(range(len(exact)), key=lambda i: shares[i] - exact[i])[: budget - sum(shares)]:
+        shares[i] += 1
+    return shares
+
+
+def make_candidates(
+    k: int,
+    weaknesses: list[Weakness],
+    failures: list[Failure],
+    generators: list[Generator],
+    shares: dict[str, float],
+    budget: int,
+    seed: int,
+    rationales: bool = False,
+) -> list[Candidate]:
+    """Round ``k``'s candidates: ``budget`` split over ``weaknesses`` (``split_budget``), each
+    share over the ``generators`` with a positive share (in their order). Each example records
+    its round, the failures it answers and its weight (the weakness's failure rate); with
+    ``rationales`` it gets an empty list of rationale options for the judges to fill."""
+    by_id = {f.example.id: f for f in failures}
+    out: list[Candidate] = []
+    for w_index, (weakness, w_budget) in enumerate(
+        zip(weaknesses, split_budget(weaknesses, budget), strict=True)
+    ):
+        mine = [by_id[i] for i in weakness.failure_ids if i in by_id]
+        gens = [g for g in generators if shares.get(g.name, 0) > 0]
+        left = w_budget
+        for g_index, gen in enumerate(gens):
+            rest = sum(shares[g.name] for g in gens[g_index:])
+            want = round(left * shares[gen.name] / rest) if g_index < len(gens) - 1 else left
+            prefix = f"r{k:04d}-w{w_index}-{gen.name}"
+            made = gen.generate(
+                weakness, mine, want, seed=hash_seed(seed, k, w_index, gen.name), prefix=prefix
+            )
+            made = made[:want]
+            left -= len(made)  # what one generator cannot make, the next ones get
+            for ex in made:
+                ex.meta.update(round=k, failures=weakness.failure_ids[:20], weight=weakness.failure_rate)
+                if rationales:
+                    ex.meta.setdefault("rationale_options", [])  # the judges may offer some
+                out.append(Candidate(ex, weakness.id, gen.name))
+    return out
+
+
+def take_image_errors(generators: list[Generator]) -> list[str]:
+    """Image requests that failed since the last call (their proposals were skipped); cleared."""
+    out: list[str] = []
+    for gen in generators:
+        errors = getattr(gen, "image_errors", None)
+        if errors:
+            out += errors
+            errors.clear()
+    return out
+
+
+def hash_seed(*parts: Any) -> int:
+    """A stable integer seed from parts (Python's ``hash`` of a str changes between runs)."""
+    return int.from_bytes(hashlib.sha256("|".join(map(str, parts)).encode()).digest()[:8], "big")
