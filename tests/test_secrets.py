@@ -1,13 +1,26 @@
-"""Redaction of credentials inside URLs, free text and config trees (curriculum.secrets)."""
+"""Redaction of secrets in URLs, free text, config trees, the command line and log records
+(curriculum.secrets)."""
 
 import logging
+import sys
 from collections import namedtuple
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from curriculum.secrets import REDACTED, RedactingFilter, redact_logger, redact_text, redact_tree, redact_url
+from curriculum.secrets import (
+    REDACTED,
+    RedactingFilter,
+    is_secret_key,
+    redact_arg,
+    redact_argv,
+    redact_logger,
+    redact_text,
+    redact_tree,
+    redact_url,
+    redacted_argv,
+)
 
 SECRET = "sk-secret-9f8e7d6c5b4a"
 
@@ -84,6 +97,47 @@ def test_redact_text_hides_key_shapes_and_bearer_headers_outside_urls():
     text = f"Incorrect API key provided: {SECRET}. Header was Authorization: Bearer abcdef123456"
     assert redact_text(text) == "Incorrect API key provided: ***. Header was Authorization: Bearer ***"
     assert redact_text("hf_" + "a1" * 15 + " and ghp_" + "Z9" * 12) == "*** and ***"
+    assert redact_text("bearer abcdefgh123 / Basic dXNlcjpwYXNz") == "bearer *** / Basic ***"
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["api_key", "API_KEY", "apiKey", "X-Api-Key", "hf_token", "token", "access_token", "Authorization",
+     "clientSecret", "client_secret", "password", "access_key", "AccessKey", "private_key", "cookie",
+     "--api-key", "curriculum.frontier.api_key"],
+)  # fmt: skip
+def test_secret_names_are_matched_by_whole_words(name):
+    assert is_secret_key(name)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["api_key_env", "token_env", "apiKeyEnv", "max_new_tokens", "tokenizer", "tokens", "key", "monkey",
+     "Content-Type", "guidance_scale", "base_url", "secretary", "auth.enabled", ""],
+)  # fmt: skip
+def test_other_names_are_not_secrets(name):
+    # ``_env``: the name of an environment variable, worth showing; a dotted path by its last part.
+    assert not is_secret_key(name)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("token: t1", "token: ***"),
+        ("token: 7, tokens: 7", "token: ***, tokens: 7"),
+        ('x {"access_key": "a1", "n": 2}', 'x {"access_key": ***, "n": 2}'),
+        ("{'password': 'p w'}", "{'password': ***}"),
+        ("[{api_key: sk-hunter3, guidance_scale: 3.5}]", "[{api_key: ***, guidance_scale: 3.5}]"),
+        ("x.image_settings=[{api_key: h3, n: 1}]", "x.image_settings=[{api_key: ***, n: 1}]"),  # nested
+        ("retry ?api_key=abc&model=m", "retry ?api_key=***&model=m"),
+        ("--token=abc curriculum.frontier.api_key=k", "--token=*** curriculum.frontier.api_key=***"),
+        ("Authorization: Bearer short", "Authorization: Bearer ***"),
+        ("clientSecret=c hf_token = h1", "clientSecret=*** hf_token = ***"),
+    ],
+)
+def test_redact_text_hides_the_values_of_secret_assignments(text, expected):
+    assert redact_text(text) == expected
+    assert redact_text(expected) == expected  # redacting again changes nothing
 
 
 @pytest.mark.parametrize(
@@ -92,7 +146,8 @@ def test_redact_text_hides_key_shapes_and_bearer_headers_outside_urls():
         "",
         "round 3 failed: analyst: HTTP 429 after 3 attempts",
         "basic arithmetic; the task-specific risk-assessment of sk-learn models",
-        "max_tokens=512 key=value token: 7 password reset",
+        "max_tokens=512 key=value tokens: 7 password reset",
+        "max_new_tokens: 3, tokenizer: x, api_key_env=OPENAI_API_KEY token_env: JUDGE_TOKEN",
         "ratio 3:2 at 10:30, e-mail me@example.com about hf_hub_download",
         "Bearer bonds",
     ],
@@ -104,38 +159,77 @@ def test_text_without_urls_or_keys_is_unchanged(text):
 @given(st.text(alphabet=st.characters(blacklist_characters=":"), max_size=200))
 def test_text_without_a_scheme_separator_or_a_key_shape_is_unchanged(text):
     # No "://", so no URL; the key shapes all need a run of 8+ ASCII letters or digits after a
-    # fixed prefix, which random text only rarely holds: such inputs are compared redacted.
+    # fixed prefix, and a secret assignment a secret name before "=", which random text only
+    # rarely holds: such inputs are compared redacted.
     out = redact_text(text)
     assert out == text or REDACTED in out
 
 
-def test_redact_tree_walks_dicts_lists_and_tuples_without_changing_the_input():
+def test_redact_tree_walks_configs_hiding_secret_named_values_and_secrets_in_strings():
     Point = namedtuple("Point", "url n")
     config = {
         "frontier": {
             "base_url": f"https://user:{SECRET}@host/v1",
+            "api_key_env": "OPENAI_API_KEY",
             "judges": [
-                {"model": "a", "base_url": "http://judge:8000/v1?api_key=abc"},
-                {"model": "b", "base_url": None, "timeout": 60.0},
+                {"model": "a", "base_url": "http://judge:8000/v1?api_key=abc", "api_key": "sk-1",
+                 "token_env": "JUDGE_TOKEN"},
+                {"model": "b", "base_url": None, "timeout": 60.0, "api_key": None, "token": ""},
             ],
             "prices": {"gpt-4o": [2.5, 10.0]},
+            "image_settings": [{"guidance_scale": 3.5, "Authorization": "Bearer abcdefgh123"}],
         },
+        "headers": {"X-Api-Key": "k2", "Content-Type": "json"},
+        "credentials": {"user": "u", "pw": "p"},  # a secret-named key: hidden whole, whatever it holds
+        "eval": {"max_new_tokens": 3, "tokenizer": "x"},
+        "notes": ["token: t1", "plain"],
         "tags": ("x", "https://u:p@h/v1"),
         "point": Point("https://h/?token=t", 3),
         "steps": 10,
         "on": True,
-    }
+    }  # fmt: skip
     out = redact_tree(config)
-    assert out["frontier"]["base_url"] == "https://***@host/v1"
-    assert out["frontier"]["judges"][0]["base_url"] == "http://judge:8000/v1?api_key=***"
-    assert out["frontier"]["judges"][1] == {"model": "b", "base_url": None, "timeout": 60.0}
-    assert out["frontier"]["prices"] == {"gpt-4o": [2.5, 10.0]}
+    f = out["frontier"]
+    assert f["base_url"] == "https://***@host/v1" and f["api_key_env"] == "OPENAI_API_KEY"
+    assert f["judges"][0] == {"model": "a", "base_url": "http://judge:8000/v1?api_key=***", "api_key": "***",
+                              "token_env": "JUDGE_TOKEN"}  # fmt: skip
+    # Unset: that no secret is configured is shown as it is.
+    assert f["judges"][1] == {"model": "b", "base_url": None, "timeout": 60.0, "api_key": None, "token": ""}
+    assert f["prices"] == {"gpt-4o": [2.5, 10.0]}
+    assert f["image_settings"] == [{"guidance_scale": 3.5, "Authorization": "***"}]
+    assert out["headers"] == {"X-Api-Key": "***", "Content-Type": "json"}
+    assert out["credentials"] == "***" and out["eval"] == {"max_new_tokens": 3, "tokenizer": "x"}
+    assert out["notes"] == ["token: ***", "plain"]
     assert out["tags"] == ("x", "https://***@h/v1") and isinstance(out["tags"], tuple)
     assert out["point"] == Point("https://h/?token=***", 3) and isinstance(out["point"], Point)
     assert out["steps"] == 10 and out["on"] is True
     assert config["frontier"]["base_url"] == f"https://user:{SECRET}@host/v1"  # the input is kept
-    assert SECRET not in repr(out) and "abc" not in repr(out)
-    assert redact_tree({f"https://u:{SECRET}@h": 1}) == {"https://***@h": 1}  # keys too
+    assert SECRET not in repr(out) and "abc" not in repr(out) and "sk-1" not in repr(out)
+    assert redact_tree({"https://u:hunter2@h": 1}) == {"https://***@h": 1}  # keys too
+
+
+def test_command_line_arguments_lose_their_secrets():
+    assert redact_arg("curriculum.frontier.api_key=sk-1") == "curriculum.frontier.api_key=***"
+    assert redact_arg("--hf-token=abc") == "--hf-token=***"
+    assert redact_arg("--api-key=") == "--api-key="  # nothing to hide
+    assert redact_arg("frontier.api_key_env=MY_KEY") == "frontier.api_key_env=MY_KEY"
+    assert (
+        redact_arg(f"x.base_url=https://u:{SECRET}@h/v1?api_key=q")
+        == "x.base_url=https://***@h/v1?api_key=***"
+    )
+    argv = ["lessonloop", "train", "--api-key", "hunter4", "--steps", "3", "--token", "t", "x.token=u"]
+    assert redact_argv(argv) == ["lessonloop", "train", "--api-key", "***", "--steps", "3", "--token", "***",
+                                 "x.token=***"]  # fmt: skip
+    assert redact_argv([]) == []
+
+
+def test_sys_argv_is_redacted_inside_the_block_and_restored_after_it(monkeypatch):
+    argv = ["lessonloop", f"x.base_url=https://u:{SECRET}@h/v1", "--api-key", "hunter4"]
+    monkeypatch.setattr(sys, "argv", list(argv))
+    with pytest.raises(RuntimeError), redacted_argv():
+        assert sys.argv == ["lessonloop", "x.base_url=https://***@h/v1", "--api-key", "***"]
+        raise RuntimeError("restored all the same")
+    assert sys.argv == argv
 
 
 def test_the_logging_filter_redacts_messages_arguments_and_tracebacks(caplog):

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import tiny_run_overrides
-from train.tracking import EXAMPLES_TABLE, FAILURES_TABLE, WEAKNESSES_TABLE, log_table_run, redact
+from train.tracking import EXAMPLES_TABLE, FAILURES_TABLE, WEAKNESSES_TABLE, log_table_run
 
 SECRET_URL = "https://user:hunter2@example.com/v1"
 
@@ -221,11 +221,12 @@ def test_no_secret_reaches_the_offline_run(runs):
     config = {i.key: json.loads(i.value_json) for i in updates if i.key}
     frontier = config["curriculum"]["frontier"]
     assert (
-        frontier["base_url"] == "https://example.com/v1" and frontier["api_key_env"] == "MY_FRONTIER_KEY_VAR"
+        frontier["base_url"] == "https://***@example.com/v1"
+        and frontier["api_key_env"] == "MY_FRONTIER_KEY_VAR"
     )
     assert frontier["image_settings"] == [{"api_key": "***", "guidance_scale": 3.5}]
     args = [a for r in records if r.HasField("environment") for a in r.environment.args]
-    assert args == ["train", "curriculum.frontier.base_url=https://example.com/v1", "--api-key", "***"]
+    assert args == ["train", "curriculum.frontier.base_url=https://***@example.com/v1", "--api-key", "***"]
 
 
 def test_disabled_mode_writes_no_wandb_and_the_same_metrics(runs):
@@ -266,35 +267,3 @@ def test_log_table_run_disabled_is_a_no_op(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     log_table_run("p", "g", "n", "disabled", None, ["a"], [[1]], {"x": tmp_path / "missing.png"}, {"a": 1})
     assert not list(tmp_path.iterdir())
-
-
-def test_redact():
-    cfg = {
-        "curriculum": {
-            "frontier": {
-                "base_url": "https://user:hunter2@example.com/v1?api_key=k1&x=1",
-                "api_key_env": "OPENAI_API_KEY",
-                "judges": [{"model": "j", "api_key": "sk-1", "token_env": "JUDGE_TOKEN"}],
-                "image_settings": [{"guidance_scale": 3.5, "Authorization": "Bearer abcdefgh123"}],
-            },
-        },
-        "headers": {"Authorization": "Bearer abcdefgh123", "X-Api-Key": "k2", "Content-Type": "json"},
-        "eval": {"max_new_tokens": 3, "tokenizer": "x"},
-        "hf_token": "hf_1",
-        "clientSecret": "c",
-        "password": None,
-        "notes": ["token: t1", "plain", 'x {"access_key": "a1"}', "Bearer abcdefgh123"],
-        "pair": ("https://a:b@h", 1),
-    }
-    out = redact(cfg)
-    f = out["curriculum"]["frontier"]
-    assert f["base_url"] == "https://example.com/v1?api_key=***&x=1"
-    assert f["api_key_env"] == "OPENAI_API_KEY" and f["judges"][0] == {
-        "model": "j", "api_key": "***", "token_env": "JUDGE_TOKEN"}  # fmt: skip
-    assert f["image_settings"] == [{"guidance_scale": 3.5, "Authorization": "***"}]
-    assert out["headers"] == {"Authorization": "***", "X-Api-Key": "***", "Content-Type": "json"}
-    assert out["eval"] == {"max_new_tokens": 3, "tokenizer": "x"}
-    assert out["hf_token"] == out["clientSecret"] == "***" and out["password"] is None
-    assert out["notes"] == ["token: ***", "plain", 'x {"access_key": ***}', "Bearer ***"]
-    assert out["pair"] == ("https://h", 1)
-    assert cfg["hf_token"] == "hf_1"  # a copy: the config itself is untouched

@@ -6,7 +6,9 @@ the same W&B run instead of starting a new one.
 With W&B, each curriculum round also goes there as tables (the round's failures, the candidates it
 generated, the weaknesses it diagnosed) and the pool as a versioned artifact, one version per
 round. What W&B keeps is shared with whoever sees the project, so the config and the command line
-sent to it are redacted first (``redact``): no API key, token or URL credential leaves the machine.
+sent to it are redacted first (``curriculum.secrets``): no API key, token or URL credential leaves
+the machine. The console, which W&B copies into the run's output log, is redacted by the log filter
+the training loop installs (``curriculum.secrets.install_log_redaction``).
 """
 
 from __future__ import annotations
@@ -16,14 +18,11 @@ import logging
 import os
 import re
 import secrets
-import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from curriculum.secrets import redact_tree, redacted_argv
 from train.config import Config
 
 if TYPE_CHECKING:
@@ -45,87 +44,6 @@ WEAKNESS_COLUMNS = ["id", "skill", "slice", "failure_rate", "n", "diagnosis"]
 MAX_FAILURE_ROWS = 64
 MAX_EXAMPLE_ROWS = 128
 THUMBNAIL = 384  # longest side of table images, in pixels: external data can hold large images
-
-# ------------------------------------------------------------------------------------ redaction
-
-REDACTED = "***"
-_SECRET_WORDS = {
-    "apikey", "apikeys", "token", "secret", "secrets", "password", "passwd", "passphrase",
-    "authorization", "auth", "credential", "credentials", "cookie", "bearer",
-}  # fmt: skip
-_SECRET_PAIRS = {("api", "key"), ("api", "keys"), ("access", "key"), ("private", "key"), ("secret", "key")}
-_URL_USERINFO = re.compile(r"(?<=://)[^/@\s?#]+@")
-_BEARER = re.compile(r"\b((?i:bearer)|Basic)\s+[\w.~+/=-]{8,}")
-_ASSIGNMENT = re.compile(r"([A-Za-z_][\w.-]*)([\"']?\s*[:=]\s*)(\"[^\"]*\"|'[^']*'|[^\s,;&?#}\]\"']+)")
-
-
-def is_secret_key(name: str) -> bool:
-    """Whether a mapping key (or option name) names a secret: ``api_key``, ``hf_token``,
-    ``Authorization``, ``X-Api-Key``, ``clientSecret``...
-
-    Matched by whole words, so ``max_new_tokens`` is not a secret; and names ending in ``_env``
-    hold the *name* of an environment variable (``api_key_env``), which is worth showing.
-    """
-    if name.lower().endswith("_env"):
-        return False
-    words = [w for w in re.split(r"[^a-z0-9]+", re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()) if w]
-    return any(w in _SECRET_WORDS for w in words) or any(p in _SECRET_PAIRS for p in pairwise(words))
-
-
-def redact_text(text: str) -> str:
-    """``text`` without URL credentials (``https://user:pass@host``), bearer tokens, or the values
-    of secret-named assignments inside it (``?api_key=...``, ``token: ...``, a YAML override)."""
-    text = _URL_USERINFO.sub("", text)
-    text = _BEARER.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
-    return _ASSIGNMENT.sub(
-        lambda m: m.group(1) + m.group(2) + REDACTED if is_secret_key(m.group(1)) else m.group(0), text
-    )
-
-
-def redact(obj: Any) -> Any:
-    """A copy of ``obj`` (dicts, lists and tuples, recursively) that is safe to send to a tracker.
-
-    The value of every secret-named key (``is_secret_key``) becomes ``"***"``, unless it is unset
-    (None or empty: showing that no secret is configured tells nothing); strings lose their
-    credentials (``redact_text``). Header dicts are covered by the same key rule.
-    """
-    if isinstance(obj, dict):
-        return {
-            k: REDACTED if isinstance(k, str) and is_secret_key(k) and obj[k] not in (None, "", [], {})
-            else redact(v)
-            for k, v in obj.items()
-        }  # fmt: skip
-    if isinstance(obj, list | tuple):
-        return type(obj)(redact(v) for v in obj)
-    if isinstance(obj, str):
-        return redact_text(obj)
-    return obj
-
-
-def redact_arg(arg: str) -> str:
-    """One command-line argument, redacted: ``x.api_key=...`` or ``--token=...`` loses its value,
-    any other argument its credentials (``redact_text``)."""
-    key, sep, value = arg.partition("=")
-    if sep and is_secret_key(key.lstrip("-").rsplit(".", 1)[-1]):
-        return f"{key}={REDACTED}"
-    return redact_text(arg)
-
-
-@contextmanager
-def _redacted_argv() -> Iterator[None]:
-    """Hide secrets of the command line from ``wandb.init``, which records ``sys.argv`` in the run's
-    metadata: config overrides such as ``curriculum.frontier.base_url=https://user:pass@host`` are
-    the usual way to set a run's config, and would otherwise reach W&B verbatim."""
-    saved = sys.argv
-    args = [saved[0]] if saved else []
-    for prev, arg in pairwise(saved):  # ``--api-key VALUE``: the value of a secret flag goes too
-        flag = prev.startswith("-") and "=" not in prev and is_secret_key(prev.lstrip("-"))
-        args.append(REDACTED if flag else redact_arg(arg))
-    sys.argv = args
-    try:
-        yield
-    finally:
-        sys.argv = saved
 
 
 def _safe_name(name: str) -> str:
@@ -175,7 +93,7 @@ class Tracker:
         resuming = id_file.is_file() and not fresh
         run_id = id_file.read_text().strip() if resuming else secrets.token_hex(4)
         id_file.write_text(run_id)
-        with _redacted_argv():
+        with redacted_argv():
             return wandb.init(
                 project=cfg.wandb.project,
                 entity=cfg.wandb.entity,
@@ -186,7 +104,7 @@ class Tracker:
                 resume="allow",
                 mode=cfg.wandb.mode,
                 dir=str(self.run_dir),
-                config=redact(cfg.to_dict()),
+                config=redact_tree(cfg.to_dict()),
             )
 
     def log(self, metrics: dict[str, Any], step: int) -> None:
@@ -343,7 +261,7 @@ def log_table_run(
         return
     import wandb
 
-    with _redacted_argv():
+    with redacted_argv():
         run = wandb.init(
             project=project,
             entity=entity,
