@@ -94,10 +94,13 @@ class Curriculum:
         accelerator: Any = None,
         fresh: bool = True,
         verified_only: bool = False,
+        allow_unverified: bool = False,
         skills: list[str] | None = None,
     ) -> None:
         """``skills``: the built-in world's skills this run uses (None: all); generators make
-        examples of these only."""
+        examples of these only. ``verified_only`` (GRPO: a reward needs a trusted answer) and,
+        unless ``allow_unverified``, every run keep only candidates whose answer a program
+        verified, a judge panel accepted, or that are the user's own labelled items."""
         self.cfg = cfg
         self.skills = skills
         self.root = Path(root)
@@ -129,7 +132,8 @@ class Curriculum:
         self.ranks.barrier()
         self.store = RoundStore(self.root, cfg.pool_cap, self.ranks)
         self.answer_check = AnswerCheck()
-        self.verified_only = verified_only  # GRPO: only answers a reward can trust
+        self.verified_only = verified_only
+        self.allow_unverified = allow_unverified
         self.rationales = self.frontier is not None and cfg.frontier.rationales
         self.decontaminate = Decontaminate(eval_sets, probe, cfg.near_duplicate)
         self.seen: set[str] = set()
@@ -312,8 +316,8 @@ class Curriculum:
             checks.append(self.frontier.judges)
         if self.rationales:
             checks.append(RationaleCheck())
-        if self.verified_only:
-            checks.append(VerifiedOnly())
+        # Last: it records how each survivor's answer was checked, the judges' verdict included.
+        checks.append(VerifiedOnly(allow_unverified=self.allow_unverified and not self.verified_only))
         return checks
 
     def _generate(self, k: int, weaknesses: list[Weakness], failures: list[Failure]) -> list[Candidate]:

@@ -17,8 +17,10 @@
                      or by the judges that reached its answer) keep the first whose final answer
                      matches the verified answer (STaR-style); a candidate whose every rationale
                      ends elsewhere is dropped; one offered none trains on its plain answer.
-6. ``VerifiedOnly``  (GRPO) only answers a reward can trust: real items, or answers a program or
-                     the judges verified.
+6. ``VerifiedOnly``  answers that no program verified and no judge panel accepted never train
+                     (the user's own labelled items, real data, are verified by definition),
+                     unless the run allows unverified answers; GRPO never does (a reward needs an
+                     answer it can trust). It records how each survivor's answer was checked.
 7. ``StudentCheck``  keep what the current model still gets wrong (or whose sampled pass rate
                      lies in a band): an example the model already answers teaches little.
 
@@ -176,22 +178,41 @@ class RationaleCheck:
 
 
 class VerifiedOnly:
-    """For a reward: keep real items and candidates whose answer a program or the judges verified."""
+    """Keeps candidates whose answer was checked: by a program (the answer check recomputed it from
+    the scene), by a judge panel (it accepted the answer), or by the data (a real item: the
+    user's labelled data). Any other candidate is dropped, unless ``allow_unverified``.
+
+    Every survivor records how its answer was checked in ``meta["answer_checked_by"]``:
+    ``program``, ``judges``, ``data`` or ``none`` (unverified, kept because allowed).
+    """
 
     name = "verified"
+
+    def __init__(self, allow_unverified: bool = False) -> None:
+        self.allow_unverified = allow_unverified
+
+    @staticmethod
+    def checked_by(c: Candidate) -> str:
+        """How ``c``'s answer was checked: ``program``, ``judges``, ``data`` or ``none``."""
+        if c.verdicts.get("answer") == "ok":
+            return "program"
+        if c.verdicts.get("judge") == "ok":
+            return "judges"
+        return "data" if c.example.source == "real" else "none"
 
     def __call__(self, candidates: list[Candidate]) -> None:
         for c in candidates:
             if c.dropped:
                 continue
-            if (
-                c.example.source == "real"
-                or c.verdicts.get("answer") == "ok"
-                or c.verdicts.get("judge") == "ok"
-            ):
-                c.keep(self.name)
+            how = self.checked_by(c)
+            if how == "none" and not self.allow_unverified:
+                c.drop(self.name, "no program or judge verified its answer, and it is not real data")
+                continue
+            c.example.meta["answer_checked_by"] = how
+            if how == "none":
+                c.verdicts[self.name] = "unverified, allowed (allow_unverified)"
             else:
-                c.drop(self.name, "no program or judge verified its answer")
+                c.keep(self.name)
 
 
 class StudentCheck:
