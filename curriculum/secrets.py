@@ -21,7 +21,7 @@ Functions, one per shape of data:
 - ``redact_tree(obj)``: a config about to be dumped or sent to a tracker, walked;
 - ``redact_arg(arg)``, ``redact_argv(argv)``, ``redacted_argv()``: the command line, which W&B
   records from ``sys.argv``;
-- ``RedactingFilter``, ``redact_logger(name)``: logging records.
+- ``RedactingFilter``, ``redact_logger(name)``, ``install_log_redaction()``: logging records.
 
 Redaction errs towards hiding: a hidden harmless value costs little, a shown secret cannot be
 recalled. URL query names are therefore matched by substring (``monkey=`` is hidden with ``key=``:
@@ -292,3 +292,21 @@ def redact_logger(name: str) -> None:
     """Attach one ``RedactingFilter`` to the logger ``name``: the records made there are redacted
     before any handler sees them (again: nothing changes)."""
     _add_filter(logging.getLogger(name))
+
+
+def install_log_redaction() -> None:
+    """Attach one ``RedactingFilter`` to every handler there is now: the root logger's and those of
+    any logger holding its own (again: nothing changes).
+
+    A handler's filter sees every record the handler is about to write, whichever logger made it
+    (ours, httpx, openai, transformers), so nothing reaches the console or a log file unredacted,
+    nor W&B's output log, which copies the console. Loggers with their own handlers are covered
+    because some do not pass records on to the root (transformers keeps its own stderr handler).
+    Call it once the handlers are set up (right after ``logging.basicConfig``): a handler added
+    later is not covered.
+    """
+    loggers = [logging.getLogger(), *list(logging.Logger.manager.loggerDict.values())]
+    for logger in loggers:
+        if isinstance(logger, logging.Logger):  # not a PlaceHolder for a dotted name's parent
+            for handler in list(logger.handlers):
+                _add_filter(handler)

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from curriculum.secrets import (
     REDACTED,
     RedactingFilter,
+    install_log_redaction,
     is_secret_key,
     redact_arg,
     redact_argv,
@@ -248,3 +249,34 @@ def test_the_logging_filter_redacts_messages_arguments_and_tracebacks(caplog):
     assert "api_key=***" in third.exc_text and SECRET not in caplog.text
     redact_logger(logger.name)  # already there: not added twice
     assert sum(isinstance(f, RedactingFilter) for f in logger.filters) == 1
+
+
+def test_install_log_redaction_redacts_what_every_handler_writes(monkeypatch):
+    # A logging tree of this test's own: the root with one handler, and no other logger yet.
+    monkeypatch.setattr(logging.Logger.manager, "loggerDict", {})
+    written = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            written.append(self.format(record))
+
+    root_handler = Collect()
+    monkeypatch.setattr(logging.root, "handlers", [root_handler])
+    # A library logger with a handler of its own that passes nothing on (as transformers' does).
+    own = logging.getLogger("transformers.lookalike")
+    own_handler = Collect()
+    own.addHandler(own_handler)
+    own.propagate = False
+    install_log_redaction()
+    install_log_redaction()  # again: nothing changes
+    assert [sum(isinstance(f, RedactingFilter) for f in h.filters) for h in (root_handler, own_handler)] == [
+        1,
+        1,
+    ]
+    url = f"https://user:{SECRET}@gw.example/v1?api_key=q1"
+    logging.getLogger("urllib3.connectionpool").warning("Retrying %s", url)  # a third party's record
+    own.warning("loading from %s", url)
+    assert written == [
+        "Retrying https://***@gw.example/v1?api_key=***",
+        "loading from https://***@gw.example/v1?api_key=***",
+    ]

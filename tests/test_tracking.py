@@ -1,4 +1,5 @@
-"""W&B tracking of the curriculum, driven for real by a short training run with W&B offline.
+"""W&B tracking of the curriculum, driven for real by a short training run with W&B offline, and
+what a run with a credential in its config leaves behind (nothing of the credential).
 
 What an offline run keeps is read back from its folder: the ``run-*.wandb`` log (a LevelDB-style
 log of protobuf records, read by ``_records`` below) and the media files beside it.
@@ -7,6 +8,7 @@ log of protobuf records, read by ``_records`` below) and the media files beside 
 import json
 import os
 import struct
+import subprocess
 import sys
 import time
 import zlib
@@ -18,7 +20,11 @@ from PIL import Image
 from tests.conftest import tiny_run_overrides
 from train.tracking import EXAMPLES_TABLE, FAILURES_TABLE, WEAKNESSES_TABLE, log_table_run
 
-SECRET_URL = "https://user:hunter2@example.com/v1"
+# A credential in the endpoint URL (userinfo and a query value) and one in a secret-named setting;
+# and the form the URL must take wherever it is shown.
+SECRET_URL = "https://user:sk-secretvalue123456@gw.example/v1?api_key=sk-q"
+SHOWN_URL = "https://***@gw.example/v1?api_key=***"
+SECRETS = (b"secretvalue123456", b"api_key=sk-q", b"sk-q", b"hunter3")
 
 
 def _isolate_wandb(mp, home):
@@ -87,8 +93,6 @@ def _train(root, model, name, mode):
             "eval.at_start=false", "eval.max_examples=18",
             "curriculum.enabled=true", "curriculum.every=1", "curriculum.budget=16", "curriculum.probe_max=16",
             "curriculum.mix.ratio=0.5", "curriculum.student_check=off",
-            f"curriculum.frontier.base_url={SECRET_URL}", "curriculum.frontier.api_key_env=MY_FRONTIER_KEY_VAR",
-            "curriculum.frontier.image_settings=[{api_key: sk-hunter3, guidance_scale: 3.5}]",
             "wandb.enabled=true", f"wandb.mode={mode}",
         ]))  # fmt: skip
     finally:  # two runs in one fixture: each starts from clean accelerate singletons
@@ -104,11 +108,7 @@ def runs(tmp_path_factory, tiny_qwen):
         _isolate_wandb(mp, root / "wandb_home")
         mp.delenv("WANDB_DATA_DIR")  # the tracker's own default: the run folder
         mp.setenv("XDG_DATA_HOME", str(root / "wandb_home" / "xdg"))  # were it not, still not $HOME
-        # The command line is recorded in the run's metadata: it must lose its secrets too.
-        argv = ["lessonloop", "train", f"curriculum.frontier.base_url={SECRET_URL}", "--api-key", "hunter4"]
-        mp.setattr(sys, "argv", list(argv))
         on = _train(root, tiny_qwen, "on", "offline")
-        assert sys.argv == argv  # restored after wandb.init
         assert "WANDB_DATA_DIR" not in os.environ  # unset again by Tracker.close
         off = _train(root, tiny_qwen, "off", "disabled")
     folder = _offline_run(root / "on")
@@ -205,30 +205,6 @@ def test_the_pool_is_an_artifact_with_a_version_per_round(runs):
     assert last == {f"images/{p.name}": str(p) for p in images.glob("*.png")}
 
 
-def test_no_secret_reaches_the_offline_run(runs):
-    # What W&B wrote: the offline run, its staging and cache (the run's own config.yaml is not W&B's).
-    on = runs["root"] / "on"
-    folders = [on / "wandb", on / ".wandb_data", on / ".wandb_cache", runs["root"] / "wandb_home"]
-    files = [p for folder in folders for p in folder.rglob("*") if p.is_file()]
-    assert not (runs["root"] / "wandb_home" / "xdg").exists()
-    blobs = [p.read_bytes() for p in files]
-    for secret in (b"hunter2", b"hunter3", b"hunter4"):
-        assert not any(secret in b for b in blobs), secret
-    # ...while the config and the command line are there, redacted, with the names of the key variables.
-    records = runs["records"]
-    updates = [i for r in records if r.HasField("run") for i in r.run.config.update]
-    updates += [i for r in records if r.HasField("config") for i in r.config.update]
-    config = {i.key: json.loads(i.value_json) for i in updates if i.key}
-    frontier = config["curriculum"]["frontier"]
-    assert (
-        frontier["base_url"] == "https://***@example.com/v1"
-        and frontier["api_key_env"] == "MY_FRONTIER_KEY_VAR"
-    )
-    assert frontier["image_settings"] == [{"api_key": "***", "guidance_scale": 3.5}]
-    args = [a for r in records if r.HasField("environment") for a in r.environment.args]
-    assert args == ["train", "curriculum.frontier.base_url=https://***@example.com/v1", "--api-key", "***"]
-
-
 def test_disabled_mode_writes_no_wandb_and_the_same_metrics(runs):
     off = runs["root"] / "off"
     assert [r["status"] for r in runs["off"]["curriculum"]["rounds"]] == ["ok", "ok"]
@@ -267,3 +243,76 @@ def test_log_table_run_disabled_is_a_no_op(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     log_table_run("p", "g", "n", "disabled", None, ["a"], [[1]], {"x": tmp_path / "missing.png"}, {"a": 1})
     assert not list(tmp_path.iterdir())
+
+
+# The training command of the test below, with one addition: while W&B copies the console, a
+# third-party logger writes the endpoint's URL at every logged step, as an HTTP client does when it
+# retries a request (the curriculum is off, so nothing else would call or name the endpoint).
+TRAIN_WITH_A_RETRY_LOG = f"""
+import logging, sys
+from train.tracking import Tracker
+
+tracker_log = Tracker.log
+
+def log_with_a_retry(self, metrics, step):
+    logging.getLogger("urllib3.connectionpool").warning("Retrying after a broken connection: %s", {SECRET_URL!r})
+    tracker_log(self, metrics, step)
+
+Tracker.log = log_with_a_retry
+from train.cli import main
+sys.exit(main())
+"""
+
+
+def test_no_secret_leaves_the_machine(tmp_path, tiny_qwen, monkeypatch):
+    """A run whose command line holds credentials writes none of them: not in its run folder
+    (config.yaml, metrics.jsonl, and all W&B wrote: config, metadata with the command line,
+    output log), nor on the console. The curriculum is off: no endpoint is called.
+
+    Run as its own process, as a user runs it: W&B captures the console by patching the
+    ``sys.stderr`` it finds when first imported, which inside pytest is one of pytest's captures."""
+    _isolate_wandb(monkeypatch, tmp_path / "wandb_home")
+    monkeypatch.delenv("WANDB_DATA_DIR")  # the tracker's own default: the run folder
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "wandb_home" / "xdg"))
+    secret_overrides = [
+        f"curriculum.frontier.base_url={SECRET_URL}",
+        "curriculum.frontier.api_key_env=MY_FRONTIER_KEY_VAR",
+        "curriculum.frontier.image_settings=[{api_key: sk-hunter3, guidance_scale: 3.5}]",
+    ]
+    overrides = [*tiny_run_overrides(tmp_path, tiny_qwen), "run.name=secrets", "train.steps=2",
+                 "eval.at_start=false", "eval.max_examples=9", "curriculum.enabled=false",
+                 *secret_overrides, "wandb.enabled=true", "wandb.mode=offline"]  # fmt: skip
+    console = subprocess.run(
+        [sys.executable, "-c", TRAIN_WITH_A_RETRY_LOG, "train", *overrides],
+        cwd=Path(__file__).parents[1],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert console.returncode == 0, console.stderr[-3000:]
+    run_dir = tmp_path / "secrets"
+    folder = _offline_run(run_dir)
+    records = _run_records(folder)
+    files = [p for root in (run_dir, tmp_path / "wandb_home") for p in root.rglob("*") if p.is_file()]
+    assert not (tmp_path / "wandb_home" / "xdg").exists()  # nothing of W&B's outside these two
+    # An offline run keeps its metadata (the command line) and history in its run-*.wandb log.
+    names = {p.suffix if p.suffix == ".wandb" else p.name for p in files}
+    assert {"config.yaml", "metrics.jsonl", ".wandb", "output.log", "debug.log"} <= names
+    for path in files:
+        blob = path.read_bytes()
+        assert not [s for s in SECRETS if s in blob], path
+    for stream in (console.stdout, console.stderr):
+        assert not [s for s in SECRETS if s.decode() in stream]
+    # ...while every one of them shows the settings, redacted, with the names of the key variables.
+    assert f"base_url: {SHOWN_URL}\n" in (run_dir / "config.yaml").read_text()
+    updates = [i for r in records if r.HasField("run") for i in r.run.config.update]
+    updates += [i for r in records if r.HasField("config") for i in r.config.update]
+    frontier = {i.key: json.loads(i.value_json) for i in updates if i.key}["curriculum"]["frontier"]
+    assert frontier["base_url"] == SHOWN_URL and frontier["api_key_env"] == "MY_FRONTIER_KEY_VAR"
+    assert frontier["image_settings"] == [{"api_key": "***", "guidance_scale": 3.5}]
+    args = [a for r in records if r.HasField("environment") for a in r.environment.args]
+    shown = [f"curriculum.frontier.base_url={SHOWN_URL}", "curriculum.frontier.api_key_env=MY_FRONTIER_KEY_VAR",
+             "curriculum.frontier.image_settings=[{api_key: ***, guidance_scale: 3.5}]"]  # fmt: skip
+    assert args == ["train", *(dict(zip(secret_overrides, shown, strict=True)).get(a, a) for a in overrides)]
+    retry = f"Retrying after a broken connection: {SHOWN_URL}"
+    assert retry in console.stderr and retry in (folder / "files" / "output.log").read_text()
