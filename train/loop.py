@@ -29,6 +29,7 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
 from curriculum.mixer import Mixer, ratio_schedule
+from curriculum.secrets import install_log_redaction
 from train.checkpoint import checkpoint_dir, load_checkpoint, resolve_resume, save_checkpoint
 from train.collate import VLMCollator
 from train.config import Config, ConfigError, TrainConfig, dump
@@ -216,6 +217,7 @@ def run(cfg: Config) -> dict[str, Any]:
     )
     is_main = accelerator.is_main_process
     logging.basicConfig(level=logging.INFO if is_main else logging.WARNING, format="%(message)s")
+    install_log_redaction()  # no credential inside a URL reaches the console or W&B's copy of it
     logging.getLogger("accelerate").setLevel(logging.WARNING)
     transformers.utils.logging.disable_progress_bar()
     preflight(cfg)

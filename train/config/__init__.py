@@ -144,8 +144,9 @@ def _set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
 
 
 def dump(cfg: Config) -> str:
-    """The resolved config as YAML, with any credential inside a URL (``base_url``) redacted: keys
-    themselves never live in a config (they come from the environment), but a URL may carry one."""
+    """The resolved config as YAML, redacted (``redact_tree``): keys themselves never live in a
+    config (they come from the environment), but a URL may carry one, and a free-form setting
+    (``image_settings``) may hold a secret-named entry."""
     from curriculum.secrets import redact_tree
 
     return yaml.safe_dump(redact_tree(cfg.to_dict()), sort_keys=False)
