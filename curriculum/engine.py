@@ -96,11 +96,14 @@ class Curriculum:
         verified_only: bool = False,
         allow_unverified: bool = False,
         skills: list[str] | None = None,
+        frontier: Any = None,
     ) -> None:
         """``skills``: the built-in world's skills this run uses (None: all); generators make
         examples of these only. ``verified_only`` (GRPO: a reward needs a trusted answer) and,
         unless ``allow_unverified``, every run keep only candidates whose answer a program
-        verified, a judge panel accepted, or that are the user's own labelled items."""
+        verified, a judge panel accepted, or that are the user's own labelled items. ``frontier``:
+        the frontier already built from ``cfg.frontier`` (``build_frontier``); None builds it here
+        when ``cfg.analyzer`` is ``openai``."""
         self.cfg = cfg
         self.skills = skills
         self.root = Path(root)
@@ -109,8 +112,8 @@ class Curriculum:
         self.ranks = Ranks(accelerator)
         self.is_main = self.ranks.is_main
         offline = OfflineAnalyzer(max_weaknesses=cfg.max_weaknesses)
-        self.frontier = None
-        if analyzer is None and cfg.analyzer == "openai":
+        self.frontier = frontier
+        if analyzer is None and frontier is None and cfg.analyzer == "openai":
             from curriculum.frontier.build import build_frontier
 
             world_data = any(ex.scene is not None for ex in train[:100])

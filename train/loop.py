@@ -220,7 +220,7 @@ def run(cfg: Config) -> dict[str, Any]:
     install_log_redaction()  # no credential inside a URL reaches the console or W&B's copy of it
     logging.getLogger("accelerate").setLevel(logging.WARNING)
     transformers.utils.logging.disable_progress_bar()
-    preflight(cfg)
+    frontier = preflight(cfg)
     run_dir = cfg.run_dir
     if is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -292,7 +292,9 @@ def run(cfg: Config) -> dict[str, Any]:
             accelerator=accelerator,
             fresh=ckpt is None,
             verified_only=grpo,
+            allow_unverified=cc.allow_unverified,
             skills=world_skills_of(cfg),
+            frontier=frontier,
         )
 
     def run_eval(step: int) -> EvalResult:
