@@ -25,11 +25,13 @@ grpo-demo: setup
 	test -d runs/demo/model || $(BIN)/python -m train --config configs/demo.yaml
 	$(BIN)/python -m train --config configs/grpo_demo.yaml
 
+# One worker per core, one thread per worker (tests/conftest.py): tiny models on more threads than
+# cores spin in OpenMP and run many times slower.
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto
 
 test-all: setup
-	$(BIN)/python -m pytest -q -m "not gpu"
+	$(BIN)/python -m pytest -q -n auto -m "not gpu"
 
 lint: setup
 	$(BIN)/ruff check .

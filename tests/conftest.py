@@ -5,6 +5,10 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("WANDB_SILENT", "true")
+# One thread per test process (and per process a test starts): `make test` runs two workers on a
+# 2-core machine, and OpenMP threads that outnumber the cores spin and slow tiny models by tens of
+# times. Tests that time nothing lose nothing by it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest  # noqa: E402
 

@@ -42,8 +42,11 @@ SCRIPT = textwrap.dedent(
         print(f"rank {acc.process_index}: answered", flush=True)
     except RuntimeError as err:
         print(f"rank {acc.process_index}: raised: {err}", flush=True)
+    import os
     import torch.distributed as dist
-    dist.destroy_process_group()
+    dist.destroy_process_group()  # then leave at once: gloo workers may abort in interpreter teardown
+    sys.stdout.flush()
+    os._exit(0)
     """
 )
 
