@@ -1,6 +1,6 @@
 """The training stream: real data and the curriculum pool, mixed by a ratio, in one order.
 
-Every draw has a global position (all ranks together, as in ``train.stream.DataStream``). The
+Every draw has a global position (all ranks together, as in ``curriculum.stream.DataStream``). The
 real item at a position is the real stream's; with probability ``ratio(step)`` (decided by a
 generator seeded with the position, so every rank agrees and a resumed run repeats it) the draw
 comes from the pool instead, picked in proportion to the examples' weights. The whole state is
@@ -16,7 +16,7 @@ import random
 from collections.abc import Callable
 
 from curriculum.types import Example
-from train.stream import DataStream
+from curriculum.stream import DataStream
 
 
 def ratio_schedule(start: float, end: float | None, ramp_steps: int) -> Callable[[int], float]:

@@ -18,7 +18,7 @@ from curriculum.generators import (
 from curriculum.mining import mine
 from curriculum.mixer import Mixer, ratio_schedule
 from curriculum.types import Candidate, Failure, Weakness, image_hash
-from train.stream import DataStream
+from curriculum.stream import DataStream
 
 
 def weakness(skill="count", slice_=None, rate=0.5, spec=True, ids=()):

@@ -1,6 +1,6 @@
 import pytest
 
-from train.stream import DataStream
+from curriculum.stream import DataStream
 
 
 def test_epochs_are_permutations_and_deterministic():
