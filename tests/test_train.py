@@ -1,6 +1,7 @@
 """The SFT loop end to end on a tiny model: it learns, it resumes exactly, it logs."""
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -152,3 +153,28 @@ def test_window_means_count_only_the_steps_that_reported_a_metric():
     window = {"loss": 3.0, "grad_norm": 2.0, "samples": 16.0}
     out = window_metrics(window, {"loss": 2, "grad_norm": 1, "samples": 2}, seconds=2.0, world=1)
     assert out["train/loss"] == 1.5 and out["train/grad_norm"] == 2.0 and out["train/samples_per_s"] == 8.0
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "linear", "constant"])
+def test_the_learning_rate_warms_up_then_follows_its_schedule_to_the_floor(schedule):
+    import torch
+
+    from train.config import TrainConfig
+    from train.loop import lr_scheduler
+
+    tc = TrainConfig(steps=20, warmup_steps=4, lr=1.0, min_lr_ratio=0.1, schedule=schedule)
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=tc.lr)
+    scheduler = lr_scheduler(optimizer, tc)
+    lrs = []
+    for _ in range(tc.steps):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert lrs[0] == pytest.approx(0.1) and lrs[2] == pytest.approx(0.55) and lrs[4] == pytest.approx(1.0)
+    assert all(a <= b for a, b in zip(lrs[:4], lrs[1:5], strict=True))  # warm-up rises
+    if schedule == "constant":
+        assert lrs[4:] == [pytest.approx(1.0)] * 16
+    else:
+        assert all(a >= b for a, b in zip(lrs[4:], lrs[5:], strict=False)) and lrs[-1] > 0.1
+        middle = 0.55 if schedule == "linear" else 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5))
+        assert lrs[12] == pytest.approx(middle)

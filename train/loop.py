@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import shutil
 import sys
 import time
@@ -41,19 +40,24 @@ from train.tracking import Tracker
 log = logging.getLogger("lessonloop")
 
 
-def lr_lambda(tc: TrainConfig):
-    """Multiplier of the peak LR at each step: linear warm-up, then the chosen decay."""
-
-    def factor(step: int) -> float:
-        if step < tc.warmup_steps:
-            return (step + 1) / (tc.warmup_steps + 1)
-        if tc.schedule == "constant":
-            return 1.0
-        progress = (step - tc.warmup_steps) / max(1, tc.steps - tc.warmup_steps)
-        shape = 0.5 * (1 + math.cos(math.pi * progress)) if tc.schedule == "cosine" else 1 - progress
-        return tc.min_lr_ratio + (1 - tc.min_lr_ratio) * shape
-
-    return factor
+def lr_scheduler(optimizer: Any, tc: TrainConfig) -> Any:
+    """The learning-rate schedule as transformers builds it (``warmup_stable_decay``, one shape for
+    all three): a linear warm-up from ``min_lr_ratio`` x ``lr`` to ``lr`` over ``warmup_steps``,
+    then ``cosine`` or ``linear`` decay to ``min_lr_ratio`` x ``lr`` at ``steps``, or ``constant``."""
+    decay = tc.steps - tc.warmup_steps
+    constant = tc.schedule == "constant"
+    return transformers.get_scheduler(
+        "warmup_stable_decay",
+        optimizer,
+        num_warmup_steps=tc.warmup_steps,
+        num_training_steps=tc.steps,
+        scheduler_specific_kwargs={
+            "num_stable_steps": decay if constant else 0,
+            "num_decay_steps": 0 if constant else decay,
+            "decay_type": "linear" if tc.schedule == "linear" else "cosine",
+            "min_lr_ratio": tc.min_lr_ratio,
+        },
+    )
 
 
 COUNTS = ("samples", "tokens", "answer_tokens", "rollout_tokens")  # reported per second
@@ -260,7 +264,7 @@ def run(cfg: Config) -> dict[str, Any]:
     model, optimizer = accelerator.prepare(model, optimizer)
     # On the prepared optimizer (DeepSpeed may have replaced the one built above, e.g. by its CPU
     # Adam when offloading), and unprepared: Accelerate would step it once per process per step.
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(tc))
+    scheduler = lr_scheduler(optimizer, tc)
     accelerator.register_for_checkpointing(scheduler)
     cc = cfg.curriculum
     ratio = (

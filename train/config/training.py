@@ -30,7 +30,7 @@ class TrainConfig(Section):
     betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
     """AdamW betas."""
     warmup_steps: int = 0
-    """Linear warm-up from 0 to ``lr``."""
+    """Linear warm-up from ``min_lr_ratio`` x ``lr`` to ``lr`` over these steps."""
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
     """Decay after warm-up."""
     min_lr_ratio: float = 0.1
