@@ -6,27 +6,15 @@ import argparse
 import os
 import sys
 
-from train.config import Config, ConfigError, load_config
+from train.args import add_config_args, config_from
+from train.config import ConfigError
 
-
-def config_from(args: argparse.Namespace) -> Config | None:
-    """The config of ``args.config`` and ``args.overrides``; None once the reason it is refused
-    has been printed (every command then exits with 2)."""
-    try:
-        return load_config(args.config, args.overrides)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return None
-
-
-def _train_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", "-c", help="YAML config file (defaults apply without one)")
-    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.steps=200 run.name=try2")
+__all__ = ["config_from", "main", "train_main"]  # config_from: re-exported for older callers
 
 
 def train_main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m train", description="Fine-tune a vision-language model.")
-    _train_args(parser)
+    add_config_args(parser)
     args = parser.parse_args(argv)
     return _train(args)
 
@@ -57,10 +45,10 @@ def _train(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lessonloop", description="Fine-tune VLMs on their own failures.")
     sub = parser.add_subparsers(dest="command", required=True)
-    _train_args(sub.add_parser("train", help="train (SFT) as a config says"))
+    add_config_args(sub.add_parser("train", help="train (SFT) as a config says"))
     sub.add_parser("config", help="print every config key with its type, default and meaning")
     compare = sub.add_parser("compare", help="run the arms of a compare: section and report them")
-    _train_args(compare)
+    add_config_args(compare)
     for name, text in (("export", "write a run's pool as a Hugging Face dataset with a card"),
                        ("report", "write a run's rounds as one self-contained HTML page")):  # fmt: skip
         p = sub.add_parser(name, help=text)
