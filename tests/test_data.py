@@ -238,3 +238,45 @@ def test_text_values_and_column_names():
     cfg = load_config(None, ["data.source=hf", "data.hf.path=json", "data.hf.answer_column=solution"])
     assert column_names(cfg.data) == {"image": "image", "question": "question", "solution": "answer"}
     assert column_names(load_config(None, []).data) == {}
+
+
+def _skewed_dataset(root, n=40):
+    """``n`` train rows, a quarter of skill ``rare``, and one test row."""
+    (root / "img").mkdir()
+    with open(root / "train.jsonl", "w") as f:
+        for i in range(n):
+            (root / "img" / f"{i}.png").write_bytes(_png((i * 6, 0, 0)))
+            skill = "rare" if i % 4 == 0 else "common"
+            f.write(json.dumps({"img": f"img/{i}.png", "q": f"q {i}?", "a": str(i), "kind": skill}) + "\n")
+    (root / "test.jsonl").write_text(
+        json.dumps({"img": "img/0.png", "q": "t?", "a": "0", "kind": "rare"}) + "\n"
+    )
+
+
+def test_a_reserve_is_held_back_from_train_the_same_items_every_time(tmp_path):
+    _skewed_dataset(tmp_path)
+    plain = load_splits(_hf_json_config(tmp_path, "data.hf.skill_column=kind").data)
+    cfg = _hf_json_config(tmp_path, "data.hf.skill_column=kind", "data.hf.reserve=12")
+    splits = load_splits(cfg.data, seed=0)
+    ids = lambda xs: [ex.id for ex in xs]  # noqa: E731
+    assert len(splits.reserve) == 12 and len(splits.train) == len(plain.train) - 12
+    assert splits.sizes() == {"train": len(plain.train) - 12, "probe": 1, "test": 1, "reserve": 12}
+    # Taken from train only, after the probe holdout: probe and test do not move.
+    assert sorted(ids(splits.train) + ids(splits.reserve)) == sorted(ids(plain.train))
+    assert ids(splits.probe) == ids(plain.probe) and ids(splits.test) == ids(plain.test)
+    assert {ex.split for ex in splits.reserve} == {"reserve"} and {ex.split for ex in splits.train} == {
+        "train"
+    }
+    assert {ex.skill for ex in splits.reserve} == {"common", "rare"}  # a random sample, not the tail
+    # The same items whatever the run's seed: every arm and seed trains on the same rest.
+    assert ids(load_splits(cfg.data, seed=7).reserve) == ids(splits.reserve)
+    assert plain.reserve == [] and "reserve" not in plain.sizes()
+
+
+def test_a_reserve_the_train_split_cannot_spare_is_refused(tmp_path):
+    _skewed_dataset(tmp_path, n=10)
+    cfg = _hf_json_config(tmp_path, "data.hf.reserve=9")  # 10 rows, 1 held out for the probe
+    with pytest.raises(ValueError, match="data.hf.reserve: cannot hold back 9 of 9 train items"):
+        load_splits(cfg.data)
+    with pytest.raises(ValueError, match="data.hf.reserve must be >= 0"):
+        _hf_json_config(tmp_path, "data.hf.reserve=-1")

@@ -1,4 +1,5 @@
-"""The run's three splits, from the built-in world or from any ``datasets`` source.
+"""The run's three splits, from the built-in world or from any ``datasets`` source (and, for
+external data, a reserve of train items held back for the baselines that add fresh real data).
 
 External rows are validated as they load, and a row that cannot train as it is written is
 dropped and counted by split and reason (``Splits.skipped``), so nothing vanishes silently and
@@ -25,6 +26,7 @@ import json
 import logging
 import math
 import numbers
+import random
 import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
@@ -49,9 +51,13 @@ class Splits:
     test: list[Example]
     skipped: Counter = field(default_factory=Counter)
     """Rows dropped while loading, by ``"<split>/<reason>"`` (the reasons: module docstring)."""
+    reserve: list[Example] = field(default_factory=list)
+    """Train items held back from training (``data.hf.reserve``): fresh real data for the
+    baselines that add some. Never trained on, except as such a baseline's examples."""
 
     def sizes(self) -> dict[str, int]:
-        return {"train": len(self.train), "probe": len(self.probe), "test": len(self.test)}
+        sizes = {"train": len(self.train), "probe": len(self.probe), "test": len(self.test)}
+        return {**sizes, "reserve": len(self.reserve)} if self.reserve else sizes
 
 
 def describe_skipped(skipped: Counter) -> str:
@@ -119,7 +125,30 @@ def load_hf_splits(hf: HFDataConfig, cfg: DataConfig, seed: int) -> Splits:
         probe = named_or_carved(hf.probe_split, "probe")
     if skipped:
         log.warning("skipped rows: %s", describe_skipped(skipped))
-    return Splits(train, probe, test, skipped)
+    train, reserve = hold_reserve(train, hf.reserve)
+    return Splits(train, probe, test, skipped, reserve)
+
+
+RESERVE_STREAM = "lessonloop|reserve"
+"""The random stream of the reserve's sample: fixed, so every run of a dataset (every arm, every
+seed) holds back the same items and trains on the same rest."""
+
+
+def hold_reserve(train: list[Example], size: int) -> tuple[list[Example], list[Example]]:
+    """``train`` split into the items that train and ``size`` held back (a fixed random sample, so
+    the reserve keeps the split's own skill mix, and both keep the split's order). Refused when the
+    split cannot spare them: at least one item must be left to train on."""
+    if size <= 0:
+        return train, []
+    if size >= len(train):
+        raise ValueError(
+            f"data.hf.reserve: cannot hold back {size} of {len(train)} train items (at least one must train)"
+        )
+    held = set(random.Random(RESERVE_STREAM).sample(range(len(train)), size))
+    reserve = [ex for i, ex in enumerate(train) if i in held]
+    for ex in reserve:
+        ex.split = "reserve"
+    return [ex for i, ex in enumerate(train) if i not in held], reserve
 
 
 def load_hf_examples(

@@ -73,9 +73,15 @@ class HFDataConfig(Section):
     """Folder that relative image paths are resolved against."""
     max_examples: int = 0
     """Keep at most this many train items (0: all)."""
+    reserve: int = 0
+    """Train items held back from training (a fixed random sample, taken after the eval and probe
+    holdouts), for the baselines that add fresh real data: ``curriculum.source`` ``real``,
+    ``uniform`` and ``rebalanced`` draw from it (0: none). ``lessonloop compare`` sets it, for
+    every arm alike, when an arm needs it."""
 
     def check(self) -> None:
         require(self.path is None or bool(self.path.strip()), "path", "must not be empty")
+        require(self.reserve >= 0, "reserve", "must be >= 0 (0: none)")
         require(self.eval_holdout >= 0, "eval_holdout", "must be >= 0")
         require(self.max_examples >= 0, "max_examples", "must be >= 0 (0: all)")
         require(bool(self.train_split), "train_split", "must name a split")
