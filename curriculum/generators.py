@@ -11,21 +11,24 @@ round passes its share of the budget to the others.
 - ``replay``: retrieves the real training items most like the failures (same skill and slice;
   or the most similar question text for data without skills) to show them again.
 
-Two more serve the baselines a curriculum is compared with (``curriculum.source``), not a
+Three more serve the baselines a curriculum is compared with (``curriculum.source``), not a
 weakness: ``real`` draws new items of the real data's own distribution (the built-in world's
-skewed train distribution), ``hard_real`` draws train items at random for the student check to
-keep the ones the model gets wrong.
+skewed train distribution, or on external data items of the reserve: train items held back from
+training), ``skill_real`` draws such items of the weakness's skill (the world's natural
+distribution of that skill, or reserve items with that skill), and ``hard_real`` draws train
+items at random for the student check to keep the ones the model gets wrong.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import random
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from curriculum.scoring import ANSWER_TAG, normalise, with_rationale
 from curriculum.types import Example, Failure, Weakness
-from curriculum.world import Spec, generate, natural_examples
+from curriculum.world import Spec, generate, natural_examples, world_skills
 from curriculum.world.questions import questions_for_scene
 
 
@@ -145,21 +148,71 @@ class ReplayGenerator:
 
 
 class RealGenerator:
+    """New real items of the data's own distribution, whatever the weakness: the built-in world's
+    natural (skewed) distribution over ``skills``, or, given a ``reserve`` (external data), reserve
+    items at random. A reserve item keeps its image, question and answer under a new id and
+    names the item it is in ``meta["reserve_of"]``. ``taken`` returns the ids of the reserve
+    items the pool holds now; they are left out, so every round draws fresh data (without it an
+    item drawn again would be dropped as a duplicate, and the round fall short)."""
+
     name = "real"
 
-    def __init__(self, image_size: int, skills: list[str] | None = None) -> None:
-        self.image_size, self.skills = image_size, skills
+    def __init__(
+        self,
+        image_size: int,
+        skills: list[str] | None = None,
+        reserve: list[Example] | None = None,
+        taken: Callable[[], Iterable[str]] | None = None,
+    ) -> None:
+        self.image_size, self.skills, self.reserve, self.taken = image_size, skills, reserve, taken
+        self.by_skill: dict[str | None, list[Example]] = {}
+        for ex in reserve or []:
+            self.by_skill.setdefault(ex.skill, []).append(ex)
 
     def generate(
         self, weakness: Weakness, failures: list[Failure], count: int, seed: int, prefix: str
     ) -> list[Example]:
+        return self._draw(None, weakness, count, seed, prefix)
+
+    def _draw(
+        self, skill: str | None, weakness: Weakness, count: int, seed: int, prefix: str
+    ) -> list[Example]:
+        """``count`` new real items of ``skill`` (None: of any skill, in the data's own mix)."""
         if count <= 0:
             return []
-        made = natural_examples(count, seed, self.image_size, name=prefix, skills=self.skills)
+        if self.reserve is not None:
+            items = self.reserve if skill is None else self.by_skill.get(skill, [])
+            taken = set(self.taken()) if self.taken is not None else set()
+            fresh = [ex for ex in items if ex.id not in taken]
+            picked = random.Random(seed).sample(fresh, min(count, len(fresh)))
+            return [
+                dataclasses.replace(
+                    _provenance(ex, self.name, weakness, reserve_of=ex.id), id=f"{prefix}-{i:05d}"
+                )
+                for i, ex in enumerate(picked)
+            ]
+        skills = self.skills
+        if skill is not None:
+            if skill not in world_skills(self.skills):
+                return []  # not a skill of this run's world: nothing to make
+            skills = [skill]
+        made = natural_examples(count, seed, self.image_size, name=prefix, skills=skills)
         return [
             dataclasses.replace(_provenance(ex, self.name, weakness), id=f"{prefix}-{i:05d}")
             for i, ex in enumerate(made)
         ]
+
+
+class SkillRealGenerator(RealGenerator):
+    """New real items of the weakness's skill (of any skill, in the data's own mix, for a weakness
+    without one): what collecting more real data of chosen skills would bring."""
+
+    name = "skill_real"
+
+    def generate(
+        self, weakness: Weakness, failures: list[Failure], count: int, seed: int, prefix: str
+    ) -> list[Example]:
+        return self._draw(weakness.skill, weakness, count, seed, prefix)
 
 
 class HardRealGenerator:

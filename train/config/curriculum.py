@@ -154,16 +154,25 @@ class CurriculumConfig(Section):
     thread while training goes on, and injects the round ``max_staleness`` steps later."""
     every: int = 100
     """Steps between rounds (the first round runs at step ``every``)."""
-    source: Literal["diagnosed", "uniform", "real", "hard_real"] = "diagnosed"
+    source: Literal["diagnosed", "uniform", "real", "hard_real", "rebalanced"] = "diagnosed"
     """Where a round's examples come from: ``diagnosed`` (the curriculum: failures analysed into
-    weaknesses, generators aimed at each); the baselines it is compared with: ``uniform`` (the
-    world generator over every skill, no failure analysis), ``real`` (new items of the real
+    weaknesses, generators aimed at each); the baselines it is compared with: ``uniform`` (every
+    skill alike, no failure analysis: the world generator with uniform specs, or on external data
+    reserve items drawn evenly over the skill column's skills), ``real`` (new items of the real
     data's own distribution, no student check), ``hard_real`` (train items the student check
-    keeps). The baselines need the built-in world, except ``hard_real``."""
+    keeps), ``rebalanced`` (new real items in the skill mix of ``skill_quota``, no student check).
+    On external data (``data.source: hf``) ``uniform``, ``real`` and ``rebalanced`` draw from
+    ``data.hf.reserve``, and ``uniform`` and ``rebalanced`` need ``data.hf.skill_column``."""
     quota: list[int] = field(default_factory=list)
     """Most examples kept per round, the k-th entry for round k and 0 past the end (a random
     subset of the survivors); empty: no limit. ``lessonloop compare`` sets it from the targeted
     arm so that every arm adds as many examples."""
+    skill_quota: list[dict[str, int]] = field(default_factory=list)
+    """``source: rebalanced``: examples per skill for each round, the k-th mapping for round k
+    (nothing past the end). A round adds that many new real items of each skill (the world's
+    natural distribution of that skill, or reserve items with that skill), and the rest of its
+    ``quota`` from the data's own distribution. ``lessonloop compare`` sets it to what the targeted
+    arm kept of each skill, round by round."""
     max_staleness: int = 20
     """``async``: steps between a round's probe evaluation and the injection of its examples;
     the loop waits at that step if the worker is not done. A fixed lag keeps runs reproducible."""
@@ -218,6 +227,14 @@ class CurriculumConfig(Section):
         require(self.mode == "sync" or self.max_staleness < self.every, "max_staleness",
                 "must be below curriculum.every (one round in flight at a time)")  # fmt: skip
         require(all(q >= 0 for q in self.quota), "quota", "entries must be >= 0")
+        require(all(n >= 0 for mix in self.skill_quota for n in mix.values()), "skill_quota",
+                "counts must be >= 0")  # fmt: skip
+        require(self.source != "rebalanced" or bool(self.skill_quota), "skill_quota",
+                "must name each round's examples per skill with curriculum.source: rebalanced")  # fmt: skip
+        for k, mix in enumerate(self.skill_quota, 1):
+            cap = self.quota[k - 1] if k <= len(self.quota) else 0
+            require(not self.quota or sum(mix.values()) <= cap, "skill_quota",
+                    f"round {k} asks for {sum(mix.values())} examples, more than curriculum.quota keeps ({cap})")  # fmt: skip
         require(self.probe_max >= 0, "probe_max", "must be >= 0 (0: the whole probe split)")
         require(self.probe_samples >= 0, "probe_samples", "must be >= 0")
         require(0.0 <= self.failure_pass_rate < 1.0, "failure_pass_rate", "must lie in [0, 1)")
