@@ -1,26 +1,33 @@
 """``lessonloop compare``: every arm runs, the matched arms add as many examples as the curriculum,
-each baseline's examples come from where it says, the report is written, and a rerun keeps the
-finished runs."""
+each baseline's examples come from where it says, the report is written with its statistics, and
+a rerun keeps the finished runs. It runs as a user runs it: from a folder of their own that holds
+a ``models/`` package, with the config named by a path relative to it."""
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from curriculum.world import skill_names
 from train.compare import kept_per_round
 
 ROOT = Path(__file__).resolve().parents[1]
 ARMS = ["base", "targeted", "real", "untargeted", "replay"]
+CONFIG = {  # the user's config file; the rest comes as overrides
+    "model": {"build_tiny": "qwen2_5_vl", "tiny_preset": "tiny"},
+    "data": {"world": {"image_size": 32, "train_size": 240, "probe_size": 40, "test_size": 54}},
+}
+# The ``lessonloop`` command: the working folder is not on sys.path (``python -m`` would put it first).
+LESSONLOOP = f"import sys; sys.path[0] = {str(ROOT)!r}; from train.cli import main; sys.exit(main())"
 
 
 def overrides(out: Path) -> list[str]:
     return [
-        f"run.output_dir={out}", "run.name=c", "model.build_tiny=qwen2_5_vl", "model.tiny_preset=tiny",
-        "data.world.image_size=32", "data.world.train_size=240", "data.world.probe_size=40",
-        "data.world.test_size=54", "train.cpu=true", "train.batch_size=8", "train.lr=3e-3",
+        f"run.output_dir={out}", "run.name=c", "train.cpu=true", "train.batch_size=8", "train.lr=3e-3",
         "train.log_every=2", "train.warmup_steps=0", "train.steps=6", "train.save_model=false",
         "eval.batch_size=27", "eval.max_new_tokens=3", "eval.every=2", "curriculum.every=2",
         "curriculum.budget=16", f"compare.arms=[{','.join(ARMS)}]", "compare.seeds=[0,1]",
@@ -28,9 +35,20 @@ def overrides(out: Path) -> list[str]:
     ]  # fmt: skip
 
 
+def user_folder(out: Path) -> Path:
+    """A folder of the user's, holding the config and a ``models`` package of their own."""
+    work = out / "work"
+    (work / "models").mkdir(parents=True, exist_ok=True)
+    (work / "models" / "__init__.py").write_text(
+        "raise ImportError('the user models package was imported')\n"
+    )
+    (work / "compare.yaml").write_text(yaml.safe_dump(CONFIG))
+    return work
+
+
 def compare(out: Path, *extra: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "train.compare", *overrides(out), *extra]
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    cmd = [sys.executable, "-c", LESSONLOOP, "compare", "--config", "compare.yaml", *overrides(out), *extra]
+    return subprocess.run(cmd, cwd=user_folder(out), capture_output=True, text=True, timeout=600)
 
 
 def pool_rows(run_dir: Path) -> list[dict]:
@@ -62,6 +80,43 @@ def test_every_arm_and_seed_finishes_with_a_report(compared):
     for arm in ARMS:
         assert f"| {arm} | 2 |" in report
     assert "targeted − real: overall" in report
+    assert (root / "compare_config.yaml").is_file()  # the config file was found by its relative path
+
+
+def test_each_run_s_accuracy_comes_with_its_standard_error(compared):
+    root, _ = compared
+    result = json.loads((root / "compare.json").read_text())
+    for name, run in result["runs"].items():
+        p = run["accuracy"]
+        assert run["test_items"] == 54, name
+        assert run["accuracy_se"] == pytest.approx(math.sqrt(p * (1 - p) / 54))
+        weak = [run["skills"][s] for s in result["under_served_skills"]]  # 6 test items each
+        assert run["under_served_se"] == pytest.approx(
+            math.sqrt(sum(q * (1 - q) / 6 for q in weak)) / len(weak)
+        )
+    report = (root / "report.md").read_text()
+    r = result["runs"]["real-s1"]
+    assert f"| real-s1 | 54 | {r['accuracy']:.3f} ± {r['accuracy_se']:.3f} |" in report
+
+
+def test_paired_differences_come_with_a_t_interval(compared):
+    root, stdout = compared
+    result = json.loads((root / "compare.json").read_text())
+    runs = result["runs"]
+    for arm, p in result["paired"].items():
+        diffs = [runs[f"targeted-s{s}"]["accuracy"] - runs[f"{arm}-s{s}"]["accuracy"] for s in (0, 1)]
+        a = p["accuracy"]
+        assert a["diffs"] == pytest.approx(diffs) and (a["n"], a["df"]) == (2, 1)
+        # Two seeds: one degree of freedom, t(0.975, 1) = 12.706.
+        half = 12.7062 * abs(diffs[0] - diffs[1]) / math.sqrt(2) / math.sqrt(2)
+        assert a["high"] - a["mean"] == pytest.approx(half, rel=1e-4, abs=1e-9)
+        assert p["under_served"]["n"] == 2
+    assert "Student's t" in result["interval"]
+    report = (root / "report.md").read_text()
+    assert "95% confidence interval from Student's t distribution with n - 1 degrees of freedom" in report
+    real = result["paired"]["real"]["accuracy"]
+    assert f"| real | {real['mean']:+.3f} [{real['low']:+.3f}, {real['high']:+.3f}] |" in report
+    assert "targeted − real: overall" in stdout  # the printed summary is the report
     for name in ("accuracy_vs_steps.png", "accuracy_vs_added.png"):
         assert (root / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # Curves: an evaluation every 2 steps, and the added count only grows.
@@ -112,14 +167,19 @@ def test_a_rerun_keeps_finished_runs(compared):
     assert json.loads((root / "compare.json").read_text())["runs"] == json.loads(before)["runs"]
 
 
-def test_matched_arms_need_the_targeted_arm(tmp_path):
-    proc = compare(tmp_path, "compare.arms=[base,real]")
-    assert proc.returncode == 2 and "add targeted" in proc.stdout
+def test_matched_arms_need_the_targeted_arm(tmp_path, capsys):
+    from train.cli import main
+
+    assert main(["compare", *overrides(tmp_path), "compare.arms=[base,real]"]) == 2
+    assert "add targeted" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()  # refused before anything was written
 
 
-def test_compare_config_typos_are_refused(tmp_path):
-    proc = compare(tmp_path, "compare.seed=[0]")
-    assert proc.returncode == 2 and "did you mean 'compare.seeds'" in proc.stderr
+def test_compare_config_typos_are_refused(tmp_path, capsys):
+    from train.cli import main
+
+    assert main(["compare", *overrides(tmp_path), "compare.seed=[0]"]) == 2
+    assert "did you mean 'compare.seeds'" in capsys.readouterr().err
 
 
 def test_compare_with_wandb_offline_puts_every_run_and_the_report_in_one_group(tmp_path, monkeypatch):
@@ -148,6 +208,7 @@ def test_runs_share_gpus_round_robin_and_matched_arms_follow_their_own_seed(tmp_
     cfg = load_config(None, [f"run.output_dir={tmp_path}", "run.name=c", "train.cpu=false",
                              "train.steps=5", "compare.parallel=3"])  # fmt: skip
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,7")
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the user's choice, kept
     cmp = Compare(cfg, None, [])
     started: list[str] = []
     slow = {"base-s0": 1.5}  # base-s0 outlives targeted-s0: s0's matched runs must not wait for it
@@ -160,6 +221,7 @@ def test_runs_share_gpus_round_robin_and_matched_arms_follow_their_own_seed(tmp_
             f"time.sleep({slow.get(job.name, 0.1)}); d = pathlib.Path({str(d)!r}); "
             "d.mkdir(parents=True, exist_ok=True); "
             "(d / 'gpu').write_text(os.environ['CUDA_VISIBLE_DEVICES']); "
+            "(d / 'threads').write_text(os.environ['OMP_NUM_THREADS']); "
             "(d / 'summary.json').write_text(json.dumps({'steps': 5}))"
         )
         return [sys.executable, "-c", code]
@@ -173,9 +235,12 @@ def test_runs_share_gpus_round_robin_and_matched_arms_follow_their_own_seed(tmp_
     assert ended["real-s0"] < ended["base-s0"]
     # real-s0 takes targeted-s0's freed slot, so each GPU holds one of the two runs left
     assert [(cmp.root / n / "gpu").read_text() for n in started] == ["4", "7", "7"]
+    assert {(cmp.root / n / "threads").read_text() for n in started} == {"3"}
 
 
 def test_under_served_skills_are_those_of_the_run_s_world():
+    from collections import Counter
+
     from train.compare import under_served
     from train.config import load_config
 
@@ -183,3 +248,10 @@ def test_under_served_skills_are_those_of_the_run_s_world():
     cfg = load_config(None, ["data.world.skills=[count, spatial, arithmetic]"])
     assert under_served(cfg) == ["arithmetic", "spatial"]
     assert under_served(load_config(None, ["compare.under_served=[count]"])) == ["count"]
+    # External data: the skill column's counts in the train split.
+    hf = load_config(None, ["data.source=hf", "data.hf.path=json"])
+    assert under_served(hf, Counter({"colour": 50, "count": 40, "spatial": 6, "ocr": 4})) == [
+        "ocr",
+        "spatial",
+    ]
+    assert under_served(hf, Counter({"colour": 50})) == [] and under_served(hf) == []

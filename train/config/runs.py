@@ -7,7 +7,7 @@ from typing import Literal
 
 from train.config.fields import Section, require
 
-ARMS = ("base", "real", "targeted", "untargeted", "replay")
+ARMS = ("base", "real", "targeted", "untargeted", "replay", "rebalanced")
 """The arms ``lessonloop compare`` knows."""
 
 
@@ -42,7 +42,8 @@ class CompareConfig(Section):
     arms: list[str] = field(default_factory=lambda: ["base", "real", "targeted", "untargeted"])
     """Arms to run: ``base`` (the real data only), ``real`` (as many extra real examples as the
     curriculum added), ``targeted`` (the curriculum as configured), ``untargeted`` (the same
-    generators with uniform specs), ``replay`` (hard real examples only)."""
+    generators with uniform specs), ``replay`` (hard real examples only), ``rebalanced`` (extra real
+    examples in the skill mix the curriculum added, round by round: an oracle reweighting)."""
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     """Seeds (``run.seed``; a built tiny model is initialised from it too)."""
     parallel: int = 1
