@@ -2,11 +2,13 @@
 
 1. ``AnswerCheck``   the answer is recomputed by program from the scene (built-in world); items
                      without a scene pass as unverified (a judge panel can check those).
-2. ``Dedup``         exact and near-duplicates: same image and the same or a near-identical
-                     question, against the pool and earlier candidates of the round.
-3. ``Decontaminate`` nothing that matches an evaluation item trains: not its image (by hash),
-                     not a near-duplicate of its question where that question identifies the
-                     item; probe items are the mining set, so their images may be reused with new
+2. ``Dedup``         exact and near-duplicates: the same or a near-identical image (resized,
+                     re-encoded: see ``ImageIndex``) with the same or a near-identical question,
+                     against the pool and earlier candidates of the round.
+3. ``Decontaminate`` nothing that matches an evaluation item trains: not its image (by pixel hash,
+                     or a resized or re-encoded copy of it by perceptual hash), not a
+                     near-duplicate of its question where that question identifies the item;
+                     probe items are the mining set, so their images may be reused with new
                      questions, but a probe item itself (image and question) never trains.
                      Examples rendered from a scene are matched by image only: the same scene
                      always renders the same pixels, and their templated questions recur across
@@ -32,9 +34,70 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 
+import numpy as np
+
 from curriculum.scoring import final_answer, is_correct, normalise, split_answer
-from curriculum.types import Candidate, Example, Policy, image_hash
+from curriculum.types import (
+    PHASH_BITS,
+    Candidate,
+    Example,
+    Policy,
+    hash_distances,
+    image_hash,
+    perceptual_hash,
+)
 from curriculum.world.questions import answer_from_scene
+
+NEAR_IMAGE_BITS = 10
+"""Two images are the same picture when their perceptual hashes (``perceptual_hash``, 192 bits)
+differ in at most this many bits. Chosen from ``benchmarks/perceptual_hash.py`` (results in
+``benchmarks/results/perceptual_hash_cpu.json``): over 2243 distinct world images of every skill,
+278,391 pairs of the same skill (alike layouts, the hard case) and 2,236,012 of different skills,
+at 10 bits
+
+- distinct images collide: same skill 2 pairs at 64 px (7e-6), 10 at 32 px (3.6e-5), 1 at
+  224 px (3.6e-6); different skills 3 pairs at 32 and 64 px (1.3e-6), 1 at 224 px. Against a
+  300-item test set, under 0.2 % of candidates would be dropped for an image they do not share;
+  the collisions are sparse scenes whose few small objects differ (a grey pHash collided in
+  0.9 % of the same-skill pairs: 2453 at 64 px);
+- copies are recognised, at 64 px (the demo's size): JPEG q90-95 99.7 %, q75 98.6 %, q50 90 %,
+  JPEG twice (q75 then q70) 92 %, resized x2, x0.8 or x0.5 100 %, x2 then JPEG q75 100 %, x0.5
+  then JPEG q90 59 % (a 32 px JPEG); at 224 px every kind of copy >= 99.4 %. At 32 px resizes
+  stay >= 99 % but JPEG q75 falls to 12 %: eight-pixel blocks rewrite a 32 px picture.
+
+At 8 bits collisions fall to 1 pair at 64 px but JPEG q75 copies to 94 %; at 12 bits q75 reaches
+99.2 % and collisions rise to 3 (same skill) and 7 (different skills)."""
+
+
+class ImageIndex:
+    """Perceptual hashes with a key each; ``near`` finds the keys within ``max_bits`` of a hash.
+
+    A linear scan over a packed array (about a microsecond per stored image), fast enough for
+    eval sets and pools of tens of thousands of images.
+    """
+
+    def __init__(self, max_bits: int = NEAR_IMAGE_BITS) -> None:
+        self.max_bits = max_bits
+        self.keys: list[str] = []
+        self._hashes = np.zeros((64, PHASH_BITS // 8), dtype=np.uint8)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def add(self, phash: bytes, key: str) -> None:
+        n = len(self.keys)
+        if n == len(self._hashes):  # grow by doubling: adds stay amortised O(1)
+            self._hashes = np.concatenate([self._hashes, np.zeros_like(self._hashes)])
+        self._hashes[n] = np.frombuffer(phash, dtype=np.uint8)
+        self.keys.append(key)
+
+    def near(self, phash: bytes) -> list[tuple[int, str]]:
+        """``(distance, key)`` of every stored image within ``max_bits`` bits, nearest first."""
+        if not self.keys:
+            return []
+        d = hash_distances(self._hashes[: len(self.keys)], phash)
+        hits = np.nonzero(d <= self.max_bits)[0]
+        return sorted((int(d[i]), self.keys[i]) for i in hits)
 
 
 def shingles(text: str) -> frozenset[str]:
@@ -97,63 +160,115 @@ class AnswerCheck:
 
 
 class Dedup:
-    """Drops a candidate whose image and (near-)question repeat one in the pool or the round."""
+    """Drops a candidate whose image and (near-)question repeat one in the pool or the round.
+
+    The image repeats when its pixels are the same or when it is a near-identical copy (resized,
+    re-encoded: perceptual hashes within ``image_bits``); the question when it is the same or a
+    near-duplicate (word-bigram Jaccard >= ``threshold``). A new question about the same picture
+    is not a duplicate: it teaches something else.
+    """
 
     name = "dedup"
 
-    def __init__(self, threshold: float) -> None:
+    def __init__(self, threshold: float, image_bits: int = NEAR_IMAGE_BITS) -> None:
         self.threshold = threshold
-        self.by_image: dict[str, TextIndex] = {}
+        self.by_image: dict[str, TextIndex] = {}  # questions asked of each distinct image (pixel hash)
+        self.images = ImageIndex(image_bits)  # perceptual hash -> pixel hash
 
     def add(self, example: Example, key: str | None = None) -> None:
         h = image_hash(example.image)
-        self.by_image.setdefault(h, TextIndex(self.threshold)).add(example.question, key or example.id)
+        if h not in self.by_image:
+            self.by_image[h] = TextIndex(self.threshold)
+            self.images.add(perceptual_hash(example.image), h)
+        self.by_image[h].add(example.question, key or example.id)
+
+    def match(self, example: Example) -> str | None:
+        """Why ``example`` duplicates a stored one (``"duplicate of <id>"``), or None."""
+        h = image_hash(example.image)
+        same = self.by_image.get(h)
+        if same is not None and (other := same.match(example.question)) is not None:
+            return f"duplicate of {other}"
+        for bits, key in self.images.near(perceptual_hash(example.image)):
+            if key != h and (other := self.by_image[key].match(example.question)) is not None:
+                return f"duplicate of {other} (a near-identical image, {bits} of {PHASH_BITS} bits apart)"
+        return None
 
     def __call__(self, candidates: list[Candidate]) -> None:
         for c in candidates:
             if c.dropped:
                 continue
-            index = self.by_image.get(image_hash(c.example.image))
-            other = index.match(c.example.question) if index else None
-            if other is not None:
-                c.drop(self.name, f"duplicate of {other}")
+            reason = self.match(c.example)
+            if reason is not None:
+                c.drop(self.name, reason)
             else:
                 c.keep(self.name)
                 self.add(c.example)
 
 
 class Decontaminate:
-    """Keeps evaluation items (and exact probe items) out of training."""
+    """Keeps evaluation items, their resized or re-encoded copies, and probe items (image and question)
+    out of training."""
 
     name = "decontaminate"
 
     def __init__(
-        self, eval_sets: dict[str, list[Example]], probe: Iterable[Example], threshold: float
+        self,
+        eval_sets: dict[str, list[Example]],
+        probe: Iterable[Example],
+        threshold: float,
+        image_bits: int = NEAR_IMAGE_BITS,
     ) -> None:
-        self.images: dict[str, str] = {}
+        self.images: dict[str, str] = {}  # pixel hash -> the first evaluation item with that image
+        self.near_images = ImageIndex(image_bits)  # perceptual hash -> that item
         self.texts = TextIndex(threshold)
         for set_name, items in eval_sets.items():
             # A question asked of many items (a template) names none of them; only a question
             # that identifies its item can leak it.
             counts = Counter(normalise(ex.question) for ex in items)
             for ex in items:
-                if ex.image is not None:
-                    self.images.setdefault(image_hash(ex.image), f"{set_name}:{ex.id}")
+                label = f"{set_name}:{ex.id}"
+                if ex.image is not None and (h := image_hash(ex.image)) not in self.images:
+                    self.images[h] = label
+                    self.near_images.add(perceptual_hash(ex.image), label)
                 if counts[normalise(ex.question)] == 1:
-                    self.texts.add(ex.question, f"{set_name}:{ex.id}")
-        self.probe_items = {(image_hash(ex.image), normalise(ex.question)): ex.id for ex in probe}
+                    self.texts.add(ex.question, label)
+        # Probe items by image, then question: a copy of a probe picture with its own question is one.
+        self.probe_items: dict[str, dict[str, str]] = {}
+        self.probe_images = ImageIndex(image_bits)  # perceptual hash -> pixel hash
+        for ex in probe:
+            h = image_hash(ex.image)
+            if h not in self.probe_items:
+                self.probe_items[h] = {}
+                self.probe_images.add(perceptual_hash(ex.image), h)
+            self.probe_items[h].setdefault(normalise(ex.question), ex.id)
+
+    def match(self, example: Example) -> str | None:
+        """Why ``example`` must not train (it is or copies an evaluation or probe item), or None."""
+        h = image_hash(example.image)
+        phash = perceptual_hash(example.image)
+        if h in self.images:
+            return f"image of evaluation item {self.images[h]}"
+        near = self.near_images.near(phash)
+        if near:
+            bits, label = near[0]
+            return f"image of evaluation item {label} (a resized or re-encoded copy, {bits} bits apart)"
+        if example.scene is None and (hit := self.texts.match(example.question)) is not None:
+            return f"question near-duplicates evaluation item {hit}"
+        question = normalise(example.question)
+        pictures = [h] if h in self.probe_items else []
+        pictures += [key for _, key in self.probe_images.near(phash) if key != h]
+        for key in pictures:
+            if question in self.probe_items[key]:
+                return f"probe item {self.probe_items[key][question]}"
+        return None
 
     def __call__(self, candidates: list[Candidate]) -> None:
         for c in candidates:
             if c.dropped:
                 continue
-            h = image_hash(c.example.image)
-            if h in self.images:
-                c.drop(self.name, f"image of evaluation item {self.images[h]}")
-            elif c.example.scene is None and (hit := self.texts.match(c.example.question)) is not None:
-                c.drop(self.name, f"question near-duplicates evaluation item {hit}")
-            elif (h, normalise(c.example.question)) in self.probe_items:
-                c.drop(self.name, f"probe item {self.probe_items[(h, normalise(c.example.question))]}")
+            reason = self.match(c.example)
+            if reason is not None:
+                c.drop(self.name, reason)
             else:
                 c.keep(self.name)
 

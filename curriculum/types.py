@@ -11,6 +11,7 @@ import io
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import numpy as np
 from PIL import Image
 
 from curriculum.scoring import with_rationale
@@ -20,15 +21,17 @@ class StoredImage:
     """An encoded image kept as bytes and decoded on each use.
 
     External data sets can hold more pixels than fit in memory once decoded; keeping the
-    (already validated) file bytes costs only their compressed size.
+    (already validated) file bytes costs only their compressed size. Its bytes never change, so
+    its perceptual hash is computed once (the pool's images are hashed again every round).
     """
 
-    __slots__ = ("data", "size", "mode")
+    __slots__ = ("data", "size", "mode", "_phash")
 
     def __init__(self, data: bytes, size: tuple[int, int], mode: str = "RGB") -> None:
         self.data = data
         self.size = size
         self.mode = mode
+        self._phash: bytes | None = None
 
     def decode(self) -> Image.Image:
         with Image.open(io.BytesIO(self.data)) as img:
@@ -89,6 +92,45 @@ def image_hash(image: Image.Image | StoredImage) -> str:
     h.update(f"{image.mode}{image.size}".encode())
     h.update(image.tobytes())
     return h.hexdigest()
+
+
+PHASH_BITS = 192
+"""Bits of ``perceptual_hash``: a 64-bit pHash for each of the R, G and B channels."""
+
+_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
+
+
+def perceptual_hash(image: Image.Image | StoredImage) -> bytes:
+    """A perceptual hash that survives re-encoding and resizing: imagehash's pHash (the signs of
+    the 8 x 8 lowest DCT frequencies of a 32 x 32 downscale, against their median) of each of the
+    R, G and B channels, 24 bytes. Two hashes are compared by ``hash_distance``.
+
+    Per channel rather than of the grey image: the world's scenes are a few flat shapes on a
+    plain background, and a grey pHash cannot tell a red square from a blue one in the same place
+    (their greys sit on the same side of the background's), so distinct scenes of one skill collided
+    hundreds of times more often (``benchmarks/perceptual_hash.py``).
+    """
+    if isinstance(image, StoredImage) and image._phash is not None:
+        return image._phash
+    import imagehash
+
+    rgb = as_pil(image).convert("RGB")
+    bits = np.concatenate([imagehash.phash(channel, hash_size=8).hash.ravel() for channel in rgb.split()])
+    digest = np.packbits(bits).tobytes()
+    if isinstance(image, StoredImage):
+        image._phash = digest
+    return digest
+
+
+def hash_distance(a: bytes, b: bytes) -> int:
+    """How many bits of two perceptual hashes differ (0 to ``PHASH_BITS``)."""
+    x = np.frombuffer(a, dtype=np.uint8) ^ np.frombuffer(b, dtype=np.uint8)
+    return int(_POPCOUNT[x].sum())
+
+
+def hash_distances(hashes: np.ndarray, h: bytes) -> np.ndarray:
+    """``hash_distance`` of ``h`` to every row of ``hashes`` (an ``(n, 24)`` uint8 array) at once."""
+    return _POPCOUNT[hashes ^ np.frombuffer(h, dtype=np.uint8)].sum(axis=1, dtype=np.int32)
 
 
 def image_to_png_bytes(image: Image.Image | StoredImage) -> bytes:
