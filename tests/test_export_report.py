@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from huggingface_hub import DatasetCard
 from PIL import Image
 
 from curriculum.engine import Curriculum
@@ -96,6 +97,10 @@ def test_export_holds_every_committed_example_live_or_retired(run_dir, tmp_path)
     )
     meta = json.loads(live_row["meta"])
     assert meta["weakness"] == live_row["weakness"] and meta["generator"] == live_row["generator"]
+    # Every committed example says how its answer was checked: in the world, by program (its scene
+    # recomputes the answer, a replayed real item's too).
+    assert all(row["answer_checked_by"] == json.loads(row["meta"])["answer_checked_by"] for row in ds)
+    assert set(ds["answer_checked_by"]) == {"program"}
     assert json.loads(live_row["verdicts"])["student"] == "ok"
     assert json.loads(live_row["params"]) == pool.get(live_id).params
 
@@ -111,6 +116,7 @@ def test_the_card_names_rounds_counts_and_the_final_accuracy(run_dir, tmp_path):
     card = (out / "README.md").read_text()
     front, body = card.split("---\n")[1], card.split("---\n", 2)[2]
     meta = yaml.safe_load(front)
+    assert DatasetCard.load(out / "README.md").data.to_dict() == meta  # the hub's own reader agrees
     assert meta["task_categories"] == ["visual-question-answering"]
     assert meta["size_categories"] == ["n<1K"] and meta["license"] == "apache-2.0"
     ds = load_from_disk(str(out))
@@ -126,7 +132,9 @@ def test_the_card_names_rounds_counts_and_the_final_accuracy(run_dir, tmp_path):
             f"{m['curriculum/kept']} | {dropped} | {m['curriculum/retired']} |"
         )
         assert row in body
-    for column in ("skill", "generator"):
+    assert {f["name"] for f in meta["dataset_info"]["features"]} == set(ds.column_names)
+    assert "## Examples by answer check" in body
+    for column in ("skill", "generator", "answer_checked_by"):
         for name, n in Counter(ds[column]).items():
             live = sum(v == name and alive for v, alive in zip(ds[column], ds["live"], strict=True))
             assert f"| {name} | {n} | {live} |" in body
