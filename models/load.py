@@ -350,7 +350,8 @@ def save_model(
     names its base checkpoint (the base is written to ``out_dir/base`` when it has no
     directory or hub name to point at), or, with ``merge_lora``, as a full checkpoint with the
     adapter folded into the weights. The model passed in is left unchanged. ``state_dict``: the
-    model's weights when the model itself holds only a shard of them (ZeRO-3, FSDP).
+    model's weights when the model itself holds only a shard of them (ZeRO-3, FSDP). The model
+    card (``models.card.write_model_card``) is the caller's to write: it knows how the model was trained.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
