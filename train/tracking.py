@@ -1,14 +1,22 @@
-"""Metrics go to ``<run>/metrics.jsonl`` always, and to Weights & Biases when enabled.
+"""Metrics go to ``<run>/metrics.jsonl`` always, and to the trackers a run reports to.
 
-Only the main process writes. The W&B run id is kept in the run folder so a resumed run continues
-the same W&B run instead of starting a new one.
+Trackers are accelerate's (``accelerate.tracking``): ``report_to`` names any tracker accelerate
+knows and finds installed (``wandb``, ``tensorboard``, ``mlflow``, ``comet_ml``, ``aim``,
+``clearml``, ``dvclive``, ``swanlab``, ``trackio``; ``all``: every one installed), a tracker class
+registered with ``accelerate.tracking.register_tracker_class``, or a ``GeneralTracker`` instance.
+Each is built as ``Accelerator.init_trackers`` builds it: with the project name (``wandb.project``)
+and, for those that keep files (TensorBoard, Aim), the folder ``<run>/trackers``; it is given the
+run's config (redacted, flattened to ``section.key`` scalars) and every metric logged. Only the main
+process writes.
 
-With W&B, each curriculum round also goes there as tables (the round's failures, the candidates it
-generated, the weaknesses it diagnosed) and the pool as a versioned artifact, one version per
-round. What W&B keeps is shared with whoever sees the project, so the config and the command line
-sent to it are redacted first (``curriculum.secrets``): no API key, token or URL credential leaves
-the machine. The console, which W&B copies into the run's output log, is redacted by the log filter
-the training loop installs (``curriculum.secrets.install_log_redaction``).
+Weights & Biases gets more on top, when it is among them (``report_to`` names it, or
+``wandb.enabled``): the run's own id, kept in the run folder so a resumed run continues the same
+W&B run; each curriculum round as tables (the round's failures, the candidates it generated, the
+weaknesses it diagnosed) with their images; the pool as a versioned artifact, one version per
+round; sample tables. What W&B keeps is shared with whoever sees the project, so the config and the
+command line sent to it are redacted first (``curriculum.secrets``): no API key, token or URL
+credential leaves the machine. The console, which W&B copies into the run's output log, is redacted
+by the log filter the training loop installs (``curriculum.secrets.install_log_redaction``).
 """
 
 from __future__ import annotations
@@ -19,17 +27,23 @@ import os
 import re
 import secrets
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from curriculum.secrets import redact_tree, redacted_argv
-from train.config import Config
+from train.config import Config, ConfigError
 
 if TYPE_CHECKING:
+    from accelerate.tracking import GeneralTracker
+
     from curriculum.engine import RoundResult
     from curriculum.pool import Pool
 
 log = logging.getLogger("lessonloop")
+
+TRACKERS_DIR = "trackers"
+"""The folder inside the run of the trackers that keep files (TensorBoard, Aim)."""
 
 # The round tables. Not ``curriculum/failures`` and ``curriculum/weaknesses``: those are the round's
 # counts (``RoundResult.metrics``), logged at the same step, and a table under the same key would
@@ -63,24 +77,118 @@ def _thumbnail(image: Any) -> Any:
     return img
 
 
+# What to install for each of accelerate's trackers (its name: the pip package).
+_PACKAGES = {"comet_ml": "comet-ml", "aim": "aim", "clearml": "clearml", "dvclive": "dvclive",
+             "mlflow": "mlflow", "swanlab": "swanlab", "tensorboard": "tensorboard", "trackio": "trackio",
+             "wandb": "wandb"}  # fmt: skip
+
+
+def resolve_trackers(
+    report_to: Sequence[str | GeneralTracker], wandb_enabled: bool = False, wandb_mode: str = "online"
+) -> list[str | GeneralTracker]:
+    """The trackers a run reports to: ``report_to`` in its order, each once, ``all`` expanded to
+    every tracker accelerate finds installed, ``wandb`` added when ``wandb_enabled`` and dropped
+    when ``wandb_mode`` is ``disabled``. Tracker instances pass as they are.
+
+    Raises ``ConfigError`` (one line, before anything is written) for a name accelerate does not
+    know or a tracker that is not installed: accelerate itself would skip it with a debug line,
+    and a run would report nowhere without saying so.
+    """
+    from accelerate.tracking import LOGGER_TYPE_TO_CLASS, GeneralTracker, get_available_trackers
+
+    available = [str(t) for t in get_available_trackers()]
+    out: list[str | GeneralTracker] = []
+    for item in [*report_to, *(["wandb"] if wandb_enabled else [])]:
+        if isinstance(item, GeneralTracker):
+            out.append(item)
+            continue
+        name = str(item)
+        if name == "all":
+            out += [t for t in available if t not in out]
+            continue
+        if name not in LOGGER_TYPE_TO_CLASS:
+            known = ", ".join(sorted(LOGGER_TYPE_TO_CLASS))
+            raise ConfigError(f"report_to: unknown tracker {name!r}; accelerate knows {known} (and all)")
+        if name in _PACKAGES and name not in available:
+            raise ConfigError(
+                f"report_to names {name}, which is not installed: pip install {_PACKAGES[name]}"
+            )
+        if name not in out:
+            out.append(name)
+    return [t for t in out if not (t == "wandb" and wandb_mode == "disabled")]
+
+
+def flat_config(tree: Any, prefix: str = "") -> dict[str, str | int | float | bool]:
+    """A nested config as ``section.key`` scalars, what every tracker's hyperparameters take
+    (TensorBoard's refuse lists and nulls: those become JSON text)."""
+    if isinstance(tree, dict):
+        out: dict[str, str | int | float | bool] = {}
+        for key, value in tree.items():
+            out.update(flat_config(value, f"{prefix}{key}."))
+        return out
+    key = prefix.rstrip(".")
+    return {key: tree if isinstance(tree, str | int | float | bool) else json.dumps(tree, default=str)}
+
+
+def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
+    """The numbers of ``metrics``: what every tracker can plot (tables and media are W&B's)."""
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
+
+
 class Tracker:
-    def __init__(self, cfg: Config, run_dir: Path, active: bool = True, fresh: bool = True) -> None:
-        """``fresh``: the run starts over, so earlier metrics of this run folder are discarded."""
+    """Where a run's metrics go: ``metrics.jsonl``, and every tracker it reports to."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        run_dir: Path,
+        active: bool = True,
+        fresh: bool = True,
+        report_to: Sequence[str | GeneralTracker] | None = None,
+    ) -> None:
+        """``fresh``: the run starts over, so earlier metrics of this run folder are discarded.
+        ``report_to``: tracker names (or ``GeneralTracker`` instances) for ``resolve_trackers``;
+        ``wandb.enabled`` adds W&B to them. ``active``: this process writes (the main one)."""
         self.active = active
         self.run_dir = Path(run_dir)
-        self.wandb = None
+        self.trackers: list[GeneralTracker] = []
+        self.wandb = None  # the W&B run, when W&B is among the trackers: the extras go to it
         self.run_name = cfg.run.name
         self._data_dir_set = False  # whether this tracker set WANDB_DATA_DIR (and unsets it on close)
         self.t0 = time.time()
         if not active:
             return
+        wanted = resolve_trackers(report_to or [], cfg.wandb.enabled, cfg.wandb.mode)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._file = open(self.run_dir / "metrics.jsonl", "w" if fresh else "a", buffering=1)  # noqa: SIM115
-        if cfg.wandb.enabled and cfg.wandb.mode != "disabled":
-            self.wandb = self._init_wandb(cfg, fresh)
+        if not wanted:
+            return
+        from accelerate import PartialState
 
-    def _init_wandb(self, cfg: Config, fresh: bool) -> Any:
-        import wandb
+        PartialState()  # accelerate's trackers log through its logger, which needs its process state
+        config = redact_tree(cfg.to_dict())
+        for item in wanted:
+            tracker = (
+                self._start_wandb(cfg, fresh, config) if item == "wandb" else self._start(item, cfg, config)
+            )
+            self.trackers.append(tracker)
+
+    def _start(self, item: str | GeneralTracker, cfg: Config, config: dict[str, Any]) -> GeneralTracker:
+        """Build a tracker as ``Accelerator.init_trackers`` would, start it, give it the config."""
+        from accelerate.tracking import LOGGER_TYPE_TO_CLASS
+
+        if isinstance(item, str):
+            cls = LOGGER_TYPE_TO_CLASS[item]
+            if cls.requires_logging_directory:
+                item = cls(cfg.wandb.project, str(self.run_dir / TRACKERS_DIR))
+            else:
+                item = cls(cfg.wandb.project)
+        item.start()
+        item.store_init_configuration(flat_config(config))
+        return item
+
+    def _start_wandb(self, cfg: Config, fresh: bool, config: dict[str, Any]) -> GeneralTracker:
+        from accelerate.tracking import WandBTracker
 
         os.environ.setdefault("WANDB_CACHE_DIR", str(self.run_dir / ".wandb_cache"))
         if "WANDB_DATA_DIR" not in os.environ:
@@ -93,27 +201,33 @@ class Tracker:
         resuming = id_file.is_file() and not fresh
         run_id = id_file.read_text().strip() if resuming else secrets.token_hex(4)
         id_file.write_text(run_id)
+        # The config goes in whole (nested, as W&B shows it), not flattened like the others'.
+        tracker = WandBTracker(cfg.wandb.project, entity=cfg.wandb.entity, group=cfg.wandb.group,
+                               tags=cfg.wandb.tags, name=cfg.run.name, id=run_id, resume="allow",
+                               mode=cfg.wandb.mode, dir=str(self.run_dir), config=config)  # fmt: skip
         with redacted_argv():
-            return wandb.init(
-                project=cfg.wandb.project,
-                entity=cfg.wandb.entity,
-                group=cfg.wandb.group,
-                tags=cfg.wandb.tags,
-                name=cfg.run.name,
-                id=run_id,
-                resume="allow",
-                mode=cfg.wandb.mode,
-                dir=str(self.run_dir),
-                config=redact_tree(cfg.to_dict()),
-            )
+            tracker.start()
+        self.wandb = tracker.run
+        return tracker
+
+    @property
+    def names(self) -> list[str]:
+        """The names of the trackers this run reports to (``metrics.jsonl`` apart)."""
+        return [t.name for t in self.trackers]
 
     def log(self, metrics: dict[str, Any], step: int) -> None:
         if not self.active:
             return
         record = {"step": step, "time": round(time.time() - self.t0, 3), **metrics}
         self._file.write(json.dumps(record) + "\n")
-        if self.wandb is not None:
-            self.wandb.log(metrics, step=step)
+        numbers = None
+        for tracker in self.trackers:
+            if tracker.name == "wandb":
+                tracker.log(metrics, step=step)
+            else:
+                numbers = _scalars(metrics) if numbers is None else numbers
+                if numbers:
+                    tracker.log(numbers, step=step)
 
     def samples(self, name: str, rows: list[dict[str, Any]], step: int) -> None:
         """A few examples (question, answer, completion, reward...): ``samples.jsonl`` without
@@ -221,6 +335,8 @@ class Tracker:
         self.wandb.log_artifact(artifact, aliases=[f"round-{result.round}", "latest"])
 
     def summary(self, values: dict[str, Any]) -> None:
+        """The run's final values: W&B's run summary (the other trackers have them as the last
+        evaluation's metrics)."""
         if self.wandb is not None:
             self.wandb.summary.update(values)
 
@@ -228,9 +344,9 @@ class Tracker:
         if not self.active:
             return
         self._file.close()
-        if self.wandb is not None:
-            self.wandb.finish()
-            self.wandb = None
+        for tracker in self.trackers:
+            tracker.finish()
+        self.trackers, self.wandb = [], None
         if self._data_dir_set:  # the next run of this process stages in its own folder
             os.environ.pop("WANDB_DATA_DIR", None)
             self._data_dir_set = False
