@@ -17,8 +17,8 @@ from curriculum.generators import (
 )
 from curriculum.mining import mine
 from curriculum.mixer import Mixer, ratio_schedule
-from curriculum.types import Candidate, Failure, Weakness, image_hash
 from curriculum.stream import DataStream
+from curriculum.types import Candidate, Failure, Weakness, image_hash
 
 
 def weakness(skill="count", slice_=None, rate=0.5, spec=True, ids=()):
