@@ -12,24 +12,6 @@ from typing import Any
 from curriculum.generators import Generator
 from curriculum.types import Candidate, Failure, Weakness
 
-# The baselines of ``curriculum.source``: which generator makes their candidates.
-BASELINE_GENERATORS = {"uniform": {"world": 1.0}, "real": {"real": 1.0}, "hard_real": {"hard_real": 1.0}}
-
-
-def baseline_weaknesses(source: str, skills: list[str] | None = None) -> list[Weakness]:
-    """What a baseline round aims at instead of diagnosed weaknesses: every skill of the built-in
-    world (or of ``skills``) with its parameters left free (``uniform``), or the data as a whole
-    (``real``, ``hard_real``). Equal rates, so the budget is split evenly."""
-    if source == "uniform":
-        from curriculum.world import world_skills
-
-        return [
-            Weakness(f"uniform/{s}", s, {}, 1.0, 1.0, 0, 0, [], "uniform spec: no failure analysis",
-                     spec={"skill": s, "params": {}})
-            for s in world_skills(skills)
-        ]  # fmt: skip
-    return [Weakness(source, None, {}, 1.0, 1.0, 0, 0, [], f"{source}: no failure analysis")]
-
 
 def split_budget(weaknesses: list[Weakness], budget: int) -> list[int]:
     """Each weakness's share of the budget, in proportion to its failure rate (largest remainder)."""
@@ -55,7 +37,8 @@ def make_candidates(
 ) -> list[Candidate]:
     """Round ``k``'s candidates: ``budget`` split over ``weaknesses`` (``split_budget``), each
     share over the ``generators`` with a positive share (in their order). Each example records
-    its round, the failures it answers and its weight (the weakness's failure rate); with
+    its round, the failures it answers and its weight (the weakness's failure rate, or the
+    ``weight`` its notes name: a baseline's targets share the budget unevenly, not the mix); with
     ``rationales`` it gets an empty list of rationale options for the judges to fill."""
     by_id = {f.example.id: f for f in failures}
     out: list[Candidate] = []
@@ -75,7 +58,8 @@ def make_candidates(
             made = made[:want]
             left -= len(made)  # what one generator cannot make, the next ones get
             for ex in made:
-                ex.meta.update(round=k, failures=weakness.failure_ids[:20], weight=weakness.failure_rate)
+                weight = weakness.notes.get("weight", weakness.failure_rate)
+                ex.meta.update(round=k, failures=weakness.failure_ids[:20], weight=weight)
                 if rationales:
                     ex.meta.setdefault("rationale_options", [])  # the judges may offer some
                 out.append(Candidate(ex, weakness.id, gen.name))

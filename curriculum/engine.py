@@ -34,24 +34,10 @@ from pathlib import Path
 from typing import Any
 
 from curriculum.analyze import Analyzer, OfflineAnalyzer
-from curriculum.budget import (
-    BASELINE_GENERATORS,
-    baseline_weaknesses,
-    hash_seed,
-    make_candidates,
-    split_budget,
-    take_image_errors,
-)
+from curriculum.baselines import baseline_generators, baseline_weaknesses, cap_by_weakness, round_mix
+from curriculum.budget import hash_seed, make_candidates, split_budget, take_image_errors
 from curriculum.filters import AnswerCheck, Decontaminate, Dedup, RationaleCheck, StudentCheck, VerifiedOnly
-from curriculum.generators import (
-    Generator,
-    HardRealGenerator,
-    ProposalGenerator,
-    RealGenerator,
-    ReplayGenerator,
-    SameImageGenerator,
-    WorldGenerator,
-)
+from curriculum.generators import Generator, default_generators
 from curriculum.mining import answer_probe, mine, probe_items
 from curriculum.pool import Pool
 from curriculum.ranks import Ranks, RanksDisagree
@@ -97,13 +83,16 @@ class Curriculum:
         allow_unverified: bool = False,
         skills: list[str] | None = None,
         frontier: Any = None,
+        reserve: list[Example] | None = None,
     ) -> None:
         """``skills``: the built-in world's skills this run uses (None: all); generators make
         examples of these only. ``verified_only`` (GRPO: a reward needs a trusted answer) and,
         unless ``allow_unverified``, every run keep only candidates whose answer a program
         verified, a judge panel accepted, or that are the user's own labelled items. ``frontier``:
         the frontier already built from ``cfg.frontier`` (``build_frontier``); None builds it here
-        when ``cfg.analyzer`` is ``openai``."""
+        when ``cfg.analyzer`` is ``openai``. ``reserve``: external data's train items held back
+        from training (``data.hf.reserve``), which the baselines that add fresh real data draw
+        from (the built-in world makes new items instead)."""
         self.cfg = cfg
         self.skills = skills
         self.root = Path(root)
@@ -113,21 +102,18 @@ class Curriculum:
         self.is_main = self.ranks.is_main
         offline = OfflineAnalyzer(max_weaknesses=cfg.max_weaknesses)
         self.frontier = frontier
+        self.world_data = any(ex.scene is not None for ex in train[:100])
+        # External data's skills, over which its uniform baseline draws the reserve (None: the world).
+        self.data_skills = None if self.world_data else sorted({ex.skill for ex in reserve or [] if ex.skill})
         if analyzer is None and frontier is None and cfg.analyzer == "openai":
             from curriculum.frontier.build import build_frontier
 
-            world_data = any(ex.scene is not None for ex in train[:100])
-            self.frontier = build_frontier(cfg.frontier, offline, rendered=world_data, skills=skills)
+            self.frontier = build_frontier(cfg.frontier, offline, rendered=self.world_data, skills=skills)
         self.analyzer = analyzer or (self.frontier.analyzer if self.frontier else offline)
-        self.generators = generators or [
-            # First: only frontier weaknesses carry proposals.
-            ProposalGenerator(image_size, self.frontier.images if self.frontier else None, skills),
-            WorldGenerator(image_size),
-            SameImageGenerator(skills),
-            ReplayGenerator(train),
-            RealGenerator(image_size, skills),
-            HardRealGenerator(train),
-        ]
+        images = self.frontier.images if self.frontier else None
+        reserve = None if self.world_data else reserve or []
+        taken = lambda: {ex.meta.get("reserve_of") for ex in self.pool.examples}  # noqa: E731
+        self.generators = generators or default_generators(image_size, train, skills, images, reserve, taken)
         if fresh and self.is_main and self.root.exists():
             import shutil
 
@@ -291,7 +277,10 @@ class Curriculum:
                     failures, list(zip(probe, correct, strict=True)), exemplars=self.exemplars
                 )
             else:
-                weaknesses = baseline_weaknesses(self.cfg.source, self.skills)
+                mix = round_mix(self.cfg.skill_quota, self.cfg.quota, k)  # rebalanced: the round's skills
+                weaknesses = baseline_weaknesses(
+                    self.cfg.source, self.skills, data_skills=self.data_skills, mix=mix
+                )
             timings["analyse_s"] = time.perf_counter() - t
             t = time.perf_counter()
             candidates = self._generate(k, weaknesses, failures)
@@ -325,12 +314,14 @@ class Curriculum:
 
     def _generate(self, k: int, weaknesses: list[Weakness], failures: list[Failure]) -> list[Candidate]:
         diagnosed = self.cfg.source == "diagnosed"
-        shares = self.cfg.generators if diagnosed else BASELINE_GENERATORS[self.cfg.source]
+        shares = self.cfg.generators if diagnosed else baseline_generators(self.cfg.source, self.world_data)
         return make_candidates(k, weaknesses, failures, self.generators, shares, self.cfg.budget, self.seed,
                                self.rationales)  # fmt: skip
 
-    def _quota(self, k: int, candidates: list[Candidate]) -> None:
-        """``curriculum.quota``: keep at most the round's quota of the survivors, a random subset."""
+    def _quota(self, k: int, candidates: list[Candidate], weaknesses: list[Weakness]) -> None:
+        """``curriculum.quota``: keep at most the round's quota of the survivors, a random subset
+        (and first at most its own quota of each weakness that names one: ``rebalanced``'s skills)."""
+        cap_by_weakness(k, candidates, weaknesses, self.seed)
         if not self.cfg.quota:
             return
         cap = self.cfg.quota[k - 1] if k <= len(self.cfg.quota) else 0
@@ -347,10 +338,10 @@ class Curriculum:
             t = time.perf_counter()
             try:
                 with self._own_rng(k, "student"):
-                    # Real data as it comes (the ``real`` baseline): no student check.
-                    check = "off" if self.cfg.source == "real" else self.cfg.student_check
+                    # Real data as it comes (the ``real`` and ``rebalanced`` baselines): no student check.
+                    check = "off" if self.cfg.source in ("real", "rebalanced") else self.cfg.student_check
                     StudentCheck(policy, check, tuple(self.cfg.band), self.cfg.band_samples)(work.candidates)
-                    self._quota(k, work.candidates)
+                    self._quota(k, work.candidates, work.weaknesses)
                     retire = self._mastered(policy)
             except Exception:
                 error = traceback.format_exc()

@@ -354,3 +354,26 @@ class ProposalGenerator:
             for ex in made:
                 add(ex, {**p, "rationale": ""})  # the world's answer is not the proposal's
         return out[:count]
+
+
+def default_generators(
+    image_size: int,
+    train: list[Example],
+    skills: list[str] | None,
+    images: Any,
+    reserve: list[Example] | None,
+    taken: Callable[[], set[Any]],
+) -> list[Generator]:
+    """Every generator a round may use, proposals first (only frontier weaknesses carry them).
+    ``images``: the frontier's image maker (None: no generated images); ``reserve``: external
+    data's held-back train items the real-data baselines draw from (None: the built-in world makes
+    new items); ``taken()``: the reserve items the pool already holds, never drawn again."""
+    return [
+        ProposalGenerator(image_size, images, skills),
+        WorldGenerator(image_size),
+        SameImageGenerator(skills),
+        ReplayGenerator(train),
+        RealGenerator(image_size, skills, reserve, taken),
+        SkillRealGenerator(image_size, skills, reserve, taken),
+        HardRealGenerator(train),
+    ]

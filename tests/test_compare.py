@@ -13,10 +13,10 @@ import pytest
 import yaml
 
 from curriculum.world import skill_names
-from train.compare import kept_per_round
+from train.compare import kept_by_skill, kept_per_round
 
 ROOT = Path(__file__).resolve().parents[1]
-ARMS = ["base", "targeted", "real", "untargeted", "replay"]
+ARMS = ["base", "targeted", "real", "untargeted", "replay", "rebalanced"]
 CONFIG = {  # the user's config file; the rest comes as overrides
     "model": {"build_tiny": "qwen2_5_vl", "tiny_preset": "tiny"},
     "data": {"world": {"image_size": 32, "train_size": 240, "probe_size": 40, "test_size": 54}},
@@ -75,7 +75,7 @@ def test_every_arm_and_seed_finishes_with_a_report(compared):
     assert result["under_served_skills"] == ["arithmetic", "bar_compare", "bar_value", "compare", "spatial"]
     for a in result["arms"].values():
         assert a["accuracy"]["n"] == 2 and set(a["skills"]) == set(skill_names())
-    assert set(result["paired"]) == {"base", "real", "untargeted", "replay"}
+    assert set(result["paired"]) == {"base", "real", "untargeted", "replay", "rebalanced"}
     report = (root / "report.md").read_text()
     for arm in ARMS:
         assert f"| {arm} | 2 |" in report
@@ -136,6 +136,10 @@ def test_matched_arms_add_what_the_curriculum_added(compared):
         for arm in ("untargeted", "replay"):
             kept = kept_per_round(root / f"{arm}-s{seed}")
             assert all(k <= t for k, t in zip(kept, target, strict=True)), (arm, kept, target)
+        # Rebalanced real data passes no student check either: the targeted mix, skill by skill.
+        mix = kept_by_skill(root / f"targeted-s{seed}")
+        assert sum(mix[0].values()) == target[0] and len(mix) == 2
+        assert kept_by_skill(root / f"rebalanced-s{seed}") == mix
 
 
 def test_each_baseline_draws_from_its_own_source(compared):
@@ -147,6 +151,11 @@ def test_each_baseline_draws_from_its_own_source(compared):
         f"uniform/{s}" for s in skill_names()
     }
     assert all(r["meta"]["generator"] == "world" for r in untargeted)
+    rebalanced = pool_rows(root / "rebalanced-s0")
+    assert rebalanced and all(
+        r["source"] == "real" and r["meta"]["generator"] == "skill_real" for r in rebalanced
+    )
+    assert all(r["meta"]["weakness"] == f"rebalanced/{r['skill']}" and r["weight"] == 1.0 for r in rebalanced)
     replay = pool_rows(root / "replay-s0")
     assert replay and all(r["meta"]["replay_of"].startswith("real-train-") for r in replay)
     assert all(r["meta"]["verdicts"]["student"] == "ok" for r in replay)  # the model got them wrong
@@ -163,7 +172,7 @@ def test_a_rerun_keeps_finished_runs(compared):
     before = (root / "compare.json").read_text()
     proc = compare(root.parent)
     assert proc.returncode == 0, proc.stdout[-2000:]
-    assert proc.stdout.count("already finished, kept") == 10 and " started " not in proc.stdout
+    assert proc.stdout.count("already finished, kept") == 12 and " started " not in proc.stdout
     assert json.loads((root / "compare.json").read_text())["runs"] == json.loads(before)["runs"]
 
 

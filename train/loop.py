@@ -299,6 +299,7 @@ def run(cfg: Config) -> dict[str, Any]:
             allow_unverified=cc.allow_unverified,
             skills=world_skills_of(cfg),
             frontier=frontier,
+            reserve=splits.reserve,
         )
 
     def run_eval(step: int) -> EvalResult:

@@ -76,9 +76,15 @@ class Config(Section):
                 "a reasoned answer is cut off before it ends"
             )
         if cc.source not in ("diagnosed", "hard_real") and self.data.source != "world":
-            raise ConfigError(
-                f"curriculum.source {cc.source!r} needs the built-in world (data.source: world)"
-            )
+            if not self.data.hf.reserve:
+                raise ConfigError(
+                    f"curriculum.source {cc.source!r} adds fresh real data: on external data it draws from "
+                    "data.hf.reserve (train items held back from training), which is 0"
+                )
+            if cc.source != "real" and not self.data.hf.skill_column:
+                raise ConfigError(
+                    f"curriculum.source {cc.source!r} draws the reserve by skill: it needs data.hf.skill_column"
+                )
         unjudged = fc.preset == "analyze" and not fc.judges
         if cc.enabled and cc.analyzer == "openai" and self.data.source != "world" and unjudged:
             if not cc.allow_unverified:
