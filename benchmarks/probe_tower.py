@@ -26,7 +26,7 @@ from curriculum.world.pretraining import token_labels  # noqa: E402
 from curriculum.world.scene import SHAPES  # noqa: E402
 from models import build_tiny_vlm, load_model  # noqa: E402
 from models.pretrain import image_token_features, token_grid  # noqa: E402
-from train.loop import pretrain_tiny_vision  # noqa: E402
+from train.setup import pretrain_tiny_vision  # noqa: E402
 
 
 def object_tokens(model, processor, examples, grid: int) -> torch.Tensor:

@@ -30,7 +30,7 @@ from curriculum.world import Spec, generate, skill_names, world_corpus  # noqa: 
 from models import build_tiny_vlm, load_model  # noqa: E402
 from train.collate import VLMCollator  # noqa: E402
 from train.evaluate import generate_answers, prior_baseline  # noqa: E402
-from train.loop import pretrain_tiny_vision  # noqa: E402
+from train.setup import pretrain_tiny_vision  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -89,7 +89,7 @@ def test_pretraining_refuses_other_architectures_and_bad_labels(tiny_qwen, tmp_p
 
 def test_a_built_tiny_model_is_pretrained_in_place_when_configured(tmp_path, world_small):
     from train.config import ConfigError, load_config
-    from train.loop import ensure_tiny_model
+    from train.setup import ensure_tiny_model
 
     path = tmp_path / "tiny"
     overrides = [f"model.name_or_path={path}", "model.build_tiny=qwen2_5_vl", "data.world.image_size=32"]

@@ -269,7 +269,7 @@ class Compare:
         if not self.cfg.model.build_tiny:
             return
         from train.data import load_splits
-        from train.loop import ensure_tiny_model
+        from train.setup import ensure_tiny_model
 
         train = None
         for seed in self.cfg.compare.seeds:

@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     import logging
 
     from train.data import load_splits
-    from train.loop import ensure_tiny_model
+    from train.setup import ensure_tiny_model
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if cfg.model.build_tiny and not Path(cfg.model.name_or_path).exists():

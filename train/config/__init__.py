@@ -26,7 +26,7 @@ from train.config.curriculum import GENERATORS, CurriculumConfig, EndpointConfig
 from train.config.data import DataConfig, HFDataConfig, WorldConfig
 from train.config.fields import ConfigError, FieldError, Section, build, type_text
 from train.config.model import LoraOptions, ModelConfig, RunConfig
-from train.config.runs import ARMS, CompareConfig, WandbConfig
+from train.config.runs import ARMS, CompareConfig, TrackingConfig, WandbConfig
 from train.config.training import EvalConfig, GRPOConfig, TrainConfig
 
 __all__ = [
@@ -46,6 +46,7 @@ __all__ = [
     "MixConfig",
     "ModelConfig",
     "RunConfig",
+    "TrackingConfig",
     "TrainConfig",
     "WandbConfig",
     "WorldConfig",
@@ -65,6 +66,7 @@ class Config(Section):
     curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
     grpo: GRPOConfig = field(default_factory=GRPOConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
     compare: CompareConfig = field(default_factory=CompareConfig)
 
     def check(self) -> None:

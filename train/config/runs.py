@@ -63,3 +63,23 @@ class CompareConfig(Section):
                 "must name at least one seed, each once")  # fmt: skip
         require(self.parallel >= 1, "parallel", "must be >= 1")
         require(self.oversample >= 1.0, "oversample", "must be >= 1")
+
+
+@dataclass
+class TrackingConfig(Section):
+    SECTION = "tracking"
+
+    report_to: list[str] = field(default_factory=list)
+    """Trackers that get every metric besides ``metrics.jsonl``, through accelerate: ``wandb``,
+    ``tensorboard``, ``mlflow``, ``comet_ml``, ``aim``, ``clearml``, ``dvclive``, ``swanlab``,
+    ``trackio``, a tracker registered with ``accelerate.tracking.register_tracker_class``, or ``all``
+    (every one installed); each must be installed. ``wandb.enabled: true`` adds ``wandb``. Trackers
+    that keep files write them under ``<run>/trackers``."""
+
+    def check(self) -> None:
+        from accelerate.tracking import LOGGER_TYPE_TO_CLASS
+
+        known = sorted({*LOGGER_TYPE_TO_CLASS, "all"})
+        unknown = [name for name in self.report_to if name not in known]
+        require(not unknown, "report_to", f"names unknown trackers {unknown}: choose among {', '.join(known)}")
+        require(len(set(self.report_to)) == len(self.report_to), "report_to", "must name each tracker once")

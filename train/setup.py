@@ -1,0 +1,134 @@
+"""What a run starts from: the checks before anything is written, and the model it trains.
+
+``preflight`` refuses what cannot work as configured (one line, before the run folder exists);
+``ensure_tiny_model`` builds a configured tiny VLM when its folder is missing (and pretrains its
+vision tower when asked); ``prepare_model`` loads the model and processor on the run's device.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+
+from train.config import Config, ConfigError
+from train.data import Splits
+from train.tracking import resolve_trackers
+
+log = logging.getLogger("lessonloop")
+
+
+def ensure_tiny_model(cfg: Config, train: list) -> None:
+    """Build the configured tiny VLM when asked to and its folder is missing (tokenizer trained
+    on the train split's text), then pretrain its vision tower when ``model.pretrain_vision_steps``
+    asks. The model is made in a sibling folder and moved into place when complete, so an
+    interrupted build is never mistaken for a finished one."""
+    from models import build_tiny_vlm
+
+    mc = cfg.model
+    path = Path(mc.name_or_path)
+    if not mc.build_tiny or path.exists():
+        return
+    corpus = [t for ex in train[:4000] for t in (ex.question, ex.answer)]
+    log.info("building a tiny %s VLM at %s", mc.build_tiny, path)
+    partial = path.with_name(path.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    image_size = cfg.data.world.image_size
+    build_tiny_vlm(
+        partial,
+        arch=mc.build_tiny,
+        preset=mc.tiny_preset,
+        image_size=image_size,
+        corpus=corpus,
+        seed=cfg.run.seed,
+    )
+    if mc.pretrain_vision_steps:
+        pretrain_tiny_vision(partial, mc.pretrain_vision_steps, image_size, cfg.run.seed, cfg.train.cpu)
+    partial.rename(path)
+
+
+VISION_PRETRAIN_BATCH = 32  # images a step
+VISION_PRETRAIN_LR = 1e-3
+
+
+def pretrain_tiny_vision(path: Path, steps: int, image_size: int, seed: int, cpu: bool) -> None:
+    """Pretrain the vision tower of the tiny model at ``path`` in place, on token-labelled world
+    images (``curriculum.world.pretraining``); the record goes to ``vision_pretraining.json``."""
+    from curriculum.world.pretraining import TOKEN_ATTRIBUTES, labelled_images
+    from models import load_model
+    from models.pretrain import pretrain_vision, token_grid
+
+    device = "cuda" if torch.cuda.is_available() and not cpu else "cpu"
+    torch.manual_seed(seed)
+    model, processor = load_model(str(path), dtype="float32", device=device)
+    grid = token_grid(model, image_size)
+
+    def batch(step: int) -> tuple[list, dict]:
+        return labelled_images(VISION_PRETRAIN_BATCH, seed * 1_000_003 + step, image_size, grid)
+
+    record = pretrain_vision(
+        model, processor, batch, TOKEN_ATTRIBUTES, steps, lr=VISION_PRETRAIN_LR, log=log.info, log_every=100
+    )
+    model.save_pretrained(path)
+    record.update(batch=VISION_PRETRAIN_BATCH, image_size=image_size, seed=seed, device=device)
+    (path / "vision_pretraining.json").write_text(json.dumps(record, indent=1))
+
+
+def preflight(cfg: Config) -> Any:
+    """Refuse, before anything is written, loaded or trained, what cannot work as configured:
+    a model that is neither on disk, in the hub cache, nor to be built, and a frontier whose
+    endpoints would fail or escape the budget in every round (``ConfigError``, one line).
+    Returns the frontier it built (None without one), for the curriculum to use."""
+    mc, cc = cfg.model, cfg.curriculum
+    resolve_trackers(cfg.tracking.report_to, cfg.wandb.enabled, cfg.wandb.mode)  # each known and installed
+    if not (mc.build_tiny and not Path(mc.name_or_path).expanduser().exists()):
+        from models.load import resolve_source
+
+        try:
+            resolve_source(mc.name_or_path)
+        except FileNotFoundError as err:
+            raise ConfigError(f"model.name_or_path: {err}") from None
+    if not (cc.enabled and cc.analyzer == "openai"):
+        return None
+    from curriculum.analyze import OfflineAnalyzer
+    from curriculum.frontier.build import FrontierSetupError, build_frontier
+
+    try:
+        return build_frontier(cc.frontier, OfflineAnalyzer(max_weaknesses=cc.max_weaknesses),
+                              rendered=cfg.data.source == "world", skills=world_skills_of(cfg))  # fmt: skip
+    except FrontierSetupError as err:
+        raise ConfigError(str(err)) from None
+
+
+def world_skills_of(cfg: Config) -> list[str] | None:
+    """The built-in world's skills this run uses (None: all of them, or data not from the world)."""
+    return (cfg.data.world.skills or None) if cfg.data.source == "world" else None
+
+
+def prepare_model(cfg: Config, splits: Splits, accelerator: Accelerator) -> tuple[Any, Any]:
+    """Load the configured model; first build a tiny one when asked and it is not there yet."""
+    from models import LoraSettings, load_model
+
+    mc = cfg.model
+    if accelerator.is_main_process:
+        ensure_tiny_model(cfg, splits.train)
+    accelerator.wait_for_everyone()
+    lora = None
+    if mc.lora.enabled:
+        lora = LoraSettings(
+            r=mc.lora.r, alpha=mc.lora.alpha, dropout=mc.lora.dropout, target_modules=mc.lora.target_modules
+        )
+    return load_model(
+        mc.name_or_path,
+        dtype=mc.dtype,
+        gradient_checkpointing=mc.gradient_checkpointing,
+        freeze_vision=mc.freeze_vision,
+        lora=lora,
+        attn_implementation=mc.attn_implementation,
+        device=str(accelerator.device),
+    )
