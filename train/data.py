@@ -20,8 +20,6 @@ model to say ``3.0``); booleans become ``true`` and ``false``, as JSON writes th
 
 from __future__ import annotations
 
-import glob
-import io
 import json
 import logging
 import math
@@ -33,10 +31,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
-
-from curriculum.types import Example, StoredImage
+from curriculum.types import Example
 from train.config import DataConfig, HFDataConfig
+from train.rows import UNDECODABLE, expand, jsonable, read_image, text_value, utf8_data_files
+
+__all__ = ["Splits", "column_names", "describe_skipped", "load_eval_sets", "load_splits", "text_value"]
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +111,12 @@ def load_hf_splits(hf: HFDataConfig, cfg: DataConfig, seed: int) -> Splits:
             nonlocal train
             if split is not None:
                 return load_hf_examples(hf, split, cfg, skipped, role=role, data_files=data_files)
+            if hf.eval_holdout == 0:
+                key = "eval_split" if role == "test" else "probe_split"
+                raise ValueError(
+                    f"data.hf: the {role} split is empty: data.hf.{key} names no split and "
+                    "data.hf.eval_holdout is 0 (name a split, or hold out train items)"
+                )
             if len(train) <= hf.eval_holdout:
                 raise ValueError(
                     f"data.hf: cannot hold out {hf.eval_holdout} items for {role} from {len(train)} train items"
@@ -125,8 +130,49 @@ def load_hf_splits(hf: HFDataConfig, cfg: DataConfig, seed: int) -> Splits:
         probe = named_or_carved(hf.probe_split, "probe")
     if skipped:
         log.warning("skipped rows: %s", describe_skipped(skipped))
+    bin_slice_columns(hf.slice_columns, train, [test, probe])
     train, reserve = hold_reserve(train, hf.reserve)
     return Splits(train, probe, test, skipped, reserve)
+
+
+SLICE_LEVELS = 8
+"""A numeric slice column with more distinct values than this in train is cut into thirds."""
+
+
+def bin_slice_columns(columns: list[str], train: list[Example], others: list[list[Example]]) -> None:
+    """Each item's slice-column values (``params``) as the analyzer's slices read them: text, or
+    for a numeric column with more than ``SLICE_LEVELS`` distinct values in ``train``, the third
+    of the train split's range it falls in (``"12-40"``; edges from train alone, so every split,
+    round and run cuts alike). A missing value leaves the item out of that column's slices."""
+    items = [*train, *(ex for split in others for ex in split)]
+    for column in columns:
+        values = [ex.params.get(column) for ex in train]
+        numbers = [v for v in values if _is_number(v)]
+        if (
+            numbers
+            and len(numbers) == len([v for v in values if v is not None])
+            and len(set(numbers)) > SLICE_LEVELS
+        ):
+            ordered = sorted(float(v) for v in numbers)
+            edges = [ordered[0], ordered[len(ordered) // 3], ordered[2 * len(ordered) // 3], ordered[-1]]
+            labels = [f"{edges[i]:g}-{edges[i + 1]:g}" for i in range(3)]
+            for ex in items:
+                v = ex.params.get(column)
+                if _is_number(v):
+                    ex.params[column] = labels[0 if v < edges[1] else 1 if v < edges[2] else 2]
+                else:
+                    ex.params.pop(column, None)
+            continue
+        for ex in items:
+            text = text_value(ex.params.get(column))[0]
+            if text is None:
+                ex.params.pop(column, None)
+            else:
+                ex.params[column] = text
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(float(value))
 
 
 RESERVE_STREAM = "lessonloop|reserve"
@@ -162,14 +208,77 @@ def load_hf_examples(
     """Rows of one split as Examples; a row that cannot train as written (module docstring) is
     dropped and counted in ``skipped`` under ``"<split>/<reason>"``. ``data_files`` replaces
     ``hf.data_files`` (``utf8_data_files``' copies)."""
+    name = role or split
+    out: list[Example] = []
+    rows, roots = 0, []
+    for files, root in split_sources(hf, split, data_files):
+        roots.append(root)
+        rows += _load_rows(hf, split, name, cfg, skipped, files, root, rows, out)
+    if not out:
+        raise ValueError(
+            f"data.hf: the {name} split ({split!r}) is empty: {_why_empty(name, rows, skipped, roots)}"
+        )
+    return out
+
+
+def _why_empty(name: str, rows: int, skipped: Counter, roots: list[Path | None]) -> str:
+    """Why a split kept no row, in a few words: no rows, or every row skipped and for what."""
+    if rows == 0:
+        return "its data holds no row"
+    reasons = {k.partition("/")[2]: n for k, n in skipped.items() if k.startswith(f"{name}/")}
+    text = f"all {rows} rows were skipped ({', '.join(f'{n} {r}' for r, n in sorted(reasons.items()))})"
+    if reasons.get("image_missing"):
+        where = ", ".join(sorted({str(r) for r in roots if r is not None})) or "the working folder"
+        text += (
+            f"; relative image paths resolve against {where} (set data.hf.image_root if they lie elsewhere)"
+        )
+    return text
+
+
+def split_sources(
+    hf: HFDataConfig, split: str, data_files: dict[str, Any] | None
+) -> list[tuple[dict[str, Any] | None, Path | None]]:
+    """How to load one split: (data files to pass to ``load_dataset``, the folder its relative
+    image paths resolve against) per group of its files. Each split's paths resolve against its
+    own file's folder (splits kept in separate folders each find their images), files of one split
+    in several folders are loaded folder by folder; ``image_root`` overrides, and a split with no
+    local file of its own resolves against ``path`` when that is a folder."""
+    given = data_files or hf.data_files
+    if hf.image_root:
+        return [(given, Path(hf.image_root))]
+    if not hf.data_files or split not in hf.data_files:
+        return [(given, _default_root(hf))]
+    originals = expand(hf.data_files[split])
+    loaded = expand(data_files[split]) if data_files else originals
+    if len(loaded) != len(originals) or not all(Path(f).is_file() for f in originals):
+        return [(given, Path(originals[0]).parent if originals else None)]
+    groups: dict[Path, list[str]] = {}
+    for original, copy in zip(originals, loaded, strict=True):
+        groups.setdefault(Path(original).parent, []).append(copy)
+    return [({split: files}, folder) for folder, files in groups.items()]
+
+
+def _load_rows(
+    hf: HFDataConfig,
+    split: str,
+    name: str,
+    cfg: DataConfig,
+    skipped: Counter,
+    data_files: dict[str, Any] | None,
+    root: Path | None,
+    offset: int,
+    out: list[Example],
+) -> int:
+    """Append the usable rows of one group of a split's files to ``out`` (ids by row number from
+    ``offset`` when there is no id column); returns how many rows the group held."""
     import datasets
 
     try:
-        ds = datasets.load_dataset(hf.path, hf.name, split=split, data_files=data_files or hf.data_files)
+        ds = datasets.load_dataset(hf.path, hf.name, split=split, data_files=data_files)
     except Exception as err:  # datasets raises many types; the user needs the source and the reason
         raise ValueError(f"data.hf.path={hf.path!r} split {split!r}: {type(err).__name__}: {err}") from None
     columns = [hf.image_column, hf.question_column, hf.answer_column, hf.skill_column, hf.id_column]
-    for col in filter(None, columns):
+    for col in filter(None, [*columns, *hf.slice_columns]):
         if col not in ds.column_names:
             raise ValueError(
                 f"data.hf: column {col!r} not in split {split!r} (columns: {', '.join(ds.column_names)})"
@@ -177,18 +286,8 @@ def load_hf_examples(
     if isinstance(ds.features[hf.image_column], datasets.Image):
         # Decode ourselves so one corrupt file is a counted skip, not a crash mid-epoch.
         ds = ds.cast_column(hf.image_column, datasets.Image(decode=False))
-    root = Path(hf.image_root) if hf.image_root else _default_root(hf)
-    known = {
-        hf.image_column,
-        hf.question_column,
-        hf.answer_column,
-        hf.skill_column,
-        hf.id_column,
-        UNDECODABLE,
-    }
-    name = role or split
-    out = []
-    for i, row in enumerate(ds):
+    known = {*columns, *hf.slice_columns, UNDECODABLE}
+    for i, row in enumerate(ds, offset):
         if row.get(UNDECODABLE):  # counted, and named, when its file was read
             continue
         question, why = text_value(row[hf.question_column])
@@ -211,133 +310,13 @@ def load_hf_examples(
                 question=question,
                 answer=answer,
                 skill=text_value(row[hf.skill_column])[0] if hf.skill_column else None,
+                params={c: row[c] for c in hf.slice_columns if jsonable(row[c]) and row[c] is not None},
                 source="real",
                 split=name,
-                meta={k: v for k, v in row.items() if k not in known and _jsonable(v)},
+                meta={k: v for k, v in row.items() if k not in known and jsonable(v)},
             )
         )
-    return out
-
-
-def text_value(value: Any) -> tuple[str | None, str]:
-    """A cell as text, or None and why not: ``missing`` (null, NaN or blank), ``undecodable``
-    (bytes, or text holding bytes, that are not UTF-8) or ``not_text`` (a list, a mapping, an
-    infinity...). Numbers become their string form, an integral float as an integer; booleans
-    ``true`` and ``false``."""
-    if value is None:
-        return None, "missing"
-    if isinstance(value, (bytes, bytearray)):
-        try:
-            value = bytes(value).decode("utf-8")
-        except UnicodeDecodeError:
-            return None, "undecodable"
-    if isinstance(value, bool):
-        value = "true" if value else "false"
-    elif isinstance(value, numbers.Integral):
-        value = str(int(value))
-    elif isinstance(value, numbers.Real):
-        number = float(value)
-        if math.isnan(number):
-            return None, "missing"
-        if math.isinf(number):
-            return None, "not_text"
-        value = str(int(number)) if number.is_integer() else repr(number)
-    elif not isinstance(value, str):
-        return None, "not_text"
-    if not _utf8(value):
-        return None, "undecodable"
-    if not value.strip():
-        return None, "missing"
-    return value, "ok"
-
-
-def _utf8(text: str) -> bool:
-    """False for text that holds lone surrogates: bytes that did not decode, escaped."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-UNDECODABLE = "__lessonloop_undecodable__"
-"""Column marking, in ``utf8_data_files``' copies, the rows taken out for bytes that are not UTF-8."""
-
-
-def utf8_data_files(
-    hf: HFDataConfig, roles: dict[str | None, str], skipped: Counter, workdir: Path
-) -> dict[str, Any] | None:
-    """Local JSON and JSON Lines data files with bytes that are not UTF-8, made loadable.
-
-    ``datasets`` refuses such a file whole (and with it every split of the source), naming no row.
-    Each row holding such bytes is named in a warning, counted in ``skipped`` under its split's
-    role (``roles``: data-file split -> the run's split name) and replaced, in a copy under
-    ``workdir``, by a row that only carries the ``UNDECODABLE`` mark, so later rows keep their row
-    numbers (and ids). Returns the data files to load (the copies in place of the originals), or
-    None when every file decodes."""
-    if hf.path != "json" or not hf.data_files:
-        return None
-    replaced = False
-    files: dict[str, Any] = {}
-    for key, spec in hf.data_files.items():
-        paths = [spec] if isinstance(spec, str) else list(spec)
-        paths = [
-            p
-            for pattern in paths
-            for p in (sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern])
-        ]
-        cleaned = []
-        for path in paths:
-            copy = _utf8_copy(
-                Path(path), hf, roles.get(key), skipped, workdir / f"{key}-{len(cleaned)}.jsonl"
-            )
-            replaced |= copy is not None
-            cleaned.append(str(copy or path))
-        files[key] = cleaned
-    return files if replaced else None
-
-
-def _utf8_copy(path: Path, hf: HFDataConfig, role: str | None, skipped: Counter, out: Path) -> Path | None:
-    """``path`` as JSON Lines at ``out`` with its undecodable rows marked, or None when it decodes
-    (or is not a local file: ``datasets`` reads it as it is)."""
-    if not path.is_file():
-        return None
-    data = path.read_bytes()
-    try:
-        data.decode("utf-8")
-        return None
-    except UnicodeDecodeError:
-        pass
-    text = data.decode("utf-8", errors="surrogateescape")
-    try:
-        if text.lstrip().startswith("["):  # one JSON array: rows numbered from 0, as items
-            rows = [(f"item {i}", row) for i, row in enumerate(json.loads(text))]
-        else:
-            rows = [
-                (f"line {n}", json.loads(line)) for n, line in enumerate(text.split("\n"), 1) if line.strip()
-            ]
-    except json.JSONDecodeError as err:
-        raise ValueError(f"data.hf: {path} is not valid JSON: {err}") from None
-    named = {hf.question_column: "question", hf.answer_column: "answer"}
-    bad_rows = []
-    with open(out, "w", encoding="utf-8") as f:
-        for where, row in rows:
-            items = row.items() if isinstance(row, dict) else []
-            bad = [k for k, v in items if not _utf8(k) or not _utf8(json.dumps(v, ensure_ascii=False))]
-            if bad:
-                reason = next((f"{named[k]}_undecodable" for k in bad if k in named), "text_undecodable")
-                if role is not None:
-                    skipped[f"{role}/{reason}"] += 1
-                bad_rows.append(
-                    f"{where} ({', '.join(repr(k.encode('utf-8', 'replace').decode()) for k in bad)})"
-                )
-                row = {UNDECODABLE: reason}
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    log.warning(
-        "data.hf: %s: %d row(s) hold bytes that are not UTF-8 and are skipped: %s",
-        path, len(bad_rows), "; ".join(bad_rows[:10]) + (f"; and {len(bad_rows) - 10} more" if len(bad_rows) > 10 else ""),
-    )  # fmt: skip
-    return out
+    return len(ds)
 
 
 def _default_root(hf: HFDataConfig) -> Path | None:
@@ -347,55 +326,6 @@ def _default_root(hf: HFDataConfig) -> Path | None:
         first = next(iter(hf.data_files.values()))
         return Path(first).parent
     return None
-
-
-def read_image(value: Any, root: Path | None, cfg: DataConfig) -> tuple[StoredImage | None, str]:
-    """Validate one image given as a decoded image, a path, bytes or a ``{"bytes", "path"}`` dict.
-
-    Returns the image kept as encoded bytes, or None and the reason it was skipped.
-    """
-    data: bytes | None = None
-    path: str | None = None
-    if isinstance(value, Image.Image):
-        buf = io.BytesIO()
-        value.save(buf, format="PNG")
-        data = buf.getvalue()
-    elif isinstance(value, dict):
-        data, path = value.get("bytes"), value.get("path")
-    elif isinstance(value, (bytes, bytearray)):
-        data = bytes(value)
-    elif isinstance(value, str):
-        path = value
-    elif value is None:
-        return None, "missing"
-    else:
-        return None, "unreadable"
-    if data is None:
-        if not path:
-            return None, "missing"
-        file = Path(path)
-        if not file.is_absolute() and root is not None:
-            file = root / file
-        if not file.is_file():
-            return None, "missing"
-        data = file.read_bytes()
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            width, height = img.size  # header only: refuse huge images before decoding them
-            if width * height > cfg.max_image_pixels:
-                return None, "too_large"
-            if min(width, height) < cfg.min_image_side:
-                return None, "too_small"
-            img.convert("RGB").load()
-    except Image.DecompressionBombError:
-        return None, "too_large"
-    except Exception:  # PIL raises OSError, SyntaxError, ValueError... for broken files
-        return None, "corrupt"
-    return StoredImage(data, (width, height)), "ok"
-
-
-def _jsonable(value: Any) -> bool:
-    return isinstance(value, (str, int, float, bool)) or value is None
 
 
 def load_eval_sets(paths: list[str], cfg: DataConfig) -> dict[str, list[Example]]:

@@ -69,8 +69,15 @@ class HFDataConfig(Section):
     """Optional column naming the skill (per-skill accuracy uses it)."""
     id_column: str | None = None
     """Optional column with a stable item id; row numbers otherwise."""
+    slice_columns: list[str] = field(default_factory=list)
+    """Metadata columns the curriculum's analyzer slices failures by, beside the skill column and
+    the answer (e.g. ``[source, difficulty]``): a weakness can then be "items with source 'scan'".
+    Their values become the items' ``params``; a numeric column with more than 8 distinct values in
+    the train split is cut at its train split's thirds (``"12-40"``), so a slice means the same
+    items in every round and every run."""
     image_root: str | None = None
-    """Folder that relative image paths are resolved against."""
+    """Folder that relative image paths are resolved against (null: the folder of each split's
+    own data file, or ``path`` when it is a folder)."""
     max_examples: int = 0
     """Keep at most this many train items (0: all)."""
     reserve: int = 0
@@ -89,6 +96,12 @@ class HFDataConfig(Section):
         require(all(columns), "image_column", "and the question and answer columns must be named")
         require(len(set(columns)) == 3, "answer_column",
                 "must differ from the image and question columns")  # fmt: skip
+        require(len(set(self.slice_columns)) == len(self.slice_columns) and all(self.slice_columns),
+                "slice_columns", "must name distinct columns")  # fmt: skip
+        named = {*columns, self.skill_column, self.id_column} - {None}
+        clash = [c for c in self.slice_columns if c in named]
+        require(not clash, "slice_columns", f"{clash} already fill an item's image, question, answer, "
+                "skill or id (the answer and the skill are always sliced)")  # fmt: skip
 
 
 @dataclass
