@@ -1,7 +1,7 @@
 """A small real-image VQA dataset with skewed skills, and the comparison run on it.
 
-    python benchmarks/real_images.py build --out data/real_images      # the dataset (seconds)
-    python benchmarks/real_images.py compare --out data/real_images    # lessonloop compare on it
+    python benchmarks/real_images.py build --out runs/data/real_images      # the dataset (seconds)
+    python benchmarks/real_images.py compare --out runs/data/real_images    # lessonloop compare on it
 
 The photographs are the colour photographs that ship inside scikit-image (``pip install -e
 .[benchmark]``: astronaut, cat, coffee, rocket, galaxy, retina, tissue, motorcycle; read from the
@@ -162,22 +162,22 @@ def data_overrides(out: Path) -> list[str]:
 COMPARE = [
     "run.name=compare_real_images_cpu", "model.build_tiny=qwen2_5_vl", "model.tiny_preset=tiny",
     "model.name_or_path=runs/models/tiny-real-images", "data.world.image_size=32", "data.question_first=true",
-    "train.cpu=true", "train.steps=400", "train.batch_size=16", "train.lr=1e-3", "train.warmup_steps=20",
+    "train.cpu=true", "train.steps=600", "train.batch_size=16", "train.lr=1e-3", "train.warmup_steps=20",
     "train.schedule=cosine", "train.weight_decay=0.01", "train.log_every=50", "train.save_every=200",
-    "train.save_model=false", "eval.every=100", "eval.batch_size=64", "eval.max_new_tokens=4",
-    "curriculum.every=100", "curriculum.budget=96", "curriculum.max_failures=96", "curriculum.mix.ratio=0.3",
+    "train.save_model=false", "eval.every=150", "eval.batch_size=64", "eval.max_new_tokens=4",
+    "curriculum.every=150", "curriculum.budget=96", "curriculum.max_failures=96", "curriculum.mix.ratio=0.3",
     "compare.arms=[base,targeted,real,untargeted]", "compare.seeds=[0,1,2]", "compare.parallel=1",
     "compare.oversample=3.0",
 ]  # fmt: skip
 """The comparison's settings: the tiny model built from scratch per seed at 32 px (the tiny model
-reads its image size from ``data.world.image_size``), 400 steps of 16, rounds at steps 100, 200 and
-300, one run at a time on the CPU."""
+reads its image size from ``data.world.image_size``), 600 steps of 16, rounds at steps 150, 300 and
+450, one run at a time on the CPU."""
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("command", choices=["build", "compare"])
-    parser.add_argument("--out", type=Path, default=Path("data/real_images"))
+    parser.add_argument("--out", type=Path, default=Path("runs/data/real_images"))
     parser.add_argument("--train", type=int, default=2000)
     parser.add_argument("--probe", type=int, default=200)
     parser.add_argument("--test", type=int, default=400)
