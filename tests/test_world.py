@@ -23,6 +23,7 @@ from curriculum.world import (
     build_splits,
     describe_skills,
     generate,
+    get_skill,
     render,
     skill_names,
     world_corpus,
@@ -389,3 +390,63 @@ def test_world_corpus_covers_the_vocabulary() -> None:
     words = set(" ".join(corpus).replace("?", " ").split())
     for w in [*COLOURS, "circle", "crosses", "yes", "no", "10", "a", "F", "tallest", "left", "total"]:
         assert w in words
+
+
+def test_uniform_train_split_of_chosen_skills() -> None:
+    """``train_mix="uniform"`` with ``train_skills``: a base model's training data. Balanced over
+    the chosen skills, every parameter over its full range, no image shared with probe or test,
+    and probe and test exactly those of the plain splits."""
+    perception = ["shape", "colour", "count"]
+    plain = build_splits(seed=3, train_size=60, probe_size=30, test_size=45)
+    base = build_splits(
+        seed=3, train_size=1800, probe_size=30, test_size=45, train_mix="uniform", train_skills=perception
+    )
+    for name in ("probe", "test"):
+        assert _texts(base[name]) == _texts(plain[name])
+    train = base["train"]
+    assert Counter(e.skill for e in train) == dict.fromkeys(perception, 600)
+    assert all(e.split == "train" and e.source == "real" for e in train)
+    assert (
+        all(e.id.startswith("real-train-uniform-s3-") for e in train) and len({e.id for e in train}) == 1800
+    )
+    assert all(e.answer == recompute(e.question, e.scene) for e in train)
+    for skill in perception:
+        items = [e for e in train if e.skill == skill]
+        for name, param in get_skill(skill).params.items():
+            values = [e.params[name] for e in items]
+            if param.kind == "int":  # every value, each near its uniform share
+                counts = Counter(values)
+                share = len(items) / (param.hi - param.lo + 1)
+                assert set(counts) == set(range(int(param.lo), int(param.hi) + 1)), (skill, name)
+                assert all(0.6 * share < n < 1.4 * share for n in counts.values()), (skill, name, counts)
+            elif param.kind == "float":
+                span = param.hi - param.lo
+                assert min(values) < param.lo + 0.05 * span and max(values) > param.hi - 0.05 * span
+                assert abs(sum(values) / len(values) - (param.lo + param.hi) / 2) < 0.05 * span
+            else:  # overlap: on about half the time, not the natural 15 %
+                assert 0.4 < sum(values) / len(values) < 0.6, (skill, name)
+    held_out = {image_hash(e.image) for k in ("probe", "test") for e in base[k]}
+    hashes = [image_hash(e.image) for e in train]
+    assert len(set(hashes)) == len(hashes) and not held_out & set(hashes)
+    small = [
+        build_splits(seed=s, train_size=30, probe_size=0, test_size=1, train_mix="uniform") for s in (3, 3, 4)
+    ]
+    assert _texts(small[0]["train"]) == _texts(small[1]["train"]) != _texts(small[2]["train"])
+    every = Counter(e.skill for e in small[0]["train"])  # no train_skills: balanced over all nine
+    assert set(every) == set(skill_names()) and max(every.values()) - min(every.values()) <= 1
+
+
+def test_train_skills_alone_keep_the_natural_mix_and_are_checked() -> None:
+    some = build_splits(seed=3, train_size=420, probe_size=18, test_size=18, train_skills=["shape", "count"])
+    assert Counter(e.skill for e in some["train"]) == {"count": 200, "shape": 220}
+    assert {e.skill for e in some["test"]} == set(skill_names())  # probe and test keep every skill
+    both = build_splits(seed=3, train_size=420, probe_size=0, test_size=1, skills=["shape", "count"])
+    assert _texts(both["train"]) == _texts(some["train"])  # natural train: as with skills alone
+    with pytest.raises(ValueError, match="train_mix must be one of"):
+        build_splits(seed=3, train_size=1, probe_size=0, test_size=1, train_mix="balanced")
+    with pytest.raises(ValueError, match=r"train_skills \['colour'\] are not among"):
+        build_splits(
+            seed=3, train_size=1, probe_size=0, test_size=1, skills=["count"], train_skills=["colour"]
+        )
+    with pytest.raises(ValueError, match="did you mean 'count'"):
+        build_splits(seed=3, train_size=1, probe_size=0, test_size=1, train_skills=["cuont"])

@@ -40,6 +40,13 @@ Splits never share an image: every image hash is unique across (and within) the 
 so no (image, question) pair repeats and no test image appears in train or probe. Test is
 drawn first, then probe, then train, each from its own random stream, so the test set of a
 seed does not depend on the train size.
+
+Two options change the train split only, for building a base model rather than for
+imitating real data: ``train_skills`` trains on some skills while probe and test keep all of
+``skills`` (so a base taught to perceive is still measured on every skill), and
+``train_mix="uniform"`` draws the train split the way probe and test are drawn (balanced over
+its skills, parameters uniform over their full ranges, distractors included), from a random
+stream of its own. With both at their defaults the train split is the natural one, byte for byte.
 """
 
 from __future__ import annotations
@@ -66,6 +73,7 @@ NATURAL_PARAM_WEIGHTS: dict[tuple[str, str], tuple[float, ...]] = {
     ("count", "num_objects"): (14, 22, 22, 16, 10, 7, 4, 3, 2),
     ("count_attr", "target_count"): (4, 36, 28, 16, 9, 5, 2),
 }
+TRAIN_MIXES = ("natural", "uniform")
 NATURAL_SKEW = 2.0
 NATURAL_HARD_BOOL = 0.15
 MAX_REDRAWS = 1000
@@ -132,8 +140,13 @@ def _build_split(
     image_size: int,
     seen: set[str],
     skills: list[str] | None = None,
+    stream: str | None = None,
 ) -> list[Example]:
-    rng = random.Random(f"splits|{seed}|{name}")
+    """``size`` items of split ``name`` over ``skills``, none of whose images is in ``seen`` (the
+    new hashes are added to it). ``stream`` names the random stream and the ids (default: the
+    split's name), so one split can be drawn from another stream than the usual one."""
+    stream = stream or name
+    rng = random.Random(f"splits|{seed}|{stream}")
     chosen = world_skills(skills)
     if natural:  # in the table's order: the plan's draws depend on it
         weights = {s: w for s, w in NATURAL_SKILL_WEIGHTS.items() if s in chosen}
@@ -149,7 +162,7 @@ def _build_split(
             return drawer(s, r)
 
         for attempt in range(MAX_REDRAWS):
-            item_rng = random.Random(f"splits|{seed}|{name}|{i}|{attempt}")
+            item_rng = random.Random(f"splits|{seed}|{stream}|{i}|{attempt}")
             params, scene, question, answer = sample_item(skill, draw, item_rng)
             ex = make_example(
                 skill,
@@ -157,7 +170,7 @@ def _build_split(
                 scene,
                 question,
                 answer,
-                id=f"real-{name}-s{seed}-{i:05d}",
+                id=f"real-{stream}-s{seed}-{i:05d}",
                 image_size=image_size,
                 source="real",
                 split=name,
@@ -191,6 +204,8 @@ def build_splits(
     test_size: int,
     image_size: int = 64,
     skills: list[str] | None = None,
+    train_mix: str = "natural",
+    train_skills: list[str] | None = None,
 ) -> dict[str, list[Example]]:
     """Build the "train", "probe" and "test" splits of the world's real data, deterministically.
 
@@ -198,6 +213,11 @@ def build_splits(
     (counts differ by at most one) with uniform parameters. All images are distinct. ``skills``
     restricts all three to those skills (the train split keeps their natural proportions); the
     splits of all skills are unchanged by the option's existence.
+
+    ``train_skills`` (a subset of ``skills``; None: the same) restricts the train split alone, and
+    ``train_mix="uniform"`` draws it balanced with uniform parameters, as probe and test are, from
+    a stream of its own (ids ``real-train-uniform-...``): a base model's training data, not real
+    data. Probe and test do not depend on either option.
     """
     for field_name, value in (
         ("train_size", train_size),
@@ -208,8 +228,20 @@ def build_splits(
             raise ValueError(f"{field_name} must be a non-negative int, got {value!r}")
     if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 32:
         raise ValueError(f"image_size must be an int >= 32, got {image_size!r}")
+    if train_mix not in TRAIN_MIXES:
+        raise ValueError(f"train_mix must be one of {list(TRAIN_MIXES)}, got {train_mix!r}")
+    if train_skills:
+        outside = sorted(set(world_skills(train_skills)) - set(world_skills(skills)))
+        if outside:
+            raise ValueError(
+                f"train_skills {outside} are not among the splits' skills {world_skills(skills)}"
+            )
+    trained = train_skills or skills
     seen: set[str] = set()
     test = _build_split("test", test_size, seed, False, image_size, seen, skills)
     probe = _build_split("probe", probe_size, seed, False, image_size, seen, skills)
-    train = _build_split("train", train_size, seed, True, image_size, seen, skills)
+    if train_mix == "natural":
+        train = _build_split("train", train_size, seed, True, image_size, seen, trained)
+    else:
+        train = _build_split("train", train_size, seed, False, image_size, seen, trained, "train-uniform")
     return {"train": train, "probe": probe, "test": test}

@@ -17,7 +17,7 @@ class WorldConfig(Section):
     image_size: int = 64
     """Rendered image side in pixels."""
     train_size: int = 5000
-    """Items in the skewed "real data" train split."""
+    """Items in the train split (the skewed "real data" unless ``train_mix`` says otherwise)."""
     probe_size: int = 500
     """Items in the probe split (skill-balanced; the curriculum mines failures here)."""
     test_size: int = 500
@@ -25,6 +25,14 @@ class WorldConfig(Section):
     skills: list[str] = field(default_factory=list)
     """Train, probe and test on these skills only (and let the curriculum make only these); the
     train split keeps their natural proportions. Empty: all nine."""
+    train_mix: Literal["natural", "uniform"] = "natural"
+    """How the train split is drawn. ``natural``: the skewed "real data" (easy cases and common
+    skills dominate). ``uniform``: balanced over its skills with parameters uniform over their full
+    ranges, as probe and test are, from a stream of its own: data for building a base model that
+    already perceives, not for the curriculum's experiments."""
+    train_skills: list[str] = field(default_factory=list)
+    """Train on these skills only, while probe and test keep all of ``skills`` (so a base taught to
+    perceive is still measured on every skill). Empty: the same as ``skills``."""
 
     def check(self) -> None:
         require(self.image_size >= 32, "image_size", "must be at least 32 (scenes are drawn on a grid)")
@@ -38,6 +46,15 @@ class WorldConfig(Section):
                 world_skills(self.skills)
             except ValueError as err:
                 require(False, "skills", f": {err}")
+        if self.train_skills:
+            from curriculum.world import world_skills
+
+            try:
+                trained = world_skills(self.train_skills)
+            except ValueError as err:
+                require(False, "train_skills", f": {err}")
+            outside = sorted(set(trained) - set(world_skills(self.skills)))
+            require(not outside, "train_skills", f"{outside} must be among data.world.skills")
 
 
 @dataclass

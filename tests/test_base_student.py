@@ -1,0 +1,35 @@
+"""The base student: the world's train options for building it, and the shipped base itself."""
+
+from __future__ import annotations
+
+import pytest
+
+from train.config import ConfigError, WorldConfig, load_config
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("data.world.train_mix=balanced", "config key 'data.world.train_mix' must be one of"),
+        (
+            "data.world.train_skills=[cuont]",
+            "data.world.train_skills: unknown skill 'cuont' (did you mean 'count'?)",
+        ),
+        ("data.world.train_skills=[count, count]", "data.world.train_skills: skills must be distinct"),
+        ("data.world.train_skills=shape", "config key 'data.world.train_skills' must be a list"),
+    ],
+)
+def test_bad_train_options_are_refused_naming_their_key(override: str, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [override])
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_train_skills_must_be_among_the_splits_skills() -> None:
+    with pytest.raises(
+        ConfigError, match=r"^data.world.train_skills \['colour'\] must be among data.world.skills$"
+    ):
+        WorldConfig(skills=["count", "shape"], train_skills=["colour", "count"])
+    ok = WorldConfig(skills=["count", "shape"], train_skills=["count"], train_mix="uniform")
+    assert (ok.train_skills, ok.train_mix) == (["count"], "uniform")
+    assert WorldConfig(train_skills=["shape", "colour", "count"]).train_mix == "natural"
