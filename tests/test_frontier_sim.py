@@ -294,3 +294,31 @@ def test_the_real_client_is_served_with_retries_and_charged_for_its_tokens(items
     tokens = stats["tokens"]["judge-a"]
     expected = (tokens["prompt_tokens"] * 1.0 + tokens["completion_tokens"] * 4.0) / 1e6
     assert client.ledger.cost == pytest.approx(expected)
+
+
+def test_a_model_judging_its_own_proposals_keeps_its_misreadings_not_its_slips(items):
+    # Proposals wrong 40 % of the time, half of them slips; the judge's own error rate is that of
+    # the proposer's misreadings, so it misreads exactly what it misread when proposing.
+    server = SimServer(SimConfig(seed=3, proposal_error=0.4, slip_share=0.5, judge_error=0.2, proposals=6))
+    analyzer = FrontierAnalyzer(
+        FrontierClient(Endpoint("a")), preset="lrf", kinds=("same_image",), rationales=True
+    )
+    scores = {"misread": [], "slip": [], "right": []}
+    for ex in items[:60]:
+        for p in json.loads(_content(server, _analysis_body(analyzer, [Failure(ex, "0", 1)]))["content"])[
+            "proposals"
+        ]:
+            truth = answer_from_scene(ex.scene, p["question"])[1]
+            kind = (
+                "right"
+                if p["answer"] == truth
+                else "slip"
+                if p["rationale"].endswith(f"Answer: {truth}")
+                else "misread"
+            )
+            proposed = Example("c", ex.image, p["question"], p["answer"], scene=ex.scene)
+            vote = json.loads(_content(server, _judge_body(proposed, "score", model="analyst"))["content"])
+            scores[kind].append(vote["score"])
+    n = sum(len(v) for v in scores.values())
+    assert _within(len(scores["misread"]), n, 0.2) and _within(len(scores["slip"]), n, 0.2)
+    assert set(scores["misread"]) == {3} and set(scores["slip"]) == {1} and set(scores["right"]) == {3}

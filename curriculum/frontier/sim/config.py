@@ -45,7 +45,8 @@ class SimConfig:
     its own. 0: independent models; 1: one model in several names."""
     slip_share: float = 0.25
     """Share of wrong proposal answers that are slips: the rationale reasons to the right answer
-    and the answer field states another (the rationale check can catch these)."""
+    and the answer field states another (the rationale check can catch these, and so can the
+    model judging its own item). The rest are misreadings, which the model keeps when it judges."""
     image_error: float = 0.0
     """Share of generated pictures that do not show what the description says (an object left
     out or recoloured, a bar at another height)."""

@@ -16,7 +16,7 @@ from typing import Any
 
 from curriculum.world.generate import Spec, generate
 from curriculum.world.questions import answer_from_scene, questions_for_scene
-from curriculum.world.scene import BAR_LABELS, SHAPES
+from curriculum.world.scene import BAR_LABELS, EDGE_MARGIN, SHAPES, is_clear
 from curriculum.world.skills import COLOUR_NAMES, SKILLS
 
 # Skills a strategy moves to when it adds a reasoning step (``auxiliary_extension``).
@@ -174,18 +174,54 @@ def parse_value(text: str) -> Any:
     return text.strip()
 
 
-def jitter(scene: dict[str, Any], rng: random.Random, shift: float = 0.02) -> dict[str, Any]:
-    """The same content drawn a little differently: every object moved by one offset (so every
-    relation between them holds) and kept inside the canvas, or a chart in another colour."""
+def variant(scene: dict[str, Any], rng: random.Random, tries: int = 60) -> dict[str, Any]:
+    """The same content drawn another way, as an image model's variants of one description: the
+    objects at new places that keep every object's order from left to right and from top to
+    bottom (so every relation between two of them holds, gaps of 0.05 or more stay so), or a
+    chart in another colour. Falls back to moving every object by one small offset."""
     if scene.get("kind") == "bars":
         return {**scene, "colour": rng.choice([c for c in COLOUR_NAMES if c != scene["colour"]])}
     objects = scene["objects"]
+    for _ in range(tries):
+        xs, ys = _reorder(objects, "x", rng), _reorder(objects, "y", rng)
+        if xs is None or ys is None:
+            continue
+        moved = [{**o, "x": x, "y": y} for o, x, y in zip(objects, xs, ys, strict=True)]
+        boxes = [(o["x"], o["y"], o["size"]) for o in moved]
+        if all(is_clear(*boxes[i], boxes[:i], bool(scene.get("overlap"))) for i in range(1, len(boxes))):
+            return {**scene, "objects": moved}
+    return _shifted(scene, rng)
+
+
+def _reorder(
+    objects: list[dict[str, Any]], axis: str, rng: random.Random, gap: float = 0.05
+) -> list[float] | None:
+    """New coordinates along ``axis`` in the objects' order along it, each inside the canvas;
+    neighbours at least ``gap`` apart stay so. None when the draw breaks a bound."""
+    order = sorted(range(len(objects)), key=lambda i: objects[i][axis])
+    values = sorted(rng.uniform(0.05, 0.95) for _ in objects)
+    out = [0.0] * len(objects)
+    for rank, i in enumerate(order):
+        o, v = objects[i], values[rank]
+        if not o["size"] + EDGE_MARGIN <= v <= 1 - o["size"] - EDGE_MARGIN:
+            return None
+        if rank:
+            j = order[rank - 1]
+            if o[axis] - objects[j][axis] >= gap and v - out[j] < gap:
+                return None
+        out[i] = round(v, 4)
+    return out
+
+
+def _shifted(scene: dict[str, Any], rng: random.Random, shift: float = 0.02) -> dict[str, Any]:
+    """Every object moved by one small offset (kept inside the canvas): every relation holds."""
+    objects = scene["objects"]
     if not objects:
         return scene
-    lo_x = min(o["x"] - o["size"] for o in objects) - 0.02
-    hi_x = max(o["x"] + o["size"] for o in objects) + 0.02
-    lo_y = min(o["y"] - o["size"] for o in objects) - 0.02
-    hi_y = max(o["y"] + o["size"] for o in objects) + 0.02
+    lo_x = min(o["x"] - o["size"] for o in objects) - EDGE_MARGIN
+    hi_x = max(o["x"] + o["size"] for o in objects) + EDGE_MARGIN
+    lo_y = min(o["y"] - o["size"] for o in objects) - EDGE_MARGIN
+    hi_y = max(o["y"] + o["size"] for o in objects) + EDGE_MARGIN
     dx = min(max(rng.uniform(-shift, shift), -lo_x), 1 - hi_x)
     dy = min(max(rng.uniform(-shift, shift), -lo_y), 1 - hi_y)
     moved = [{**o, "x": round(o["x"] + dx, 4), "y": round(o["y"] + dy, 4)} for o in objects]

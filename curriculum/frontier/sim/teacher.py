@@ -7,17 +7,19 @@ rates (``SimConfig``):
 - **analysis** (``analyze_reply``, ``lrf_reply``, ``cads_reply``): for the shown failures it writes
   a diagnosis and proposals of the kinds the schema allows: new questions on a failed picture,
   world specs in the harder half of the failing skill's ranges, and descriptions of new pictures
-  with a question and answer. A proposal's answer is wrong with ``proposal_error``; its rationale
-  then reasons to the same wrong answer, or, for a slip (``slip_share``), to the right one.
+  with a question and answer. A proposal's answer is wrong with ``proposal_error``: a misreading
+  (its rationale reasons to the same wrong answer) or, for ``slip_share`` of them, a slip (the
+  rationale reasons to the right answer and the answer field says another).
 - **judging** (``judge_answer``, ``judge_score``): a blind judge answers the question and says
   whether the picture shows what it needs; a scoring judge scores the proposed answer. A vote
   misreads the item with ``judge_error`` and is cast without looking with ``judge_lazy``.
 - **pictures** (the images API): the description is parsed back into a scene and drawn with the
-  world's renderer, each variant moved a little; with ``image_error`` it is drawn wrong.
+  world's renderer, each variant laid out anew with every relation kept; with ``image_error`` it is drawn wrong.
 
-Mistakes are tied to items, not requests: a model that misreads an item misreads it whenever it
-sees it, and with ``correlation`` every model misreads the same items the same way (see
-``misread``). Every draw comes from the seed and the request, never from a shared stream, so
+Mistakes are tied to items, not requests: each model has one draw per item, and misreads it in
+every role whose error rate the draw falls under (a judge with the proposer's rate misreads what
+it misread when proposing; a slip is not held); with ``correlation`` the draw is shared by every
+model, wrong answer included (see ``misread``). Every draw comes from the seed and the request, never from a shared stream, so
 replies do not depend on the order in which concurrent requests arrive.
 """
 
@@ -155,14 +157,22 @@ class Teacher:
         return out
 
     def _answer(self, model: str, scene: dict[str, Any], question: str, truth: str) -> tuple[str, str]:
-        """(the answer a proposal states, the answer its rationale reaches)."""
-        said = self.believed(model, scene, question, truth, self.config.proposal_error)
-        if said == truth:
-            self.count("proposals_right")
-            return truth, truth
-        self.count("proposals_wrong")
-        slip = self.u("slip", model, knowledge.item_key(scene, question)) < self.config.slip_share
-        return said, truth if slip else said
+        """(the answer a proposal states, the answer its rationale reaches). A wrong answer is a
+        misreading (held: the rationale reaches it too, and the model believes it when it judges
+        the item later) or, for ``slip_share`` of them, a slip (the rationale reaches the truth,
+        and so does the model when it looks again)."""
+        p, share = self.config.proposal_error, self.config.slip_share
+        key = knowledge.item_key(scene, question)
+        said = self.believed(model, scene, question, truth, p * (1 - share))
+        if said != truth:
+            self.count("proposals_misread")
+            return said, said
+        if self.u("slip", model, key) < p * share / (1 - p * (1 - share)):
+            options = knowledge.wrong_answers(truth, scene)
+            self.count("proposals_slipped")
+            return options[int(self.u("slipped", model, key) * len(options))], truth
+        self.count("proposals_right")
+        return truth, truth
 
     def _skill(self, shown: Shown) -> str | None:
         got = knowledge.solve(shown.scene, str(shown.data.get("question", "")))
@@ -258,7 +268,7 @@ class Teacher:
         out = []
         for i in range(max(0, min(int(n), 10))):
             rng = self.rng("variant", key, i)
-            drawn = knowledge.jitter(scene, rng)
+            drawn = knowledge.variant(scene, rng)
             if rng.random() < self.config.image_error:
                 drawn = knowledge.spoil(drawn, rng)
                 self.count("images_spoiled")
