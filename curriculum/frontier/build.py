@@ -77,6 +77,8 @@ def build_frontier(
     if images is not None:
         used.append((f"{PREFIX}.image_model", images.client))
     check_endpoints(used, budget=bool(fc.run_budget or fc.round_budget))
+    if panel is not None:
+        warn_self_judging(committee or [analyst], judges)
     kinds = (
         ["same_image"] + (["rendered"] if rendered else []) + (["generated"] if images is not None else [])
     )
@@ -94,6 +96,22 @@ def build_frontier(
         workers=fc.concurrency,
     )
     return Frontier(analyzer, panel, images, ledger)
+
+
+def warn_self_judging(writers: list[FrontierClient], judges: list[FrontierClient]) -> None:
+    """Warn when a model judges the proposals it writes (``lrf`` and ``cads`` name the analyst as
+    their judge unless ``judges`` is set): a model that misreads a picture misreads it again when
+    it checks its own answer, so its vote stops slips but not its misreadings. Against the
+    simulated frontier (``benchmarks/frontier_sim.py``, part ``lrf_judge``) the lrf preset kept
+    every misreading its analyst made when it judged itself, and none with another judge."""
+    names = {(c.endpoint.model, c.endpoint.shown_url) for c in writers}
+    same = sorted({j.endpoint.model for j in judges if (j.endpoint.model, j.endpoint.shown_url) in names})
+    if same:
+        log.warning(
+            "%s: the judge panel includes the model that writes the proposals (%s); a model judging "
+            "its own proposals repeats its own misreadings. Name judges of another model in %s.judges",
+            PREFIX, ", ".join(same), PREFIX,
+        )  # fmt: skip
 
 
 def check_endpoints(used: list[tuple[str, FrontierClient]], budget: bool) -> None:

@@ -10,6 +10,12 @@ Two ways to judge, one per preset family:
 - ``score``: each judge sees image, question and answer and scores the triple 1 to 3 (3: the image
   shows what the question needs and the answer is right); kept when ``agree`` judges give 3.
 
+What the panel judges (``scope``): the frontier's proposals, all of them (``all``) or those whose
+answer no program verified (``unverified``). Not the candidates of the offline generators: their
+answers come from the built-in world's program or are real items (the user's labelled data,
+verified by definition); a judge can only lose those, at its own error rate, and they took half
+of a round's judge calls (``benchmarks/frontier_sim.py``, part ``scope``).
+
 Every vote (model, answer or score, reasoning) is stored in the example's ``meta["judges"]``.
 A judge whose call fails casts no vote; a candidate that can no longer reach ``agree`` votes is
 dropped with the reason. With rationales on, the reasoning of each judge that reached the
@@ -24,6 +30,7 @@ from typing import Any
 from curriculum.frontier.client import FrontierClient, FrontierError
 from curriculum.frontier.prompting import data_block, data_url, load_prompt
 from curriculum.frontier.schema import strict_object, text
+from curriculum.generators import ProposalGenerator
 from curriculum.scoring import is_correct, with_rationale
 from curriculum.types import Candidate
 
@@ -80,12 +87,18 @@ class JudgePanel:
             return {"model": judge.endpoint.model, "error": str(err)}
         return {"model": judge.endpoint.model, **reply}
 
+    def judged(self, c: Candidate) -> bool:
+        """Whether the panel judges ``c`` (see the module's docstring)."""
+        if c.dropped:
+            return False
+        if c.generator == ProposalGenerator.name:
+            return self.scope == "all" or c.verdicts.get("answer") == "unverified"
+        # An offline generator's example: an answer nothing verified could only come from data
+        # that is not the user's own, and is judged; the world's and the user's are not.
+        return c.verdicts.get("answer") == "unverified" and c.example.source != "real"
+
     def __call__(self, candidates: list[Candidate]) -> None:
-        live = [
-            c
-            for c in candidates
-            if not c.dropped and (self.scope == "all" or c.verdicts.get("answer") == "unverified")
-        ]
+        live = [c for c in candidates if self.judged(c)]
         with ThreadPoolExecutor(self.workers, thread_name_prefix="judge") as pool:
             futures = [[pool.submit(self._ask, j, c) for j in self.judges] for c in live]
             votes = [[f.result() for f in row] for row in futures]
