@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import random
 import re
@@ -259,3 +260,96 @@ def test_real_minilm_separates_planted_groups():
     found = OfflineAnalyzer().analyze(failures, probe)
     groups = {frozenset(f"ext-{g}-{i}" for i in range(4)) for g in ("chest", "organ")}
     assert {frozenset(w.failure_ids) for w in found} == groups
+
+
+# ----------------------------------------------------------------------------- labelled external data
+
+QUADRANTS = ["top left", "top right", "bottom left", "bottom right"]
+
+
+def labelled(n_each: int = 40):
+    """External items (no scene): a common skill ``photo`` and a rare-in-train skill ``quadrant``,
+    a metadata column ``site`` (a or b) in ``params``. Planted: every quadrant item answered
+    "top left" fails, and photo items of site b fail two times in three; a few others fail."""
+    image = Image.new("RGB", (16, 16))
+    probe, failures = [], []
+    rng = random.Random(1)
+    for skill in ("photo", "quadrant"):
+        for i in range(n_each):
+            answer = QUADRANTS[i % 4] if skill == "quadrant" else ["cat", "rocket", "coffee"][i % 3]
+            site = "ab"[(i // 4) % 2]
+            ex = Example(f"{skill}-{i}", image, f"Which {skill}?", answer, skill=skill, params={"site": site})
+            hard = (skill == "quadrant" and answer == "top left") or (
+                skill == "photo" and site == "b" and i % 3
+            )
+            wrong = hard or rng.random() < 0.05
+            probe.append((ex, not wrong))
+            if wrong:
+                failures.append(Failure(ex, "bottom right" if skill == "quadrant" else "cat", round=1))
+    return probe, failures
+
+
+def test_labelled_data_is_sliced_by_skill_metadata_and_answer_without_embedding():
+    probe, failures = labelled()
+    found = OfflineAnalyzer(embedder=no_embedder).analyze(failures, probe)
+    ids = [w.id for w in found]
+    assert ids[:2] == ["quadrant/answer=top left", "photo/site=b"] or ids[:2] == [
+        "photo/site=b",
+        "quadrant/answer=top left",
+    ]
+    top = {w.id: w for w in found}
+    corner = top["quadrant/answer=top left"]
+    assert (corner.skill, corner.slice, corner.spec) == ("quadrant", {"answer": "top left"}, None)
+    assert (corner.n, corner.failures) == (10, 10) and "answer 'top left'" in corner.diagnosis
+    assert "often answers bottom right where the answer is top left" in corner.diagnosis
+    site = top["photo/site=b"]
+    assert site.slice == {"site": "b"} and site.n == 20 and site.failures >= 13
+    # One weakness per place: the whole skills and the answer slices inside site b are not repeated.
+    assert "quadrant" not in ids and len(set(ids)) == len(ids)
+
+
+def test_a_labelled_weakness_keeps_its_id_from_round_to_round():
+    """Ids come from the slice, not from a rank or a count: another round's failures (a different
+    sample, some now right) name the same weaknesses the same way."""
+    probe, failures = labelled()
+    first = {w.id: w.slice for w in OfflineAnalyzer().analyze(failures, probe)}
+    rng = random.Random(7)
+    later = [(ex, ok or rng.random() < 0.3) for ex, ok in probe]  # some learned since
+    kept = {ex.id for ex, ok in later if not ok}
+    second = OfflineAnalyzer().analyze([dataclasses.replace(f, round=2) for f in failures if f.example.id in kept],
+                                       rng.sample(later, len(later)))  # fmt: skip
+    shared = [w for w in second if w.id in first]
+    assert shared and all(first[w.id] == w.slice for w in shared)
+    assert {"quadrant/answer=top left", "photo/site=b"} <= {w.id for w in second}
+
+
+def test_external_skills_named_like_the_worlds_are_not_world_slices():
+    from curriculum.analyze import is_world_item
+
+    image = Image.new("RGB", (8, 8))
+    assert not is_world_item(Example("e", image, "How many?", "3", skill="count", params={"site": "a"}))
+    assert not is_world_item(Example("e", image, "How many?", "3", skill="count"))
+    world = build_splits(seed=0, train_size=0, probe_size=9, test_size=0, image_size=32)["probe"]
+    assert all(is_world_item(ex) for ex in world)
+
+
+def test_unlabelled_data_without_an_embedder_is_sliced_by_answer(monkeypatch, caplog):
+    import curriculum.analyze as analyze
+
+    def missing(device: str = "cpu"):
+        raise ImportError("embedding probe items without skill metadata needs the embed extra")
+
+    monkeypatch.setattr(analyze, "minilm_embedder", missing)
+    bare = lambda ex: dataclasses.replace(ex, skill=None, params={})  # noqa: E731  (no label at all)
+    labelled_probe, labelled_failures = labelled()
+    probe = [(bare(ex), ok) for ex, ok in labelled_probe]
+    failures = [dataclasses.replace(f, example=bare(f.example)) for f in labelled_failures]
+    with caplog.at_level("WARNING", logger="curriculum.analyze"):
+        found = OfflineAnalyzer().analyze(failures, probe)
+        again = OfflineAnalyzer().analyze(failures, probe)
+    assert found and [w.to_record() for w in found] == [w.to_record() for w in again]
+    assert found[0].id == "answer=top left" and found[0].slice == {"answer": "top left"}
+    assert all(w.skill is None and w.spec is None for w in found)
+    # Nothing stands out in the medical set's answers: the whole data is the one target.
+    assert [w.id for w in OfflineAnalyzer().analyze(*reversed(medical()))] == ["all"]
+    assert any("slicing items without labels by answer" in r.getMessage() for r in caplog.records)

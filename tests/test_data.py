@@ -9,9 +9,9 @@ import datasets
 import pytest
 from PIL import Image
 
-from curriculum.types import StoredImage, image_hash
-from train.config import load_config
-from train.data import column_names, load_splits, text_value
+from curriculum.types import Example, StoredImage, image_hash
+from train.config import ConfigError, load_config
+from train.data import bin_slice_columns, column_names, load_splits, text_value
 
 
 def _png(color, size=(16, 16)) -> bytes:
@@ -280,3 +280,110 @@ def test_a_reserve_the_train_split_cannot_spare_is_refused(tmp_path):
         load_splits(cfg.data)
     with pytest.raises(ValueError, match="data.hf.reserve must be >= 0"):
         _hf_json_config(tmp_path, "data.hf.reserve=-1")
+
+
+def _split_folders(root, missing_probe_images=False):
+    """A json dataset whose splits live in folders of their own, each with its own ``img/``:
+    relative paths name a file beside the split's own data file."""
+    for split, n in (("train", 6), ("probe", 3), ("test", 4)):
+        (root / split / "img").mkdir(parents=True)
+        with open(root / split / f"{split}.jsonl", "w") as f:
+            for i in range(n):
+                if not (missing_probe_images and split == "probe"):
+                    (root / split / "img" / f"{i}.png").write_bytes(_png((i * 40, 9, 9)))
+                row = {
+                    "img": f"img/{i}.png",
+                    "q": "which?",
+                    "a": str(i),
+                    "site": "ab"[i % 2],
+                    "depth": i * 1.5,
+                }
+                f.write(json.dumps(row) + "\n")
+    files = ", ".join(f"{s}: {root}/{s}/{s}.jsonl" for s in ("train", "probe", "test"))
+    return ["data.source=hf", "data.hf.path=json", f"data.hf.data_files={{{files}}}", "data.hf.probe_split=probe",
+            "data.hf.image_column=img", "data.hf.question_column=q", "data.hf.answer_column=a"]  # fmt: skip
+
+
+def test_relative_image_paths_resolve_against_each_splits_own_file(tmp_path):
+    cfg = load_config(None, _split_folders(tmp_path))
+    splits = load_splits(cfg.data)
+    assert splits.sizes() == {"train": 6, "probe": 3, "test": 4} and not splits.skipped
+    # Each split read its own pictures (train's 0.png is not probe's 0.png: same name, other folder).
+    for items in (splits.train, splits.probe, splits.test):
+        assert [ex.image.decode().getpixel((0, 0))[0] for ex in items] == [i * 40 for i in range(len(items))]
+
+
+def test_files_of_one_split_in_several_folders_each_resolve_against_their_own(tmp_path):
+    """A glob naming files in several folders: each file's paths resolve against its own folder."""
+    for part, shade in (("a", 10), ("b", 200)):
+        (tmp_path / "parts" / part / "img").mkdir(parents=True)
+        (tmp_path / "parts" / part / "img" / "0.png").write_bytes(_png((shade, 0, 0)))
+        with open(tmp_path / "parts" / part / "part.jsonl", "w") as f:
+            for _ in range(3):
+                f.write(json.dumps({"img": "img/0.png", "q": "which?", "a": part}) + "\n")
+    (tmp_path / "test.jsonl").write_text(json.dumps({"img": "parts/a/img/0.png", "q": "t?", "a": "a"}) + "\n")
+    files = f"{{train: '{tmp_path}/parts/*/part.jsonl', test: {tmp_path}/test.jsonl}}"
+    cfg = load_config(None, ["data.source=hf", "data.hf.path=json", f"data.hf.data_files={files}",
+                             "data.hf.image_column=img", "data.hf.question_column=q", "data.hf.answer_column=a",
+                             "data.hf.eval_holdout=1"])  # fmt: skip
+    splits = load_splits(cfg.data)
+    assert not splits.skipped and splits.sizes() == {"train": 5, "probe": 1, "test": 1}
+    items = splits.train + splits.probe
+    assert [(ex.answer, ex.image.decode().getpixel((0, 0))[0]) for ex in items] == [("a", 10)] * 3 + [
+        ("b", 200)
+    ] * 3
+    assert [ex.id for ex in items] == [f"train-{i}" for i in range(6)]  # row numbers run on across the files
+
+
+def test_a_split_that_ends_empty_is_one_line_naming_it_and_why(tmp_path):
+    cfg = load_config(None, _split_folders(tmp_path, missing_probe_images=True))
+    with pytest.raises(ValueError) as err:
+        load_splits(cfg.data)
+    message = str(err.value)
+    assert "\n" not in message and message.startswith("data.hf: the probe split ('probe') is empty: ")
+    assert "all 3 rows were skipped (3 image_missing)" in message and str(tmp_path / "probe") in message
+    cfg = load_config(
+        None, [*_split_folders(tmp_path / "b"), "data.hf.probe_split=null", "data.hf.eval_holdout=0"]
+    )
+    with pytest.raises(
+        ValueError, match=r"^data.hf: the probe split is empty: data.hf.probe_split names no split"
+    ):
+        load_splits(cfg.data)
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "train.jsonl").write_text("")
+    (tmp_path / "c" / "test.jsonl").write_text(json.dumps({"img": "x.png", "q": "q", "a": "a"}) + "\n")
+    with pytest.raises(ValueError, match=r"the train split \('train'\) is empty: its data holds no row"):
+        load_splits(_hf_json_config(tmp_path / "c").data)
+
+
+def test_slice_columns_become_params_numeric_ones_cut_at_the_train_thirds(tmp_path):
+    cfg = load_config(None, [*_split_folders(tmp_path), "data.hf.slice_columns=[site, depth]"])
+    splits = load_splits(cfg.data)
+    assert [ex.params["site"] for ex in splits.train] == ["a", "b"] * 3
+    assert [ex.params["depth"] for ex in splits.train] == [
+        "0",
+        "1.5",
+        "3",
+        "4.5",
+        "6",
+        "7.5",
+    ]  # 6 values: kept
+    assert "site" not in splits.train[0].meta and "depth" not in splits.train[0].meta
+    train = [Example(f"t{i}", None, "q", "a", params={"depth": float(i)}) for i in range(30)]
+    test = [
+        Example("x", None, "q", "a", params={"depth": 99.0}),
+        Example("y", None, "q", "a", params={"depth": None}),
+    ]
+    bin_slice_columns(["depth"], train, [test])
+    assert [ex.params["depth"] for ex in train[::10]] == ["0-10", "10-20", "20-29"]
+    assert test[0].params == {"depth": "20-29"} and test[1].params == {}  # past the top: the top third
+
+
+def test_slice_columns_are_checked(tmp_path):
+    with pytest.raises(ConfigError, match="slice_columns"):
+        load_config(None, ["data.source=hf", "data.hf.path=json", "data.hf.slice_columns=[answer]"])
+    with pytest.raises(ConfigError, match="slice_columns"):
+        load_config(None, ["data.source=hf", "data.hf.path=json", "data.hf.slice_columns=[site, site]"])
+    cfg = load_config(None, [*_split_folders(tmp_path), "data.hf.slice_columns=[hospital]"])
+    with pytest.raises(ValueError, match="column 'hospital' not in split 'train'"):
+        load_splits(cfg.data)

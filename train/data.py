@@ -273,6 +273,9 @@ def _load_rows(
     ``offset`` when there is no id column); returns how many rows the group held."""
     import datasets
 
+    local = [Path(f) for f in expand((data_files or {}).get(split, []))]
+    if local and all(f.is_file() and f.stat().st_size < 1024 and not f.read_bytes().strip() for f in local):
+        return 0  # empty files: ``datasets`` cannot tell what they hold, and fails obscurely
     try:
         ds = datasets.load_dataset(hf.path, hf.name, split=split, data_files=data_files)
     except Exception as err:  # datasets raises many types; the user needs the source and the reason
