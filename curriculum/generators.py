@@ -142,6 +142,7 @@ class ReplayGenerator:
         self.train, self.held = train, held
         self.index = Neighbours(train)
         self.row = {ex.id: i for i, ex in enumerate(train)}
+        self.values = [slice_values(ex) for ex in train]  # what a weakness's slice reads
         self.by_skill: dict[str | None, list[int]] = {}
         for i, ex in enumerate(train):
             self.by_skill.setdefault(ex.skill, []).append(i)
@@ -158,7 +159,7 @@ class ReplayGenerator:
         offered = self._round[1]
         held = {self.row[i] for i in (self.held() if self.held is not None else ()) if i in self.row}
         rows = self.by_skill.get(weakness.skill, []) if weakness.skill is not None else range(len(self.train))
-        first = {i for i in rows if in_slice(slice_values(self.train[i]), weakness.slice)}
+        first = {i for i in rows if in_slice(self.values[i], weakness.slice)}
         picked = hard_examples(self.index, list(rows), first, failures, count, seed, held | offered)
         offered.update(picked)
         # A replay is a new pool entry (its own id) pointing at the real item it repeats.

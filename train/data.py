@@ -15,7 +15,12 @@ nothing trains as something it is not:
 
 Numbers are legitimate questions and answers and become their string form (an integral float as
 an integer: a column of integers with a gap reads back as floats, and ``3.0`` would teach the
-model to say ``3.0``); booleans become ``true`` and ``false``, as JSON writes them.
+model to say ``3.0``); booleans become ``true`` and ``false``, as JSON writes them (the cells
+themselves: ``train.rows``).
+
+Relative image paths resolve against the folder of each split's own data file (``split_sources``);
+a split that ends empty is refused in one line naming it and the reason. The columns of
+``data.hf.slice_columns`` become each item's ``params``, which the curriculum's analyzer slices by.
 """
 
 from __future__ import annotations
