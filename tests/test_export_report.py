@@ -24,6 +24,7 @@ from curriculum.engine import Curriculum
 from curriculum.export import export_run
 from curriculum.pool import Pool
 from curriculum.report import write_report
+from curriculum.report_follow import diagnosis_text
 from curriculum.types import as_pil
 from tests.conftest import tiny_run_overrides
 from train.config import CurriculumConfig, load_config
@@ -176,18 +177,23 @@ def test_the_report_is_one_self_contained_page_of_every_round(run_dir, tmp_path)
         assert external not in page
     summary = json.loads((run_dir / "summary.json").read_text())
     assert "<h1>Run exported</h1>" in page
-    assert f"{100 * summary['end']['accuracy']:.1f} % at the end" in page
+    assert f"Test accuracy at the end: <b>{100 * summary['end']['accuracy']:.1f} % ± " in page
     for d in _round_dirs(run_dir):
         record = json.loads((d / "round.json").read_text())
         assert f"Round {record['round']} · step {record['step']} · " in page
         for w in json.loads((d / "analysis.json").read_text()):
-            assert html.escape(w["id"]) in page and html.escape(w["diagnosis"]) in page
-        sheet = base64.b64encode((d / "contact_sheet.png").read_bytes()).decode()
-        assert sheet in page
+            assert html.escape(w["id"]) in page and html.escape(diagnosis_text(w["diagnosis"])) in page
+        # The examples made, under a header per weakness, their captions as text beside the pictures.
+        kept = [json.loads(x) for x in (d / "candidates.jsonl").read_text().splitlines()]
+        kept = [c for c in kept if c["kept"]]
+        section = page.split(f'id="round-{record["round"]}"', 1)[1].split("</details>\n", 1)[0]
+        for weakness, n in Counter(c["weakness"] for c in kept).items():
+            assert f"<code>{html.escape(weakness)}</code> · {n} kept" in section
+        assert all(html.escape(c["question"]) in section for c in kept)
         failures = [json.loads(x) for x in (d / "failures.jsonl").read_text().splitlines()]
-        assert f"Failures ({len(failures)})" in page and html.escape(failures[0]["question"]) in page
+        assert f"Failures mined: {len(failures)}" in page and html.escape(failures[0]["question"]) in page
     images = _data_uris(page)
-    assert len(images) >= 3 + len(_round_dirs(run_dir))  # plots, contact sheets, thumbnails
+    assert len(images) >= 3 + len(_round_dirs(run_dir))  # plots and thumbnails
     for data in images:
         Image.open(io.BytesIO(data)).verify()
     thumbs = {img.size for img in (Image.open(io.BytesIO(d)) for d in images)}
