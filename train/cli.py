@@ -1,10 +1,12 @@
-"""Command line: ``python -m train --config X.yaml key=value ...`` and ``lessonloop train ...``."""
+"""Command line: ``python -m train --config X.yaml key=value ...`` and ``lessonloop <command> ...``
+(train, compare, report, export, config: ``COMMANDS`` says what each does)."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+from pathlib import Path
 
 from train.args import add_config_args, config_from
 from train.config import ConfigError
@@ -13,7 +15,7 @@ __all__ = ["config_from", "main", "train_main"]  # config_from: re-exported for 
 
 
 def train_main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m train", description="Fine-tune a vision-language model.")
+    parser = argparse.ArgumentParser(prog="python -m train", description=COMMANDS["train"][1])
     add_config_args(parser)
     args = parser.parse_args(argv)
     return _train(args)
@@ -42,18 +44,70 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+COMMANDS = {  # name -> (one line for the command list, what its own --help says)
+    "train": (
+        "train a model as a config says: SFT or GRPO, with the online curriculum when enabled",
+        "Train a vision-language model as a config says: supervised fine-tuning (train.mode=sft) or GRPO "
+        "(train.mode=grpo), with the online curriculum when curriculum.enabled is true: every curriculum.every "
+        "steps it probes the model, diagnoses its failures, makes examples aimed at them and mixes them into "
+        "training. Writes <run.output_dir>/<run.name>/: checkpoints, metrics.jsonl, summary.json, the "
+        "curriculum's rounds and pool, the model. (lessonloop train and python -m train are one command.)",
+    ),
+    "compare": (
+        "train every arm of a config's compare: section over its seeds, then report them",
+        "Train every arm of the config's compare: section (base, targeted, real, untargeted, replay, "
+        "rebalanced) over compare.seeds, the matched arms adding as many examples as the curriculum did, then "
+        "write compare.json, report.md, report.html and the plots. Finished runs are kept, interrupted ones "
+        "resume.",
+    ),
+    "report": (
+        "write one HTML page of a run (did the curriculum help?) or of a compare folder",
+        "Write one self-contained HTML page (inline images, no scripts, opens offline). Of a run folder: "
+        "per-skill accuracy at the end against the image-blind prior and the run without the curriculum "
+        "(a <name>-off folder beside it, or the base arm of its compare), warnings, the weaknesses followed "
+        "across rounds, and each round. Of a compare folder (one holding compare.json): the claim with its "
+        "paired differences and 95 % intervals, the plots, per-skill accuracy and cost per arm.",
+    ),
+    "export": (
+        "write a run's pool as a Hugging Face dataset with a card",
+        "Write every example the run's curriculum committed (live or retired) as a Hugging Face dataset "
+        "(datasets.load_from_disk reads it back) with a dataset card: how the pool was made, a row per round, "
+        "counts per skill, generator and answer check.",
+    ),
+    "config": (
+        "print every config key with its type, default and meaning",
+        "Print every config key with its type, default and meaning, as a markdown table.",
+    ),
+}
+
+EXAMPLES = """examples:
+  lessonloop train --config configs/demo.yaml train.steps=200
+  lessonloop compare --config configs/compare_demo.yaml
+  lessonloop report runs/demo           # runs/demo/report.html
+  lessonloop report runs/compare_demo   # a compare folder: runs/compare_demo/report.html
+  lessonloop export runs/demo           # runs/demo/export/
+"""
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="lessonloop", description="Fine-tune VLMs on their own failures.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_config_args(sub.add_parser("train", help="train (SFT) as a config says"))
-    sub.add_parser("config", help="print every config key with its type, default and meaning")
-    compare = sub.add_parser("compare", help="run the arms of a compare: section and report them")
-    add_config_args(compare)
-    for name, text in (("export", "write a run's pool as a Hugging Face dataset with a card"),
-                       ("report", "write a run's rounds as one self-contained HTML page")):  # fmt: skip
-        p = sub.add_parser(name, help=text)
-        p.add_argument("run", help="the run folder (<run.output_dir>/<run.name>)")
-        p.add_argument("--out", help="where to write (default: inside the run folder)")
+    parser = argparse.ArgumentParser(
+        prog="lessonloop",
+        description="Fine-tune vision-language models on a curriculum written from their own failures.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="command")
+    parsers = {
+        name: sub.add_parser(name, help=short, description=long) for name, (short, long) in COMMANDS.items()
+    }
+    add_config_args(parsers["train"])
+    add_config_args(parsers["compare"])
+    parsers["report"].add_argument(
+        "run", help="a run folder (<run.output_dir>/<run.name>) or a compare folder (holding compare.json)"
+    )
+    parsers["report"].add_argument("--out", help="where to write (default: report.html inside the folder)")
+    parsers["export"].add_argument("run", help="the run folder (<run.output_dir>/<run.name>)")
+    parsers["export"].add_argument("--out", help="where to write (default: export/ inside the run folder)")
     args = parser.parse_args(argv)
     if args.command == "train":
         return _train(args)
@@ -62,19 +116,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return compare(args)
     if args.command in ("export", "report"):
-        from pathlib import Path
-
-        if args.command == "export":
-            from curriculum.export import export_run as write
-        else:
-            from curriculum.report import write_report as write
-        try:
-            path = write(Path(args.run), Path(args.out) if args.out else None)
-        except ValueError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
-        print(path)
-        return 0
+        return _write(args.command, Path(args.run), Path(args.out) if args.out else None)
     if args.command == "config":
         from train.config import reference
 
@@ -83,6 +125,24 @@ def main(argv: list[str] | None = None) -> int:
             print(f"| `{key}` | {tp} | `{default}` | {doc} |")
         return 0
     return 2
+
+
+def _write(command: str, folder: Path, out: Path | None) -> int:
+    """``export`` or ``report`` of ``folder``: prints the path written, or the one-line reason it
+    cannot be (exit 2). A folder holding ``compare.json`` gets the compare report."""
+    if command == "export":
+        from curriculum.export import export_run as write
+    elif (folder / "compare.json").is_file():
+        from train.compare_page import report_folder as write
+    else:
+        from curriculum.report import write_report as write
+    try:
+        path = write(folder, out)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(path)
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """``lessonloop compare``'s report: ``compare.json``, ``report.md`` (printed at the end), the plots,
-and with W&B on a report run holding the table and the plots.
+``report.html`` (the same as one self-contained page, ``train.compare_page``), and with W&B on a
+report run holding the table and the plots.
 
 The report says how noisy its numbers are: each arm's accuracy as mean ± sd over seeds with the
 binomial standard error of one run beside it, each run's accuracy ± its standard error, and
@@ -10,104 +11,14 @@ targeted minus each other arm seed by seed, with the mean difference and its 95 
 from __future__ import annotations
 
 import json
-import statistics
 from pathlib import Path
 from typing import Any
 
+from train.compare_page import CURVES, curve_png, write_page
+from train.compare_tables import interval_text, paired_table, run_table, summary_lines, table
 from train.config import Config
 
-
-def _pm(stat: dict[str, float] | None) -> str:
-    return "" if not stat else f"{stat['mean']:.3f} ± {stat['sd']:.3f}"
-
-
-def _se(value: float | None) -> str:
-    return "" if value is None else f"{value:.3f}"
-
-
-def table(result: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
-    """The arms table: one row per arm, mean ± sd over seeds, and one run's standard error."""
-    arms = result["arms"]
-    skills = sorted({s for a in arms.values() for s in a["skills"]})
-    columns = ["arm", "seeds", "added", "overall", "run SE"]
-    if result["under_served_skills"]:
-        columns.append("under-served")
-    columns += [*skills, "wall s", "API $"]
-    rows = []
-    for name, a in arms.items():
-        row = [
-            name,
-            len(a["seeds"]),
-            f"{a['added']['mean']:.0f}",
-            _pm(a["accuracy"]),
-            _se(a.get("accuracy_se")),
-        ]
-        if result["under_served_skills"]:
-            row.append(_pm(a["under_served"]))
-        row += [_pm(a["skills"].get(s)) for s in skills]
-        row += [f"{a['wall_s']['mean']:.0f}", f"{a['api_cost_usd']['mean']:.2f}"]
-        rows.append(row)
-    return columns, rows
-
-
-def interval_text(p: dict[str, Any]) -> str:
-    """``+0.012 [-0.020, +0.044]``: a mean difference and its interval (none from one seed)."""
-    if p["low"] is None:
-        return f"{p['mean']:+.3f} [no interval: one seed]"
-    return f"{p['mean']:+.3f} [{p['low']:+.3f}, {p['high']:+.3f}]"
-
-
-def paired_table(result: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
-    """Targeted minus each arm: mean paired difference [95 % interval], per seed, wins."""
-    columns = ["targeted −", "overall [95% CI]", "per seed", "higher in"]
-    weak = bool(result["under_served_skills"])
-    if weak:
-        columns += ["under-served [95% CI]", "per seed ", "higher in "]
-    rows = []
-    for arm, p in result["paired"].items():
-        parts = [("accuracy", p["accuracy"])] + ([("under_served", p["under_served"])] if weak else [])
-        row: list[Any] = [arm]
-        for _, d in parts:
-            if d is None:
-                row += ["", "", ""]
-                continue
-            row += [
-                interval_text(d),
-                ", ".join(f"{x:+.3f}" for x in d["diffs"]),
-                f"{d['higher']} of {d['n']}",
-            ]
-        rows.append(row)
-    return columns, rows
-
-
-def run_table(result: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
-    """Every run: its accuracy ± its binomial standard error, and what it added."""
-    weak = bool(result["under_served_skills"])
-    columns = ["run", "test items", "overall ± SE"] + (["under-served ± SE"] if weak else []) + ["added"]
-    rows = []
-    for name, r in sorted(result["runs"].items(), key=lambda kv: (kv[1]["arm"], kv[1]["seed"])):
-        row = [name, r.get("test_items") or "", f"{r['accuracy']:.3f} ± {_se(r.get('accuracy_se')) or '?'}"]
-        if weak:
-            u = r["under_served"]
-            row.append("" if u is None else f"{u:.3f} ± {_se(r.get('under_served_se')) or '?'}")
-        rows.append([*row, r["added"]])
-    return columns, rows
-
-
-def summary_lines(result: dict[str, Any]) -> list[str]:
-    """Plain sentences of what the numbers say, seed by seed."""
-    lines = []
-    for arm, p in result["paired"].items():
-        a = p["accuracy"]
-        text = (
-            f"- targeted − {arm}: overall {interval_text(a)} "
-            f"(per seed {', '.join(f'{d:+.3f}' for d in a['diffs'])}; targeted higher in {a['higher']} of {a['n']})"
-        )
-        if p["under_served"] is not None:
-            u = p["under_served"]
-            text += f"; under-served skills {interval_text(u)} (higher in {u['higher']} of {u['n']})"
-        lines.append(text + ".")
-    return lines
+__all__ = ["interval_text", "paired_table", "plots", "run_table", "summary_lines", "table", "write_report"]
 
 
 def _markdown(columns: list[str], rows: list[list[Any]]) -> list[str]:
@@ -119,37 +30,21 @@ def _markdown(columns: list[str], rows: list[list[Any]]) -> list[str]:
 
 
 def plots(root: Path, result: dict[str, Any]) -> dict[str, Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """The titled curve plots as PNG files beside ``report.md``: accuracy against steps, and
+    against examples added (``base`` as a horizontal line); their paths by name."""
     out = {}
-    for x, fname, label in (("step", "accuracy_vs_steps.png", "training step"),
-                            ("added", "accuracy_vs_added.png", "examples added")):  # fmt: skip
-        fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
-        for arm in result["arms"]:
-            curves = [r["curve"] for r in result["runs"].values() if r["arm"] == arm]
-            length = min(len(c) for c in curves)
-            xs = [statistics.mean(c[i][x] for c in curves) for i in range(length)]
-            ys = [[c[i]["accuracy"] for c in curves] for i in range(length)]
-            (line,) = ax.plot(xs, [statistics.mean(y) for y in ys], marker="o", ms=3, label=arm)
-            ax.fill_between(
-                xs, [min(y) for y in ys], [max(y) for y in ys], color=line.get_color(), alpha=0.15
-            )
-        ax.set_xlabel(label + " (mean over seeds; band: min to max)")
-        ax.set_ylabel("test accuracy")
-        ax.grid(alpha=0.3)
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(root / fname)
-        plt.close(fig)
-        out[fname.removesuffix(".png")] = root / fname
+    for x, (stem, _, _) in CURVES.items():
+        path = root / f"{stem}.png"
+        path.write_bytes(curve_png(result, x))
+        out[stem] = path
     return out
 
 
 def write_report(root: Path, cfg: Config, result: dict[str, Any]) -> None:
+    """Write ``compare.json``, ``report.html``, ``report.md`` and the plots under ``root``; with
+    W&B on, log a report run holding the arms table and the plots."""
     (root / "compare.json").write_text(json.dumps(result, indent=1))
+    write_page(root, result, cfg.run.name)
     if not result["arms"]:
         (root / "report.md").write_text("# compare\n\nNo run finished.\n")
         return
@@ -184,6 +79,8 @@ def write_report(root: Path, cfg: Config, result: dict[str, Any]) -> None:
         *_markdown(*run_table(result)),
         "",
         "![accuracy against steps](accuracy_vs_steps.png) ![accuracy against added examples](accuracy_vs_added.png)",
+        "",
+        "The same as one page with per-skill and cost plots: report.html.",
         "",
     ]
     (root / "report.md").write_text("\n".join(md))
