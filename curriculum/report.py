@@ -30,6 +30,7 @@ from curriculum.report_follow import (
     RoundWarning,
     diagnosis_text,
     followed_section,
+    off_target,
     warning_badges,
     warnings,
     warnings_section,
@@ -52,7 +53,7 @@ from curriculum.report_html import (
 )  # fmt: skip
 from curriculum.types import Example
 
-MAX_FAILURE_THUMBS = 10  # one row at 1400 px
+MAX_FAILURE_THUMBS = 9  # one row at 1400 px
 CARDS_PER_WEAKNESS = 7  # one row at 1400 px
 DROPPED_EXAMPLES = 3
 
@@ -199,11 +200,12 @@ def _weaknesses(r: RoundRecord) -> str:
     return f"<h3>Weaknesses ({len(r.weaknesses)})</h3>" + table(header, rows, {3}, what="weaknesses")
 
 
-def _card(c: dict[str, Any], committed: Committed | None) -> str:
+def _card(c: dict[str, Any], committed: Committed | None, off: bool) -> str:
+    """One kept example: its picture (from the pool), question, answer, skill and generator as text."""
     picture = img(thumb(committed.example.image), str(c.get("question"))) if committed else ""
-    badge_html = ""
+    badge_html = " " + badge("off target", "warn") if off else ""
     if committed is not None and not committed.live:
-        badge_html = " " + badge(f"retired r{committed.retired_round}", "retired")
+        badge_html += " " + badge(f"retired r{committed.retired_round}", "retired")
     return (
         f'<div class="card">{picture}<b>{e(c.get("question"))}</b><br>answer: {e(c.get("answer"))}{badge_html}'
         f'<br><span class="muted">{e(c.get("skill") or "")} · {e(c.get("generator"))}</span></div>'
@@ -212,8 +214,10 @@ def _card(c: dict[str, Any], committed: Committed | None) -> str:
 
 def _kept(r: RoundRecord, examples: dict[str, Committed]) -> str:
     """The examples the round kept, grouped under the weakness each answers (a header per
-    weakness with its diagnosis), captions as text beside the pictures."""
+    weakness with its diagnosis), captions as text beside the pictures; examples of another skill
+    than their weakness's come first, marked off target."""
     kept = [c for c in r.candidates if c.get("kept")]
+    off = {str(c.get("id")) for c in off_target(r)}
     if not kept:
         return "" if r.folder is None else "<h3>Examples made</h3><p class='muted'>None kept.</p>"
     by_weakness: dict[str, list[dict[str, Any]]] = {}
@@ -224,14 +228,17 @@ def _kept(r: RoundRecord, examples: dict[str, Committed]) -> str:
     parts = [f"<h3>Examples made: {len(kept)} kept of {len(r.candidates)} candidates</h3>",
              f"<p>By generator: {e(', '.join(f'{g} {n}' for g, n in by_gen.most_common()))}</p>"]  # fmt: skip
     for wid, items in by_weakness.items():
+        items = sorted(items, key=lambda c: str(c.get("id")) not in off)
         w = about.get(wid, {})
-        head = f"<h4><code>{e(wid)}</code> · {len(items)} kept"
+        n_off = sum(str(c.get("id")) in off for c in items)
+        head = f"<h4><code>{e(wid)}</code> · {len(items)} kept" + (f" · {n_off} off target" if n_off else "")
         head += (
             f' <span class="muted small">{e(diagnosis_text(w.get("diagnosis")))}</span></h4>'
             if w
             else "</h4>"
         )
-        cards = "".join(_card(c, examples.get(str(c.get("id")))) for c in items[:CARDS_PER_WEAKNESS])
+        shown = items[:CARDS_PER_WEAKNESS]
+        cards = "".join(_card(c, examples.get(str(c.get("id"))), str(c.get("id")) in off) for c in shown)
         more = len(items) - CARDS_PER_WEAKNESS
         parts.append(head + f'<div class="grid">{cards}</div>')
         if more > 0:
