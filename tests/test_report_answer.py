@@ -176,7 +176,8 @@ def test_warnings_fire_on_rounds_that_drop_most_shrink_the_pool_or_file_examples
     # The round marks the off-target examples where they are shown, first under their weakness.
     round2 = page.split('id="round-2"', 1)[1].split('id="round-3"', 1)[0]
     assert f"<code>{w2['id']}</code> · 3 kept · 3 off target" in round2
-    assert round2.count('<span class="badge warn">off target</span>') == 3 + 1  # the cards and the summary line
+    cards_and_summary = 3 + 1
+    assert round2.count('<span class="badge warn">off target</span>') == cards_and_summary
     # A clean run warns of nothing.
     quiet = fake_run(
         tmp_path, "q", {"count": 10}, {"count": 0.2}, [_round([w1], clean, 8), _round([w1], clean, 16)]
