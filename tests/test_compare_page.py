@@ -101,6 +101,9 @@ def test_report_on_a_compare_folder_writes_its_page(compared, tmp_path, capsys):
     assert normalise(old)["paired"]["base"]["under_served"]["higher"] == 3
     assert main(["report", str(tmp_path / "nothing")]) == 2
     assert "is not a lessonloop run" in capsys.readouterr().err
+    (folder / "compare.json").rename(folder / "compare_config.yaml")  # a compare whose runs are still going
+    assert main(["report", str(folder)]) == 2
+    assert "a compare folder without compare.json yet" in capsys.readouterr().err
 
 
 def test_every_command_s_help_says_what_it_does(capsys):

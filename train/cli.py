@@ -130,6 +130,14 @@ def main(argv: list[str] | None = None) -> int:
 def _write(command: str, folder: Path, out: Path | None) -> int:
     """``export`` or ``report`` of ``folder``: prints the path written, or the one-line reason it
     cannot be (exit 2). A folder holding ``compare.json`` gets the compare report."""
+    if (
+        command == "report"
+        and (folder / "compare_config.yaml").is_file()
+        and not (folder / "compare.json").is_file()
+    ):
+        print(f"error: {folder} is a compare folder without compare.json yet: compare writes it (and "
+              "report.html) when its runs end; a run inside it has its own report", file=sys.stderr)  # fmt: skip
+        return 2
     if command == "export":
         from curriculum.export import export_run as write
     elif (folder / "compare.json").is_file():
