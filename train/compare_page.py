@@ -147,11 +147,12 @@ def _skills_figure(result: dict[str, Any], prior: dict[str, float]) -> str:
         ax.set_ylabel("test accuracy at the end")
         ax.set_ylim(0, 1)
         ax.grid(alpha=0.3, axis="y")
-        ax.legend(fontsize=8, ncol=len(arms) + 1, loc="upper left")
+        fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=len(arms) + 1, fontsize=9,
+                   frameon=False)  # fmt: skip
 
     err = f"error bars: sd over {seeds} seeds" if seeds > 1 else "one seed: no error bars"
     title = f"Per-skill test accuracy at the end, per arm ({err})"
-    return img(figure(draw, title, (13.2, 4.0)), title, "plot")
+    return img(figure(draw, title, (13.2, 4.3)), title, "plot")
 
 
 def _cost_figure(result: dict[str, Any]) -> str:
