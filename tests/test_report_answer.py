@@ -206,6 +206,13 @@ def test_a_weakness_is_followed_across_rounds_by_its_id_and_reads_as_a_failure_r
     assert "100 %  fail (18/18)" in text and "found · kept 6/6" in text
     assert "not diagnosed again" in text and "count: 60 % fail" in text  # round 2: its skill's probe
     assert "50 %  fail (9/18)" in text and "-50 pts" in text
+    # A round that records the rate of earlier weaknesses on its probe (round.json's "followed")
+    # measures them without diagnosing them again.
+    summary = run / "curriculum" / "round_00002" / "round.json"
+    summary.write_text(json.dumps({**json.loads(summary.read_text()), "followed": {wid: [12, 18]}}))
+    again = {f.id: f for f in follow(read_run(run, require_pool=False).rounds)}[wid]
+    assert sorted(again.seen) == [1, 2, 3] and again.seen[2].rate == 12 / 18 and not again.seen[2].diagnosed
+    assert "67 %  fail (12/18) measured" in re.sub("<[^>]+>", " ", write_report(run).read_text())
     # "(probe overall 74 %)" is a failure rate: it never reads as an accuracy.
     assert "probe overall" not in page and "(the whole probe: 74 % wrong)" in page
     # Slices and specs read as words, not JSON.
