@@ -36,6 +36,9 @@ def _jsonl(rows: list[dict[str, Any]]) -> bytes:
     return "".join(json.dumps(r, default=str) + "\n" for r in rows).encode()
 
 
+CAPTION_PX = 12  # caption font size of the contact sheet
+
+
 def round_dir(root: Path, k: int) -> Path:
     return root / f"round_{k:05d}"
 
@@ -109,10 +112,11 @@ def contact_sheet(
     # Round-robin over weaknesses, so every one of them shows.
     shown = [ex for group in itertools.zip_longest(*by_weakness.values()) for ex in group if ex][:limit]
     rows = -(-len(shown) // columns)
-    text_h = 70
+    font = ImageFont.load_default(size=CAPTION_PX)  # a TrueType face: legible, with its spaces
+    line_h = CAPTION_PX + 3
+    text_h = 6 * line_h + 6
     sheet = Image.new("RGB", (columns * cell, rows * (cell + text_h)), (255, 255, 255))
     draw = ImageDraw.Draw(sheet)
-    font = ImageFont.load_default()
     for i, ex in enumerate(shown):
         x, y = (i % columns) * cell, (i // columns) * (cell + text_h)
         image = as_pil(ex.image)
@@ -125,21 +129,24 @@ def contact_sheet(
             f"A: {ex.answer}",
             f"for: {ex.meta.get('weakness', '?')} ({ex.meta.get('generator', '?')})",
         ]
-        for j, line in enumerate(_wrap(lines, cell - 6)):
-            draw.text((x + 3, y + cell + 2 + 11 * j), line, fill=(0, 0, 0), font=font)
+        for j, line in enumerate(_wrap(lines, cell - 6, font)):
+            draw.text((x + 3, y + cell + 2 + line_h * j), line, fill=(0, 0, 0), font=font)
     tmp = path.with_name(path.name + ".tmp.png")
     sheet.save(tmp)
     os.replace(tmp, path)
 
 
-def _wrap(lines: list[str], width_px: int, max_lines: int = 6) -> list[str]:
-    per_line = max(8, width_px // 6)
+def _wrap(lines: list[str], width_px: int, font: Any, max_lines: int = 6) -> list[str]:
+    """``lines`` broken at spaces so that each fits ``width_px`` in ``font``; at most ``max_lines``."""
     out: list[str] = []
     for line in lines:
-        while len(line) > per_line:
-            cut = line.rfind(" ", 0, per_line)
-            cut = cut if cut > 0 else per_line
-            out.append(line[:cut])
-            line = line[cut:].lstrip()
-        out.append(line)
+        words, current = line.split(" "), ""
+        for word in words:
+            trial = f"{current} {word}" if current else word
+            if current and font.getlength(trial) > width_px:
+                out.append(current)
+                current = word
+            else:
+                current = trial
+        out.append(current)
     return out[:max_lines]

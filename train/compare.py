@@ -26,7 +26,7 @@ and their budget is ``compare.oversample`` times its own, so a seed's matched ar
 as its targeted run is done. Runs go one after another or ``compare.parallel`` at once
 (round-robin over the GPUs when there are any: small runs can share one); a finished run is not
 run again and an interrupted one resumes. Everything lands under ``<run.output_dir>/<run.name>/``:
-one folder per run (``<arm>-s<seed>``), ``logs/``, ``compare.json``, ``report.md`` and the plots
+one folder per run (``<arm>-s<seed>``), ``logs/``, ``compare.json``, ``report.md``, ``report.html`` and the plots
 ``accuracy_vs_steps.png`` and ``accuracy_vs_added.png`` (``train.compare_results`` reads the
 runs back, ``train.compare_report`` writes the report); with W&B on, all runs share one group
 and a report run holds the table and the plots.
