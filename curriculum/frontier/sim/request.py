@@ -10,6 +10,7 @@ pass the client's schema check however the pipeline's schemas change.
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 import math
@@ -111,6 +112,16 @@ def parse_chat(body: dict[str, Any]) -> ChatRequest:
         name=str(fmt.get("name", "")),
         images=images,
     )
+
+
+def shown_key(request: ChatRequest) -> str:
+    """A hash of what a request shows the model: its user texts and its pictures' pixels."""
+    h = hashlib.sha256()
+    for text in request.texts:
+        h.update(text.encode())
+    for image in request.images:
+        h.update(image.tobytes())
+    return h.hexdigest()
 
 
 def skills_in(system: str) -> dict[str, Any]:

@@ -36,7 +36,7 @@ from PIL import Image
 from curriculum.frontier.sim import knowledge
 from curriculum.frontier.sim.config import SimConfig
 from curriculum.frontier.sim.describe import describe, improvise, parse
-from curriculum.frontier.sim.request import ChatRequest, Shown, conform, skills_in
+from curriculum.frontier.sim.request import ChatRequest, Shown, conform, shown_key, skills_in
 from curriculum.scoring import is_correct
 from curriculum.types import image_hash
 from curriculum.world.scene import render
@@ -92,7 +92,7 @@ class Teacher:
         props = request.schema.get("properties", {})
         if "proposals" in props:
             self.count("analysis")
-            value = self.analyse(request, key)
+            value = self.analyse(request)
         elif "score" in props or "answer" in props:
             self.count("judge")
             value = self.judge(request, key)
@@ -101,14 +101,16 @@ class Teacher:
             value = {}
         return conform(value, request.schema)
 
-    def analyse(self, request: ChatRequest, key: str) -> dict[str, Any]:
+    def analyse(self, request: ChatRequest) -> dict[str, Any]:
         props = request.schema["properties"]
         item = props["proposals"].get("items", {}).get("properties", {})
         kinds = list(item.get("kind", {}).get("enum") or ["same_image"])
         rationale = "rationale" in item
         skills = skills_in(request.system) or {name: s.describe() for name, s in SKILLS.items()}
         shown = [s for s in request.shown if s.data]
-        rng = self.rng("analyse", key)
+        # Seeded by what the model is shown, not by the whole request: the same failures with or
+        # without a rationale field get the same proposals, so the two can be compared pairwise.
+        rng = self.rng("analyse", request.model, shown_key(request), kinds)
         limit = min(self.config.proposals, props["proposals"].get("maxItems", 12))
         proposals = self.propose(request.model, shown, kinds, skills, request.strategy, rationale, limit, rng)
         reply: dict[str, Any] = {"proposals": proposals}
