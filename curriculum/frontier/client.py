@@ -9,7 +9,9 @@ JSON, too long, or off-schema. Around each call:
 - an on-disk cache keyed by the request (model, endpoint, messages, schema, sampling), so a resumed
   or repeated run does not pay twice; only replies that passed the checks are cached;
 - a ledger of tokens and cost (a price table per model, USD per million tokens) with hard budgets
-  per run and per round: a call that would start over budget raises ``BudgetExceeded``;
+  per run and per round: a call that would start over budget raises ``BudgetExceeded``; calls in
+  flight count at an estimate of their cost, so concurrent calls cannot all start on the same
+  remaining dollars (``benchmarks/frontier_sim.py``, part ``budget``);
 - a concurrency limit shared by every thread that uses the client;
 - a time limit: the attempts and every wait between them (backoff, or the server's
   ``Retry-After``) end within ``timeout x (max_retries + 1)`` of the call's start, whatever the
@@ -94,6 +96,8 @@ class Endpoint:
 
 
 FIELDS = ("calls", "cached", "images", "prompt_tokens", "completion_tokens", "cost")
+IMAGE_TOKENS = 765  # a picture's input tokens in a cost estimate: 85 + 170 x 4 tiles (up to 1024 px)
+FIRST_REPLY_TOKENS = 1000  # a reply's tokens in a cost estimate before the endpoint has answered
 
 
 def token_price(prices: Mapping[str, Any], model: str) -> tuple[float, float] | None:
@@ -141,6 +145,7 @@ class Ledger:
         self.run_budget, self.round_budget, self.round_seconds = run_budget, round_budget, round_seconds
         self.totals = dict.fromkeys(FIELDS, 0.0)
         self.round = dict.fromkeys(FIELDS, 0.0)
+        self.held = 0.0  # USD: the estimated cost of the calls in flight
         self._deadline: float | None = None
         self._lock = threading.Lock()
 
@@ -161,18 +166,27 @@ class Ledger:
             self.round = dict.fromkeys(FIELDS, 0.0)
             self._deadline = time.monotonic() + self.round_seconds if self.round_seconds else None
 
-    def check(self) -> None:
+    def reserve(self, estimate: float) -> None:
+        """Let a call start, its estimated cost held against the budgets until ``release``, or raise
+        ``BudgetExceeded``: what is spent and held reaches a budget, or the round's time is up."""
         with self._lock:
-            if self.run_budget and self.totals["cost"] >= self.run_budget:
+            held = f" and ${self.held:.4f} in flight" if self.held else ""
+            if self.run_budget and self.totals["cost"] + self.held >= self.run_budget:
                 raise BudgetExceeded(
-                    f"run budget of ${self.run_budget:.2f} spent (${self.totals['cost']:.4f})"
+                    f"run budget of ${self.run_budget:.2f} spent (${self.totals['cost']:.4f}{held})"
                 )
-            if self.round_budget and self.round["cost"] >= self.round_budget:
+            if self.round_budget and self.round["cost"] + self.held >= self.round_budget:
                 raise BudgetExceeded(
-                    f"round budget of ${self.round_budget:.2f} spent (${self.round['cost']:.4f})"
+                    f"round budget of ${self.round_budget:.2f} spent (${self.round['cost']:.4f}{held})"
                 )
             if self._deadline is not None and time.monotonic() > self._deadline:
                 raise BudgetExceeded(f"round time limit of {self.round_seconds:.0f}s passed")
+            self.held += estimate
+
+    def release(self, estimate: float) -> None:
+        """A call is over (charged or failed): its estimate no longer holds the budget."""
+        with self._lock:
+            self.held = max(0.0, self.held - estimate)
 
     def _add(self, **amounts: float) -> None:
         with self._lock:
@@ -236,6 +250,7 @@ class FrontierClient:
         self._client: Any = None
         self._client_lock = threading.Lock()
         self._warned_usage = False
+        self._longest_reply: int | None = None  # completion tokens of the longest reply so far
 
     @property
     def prices(self) -> dict[str, list[float]]:
@@ -304,15 +319,20 @@ class FrontierClient:
         if cached is not None:
             self.ledger.hit()
             return cached
-        response = self._call(lambda api, timeout: api.chat.completions.create(**request, timeout=timeout))
-        usage = getattr(response, "usage", None)
-        if usage is None and not self._warned_usage:
-            self._warned_usage = True  # once per endpoint: every reply of such a server lacks it
-            log.warning("%s: the reply carries no token usage, so its cost is not counted and no "
-                        "budget sees it", self.endpoint.model)  # fmt: skip
-        p = int(getattr(usage, "prompt_tokens", 0) or 0)
-        c = int(getattr(usage, "completion_tokens", 0) or 0)
-        self.ledger.charge(p, c, self.cost_of(p, c))
+
+        def settle(response: Any) -> None:
+            usage = getattr(response, "usage", None)
+            if usage is None and not self._warned_usage:
+                self._warned_usage = True  # once per endpoint: every reply of such a server lacks it
+                log.warning("%s: the reply carries no token usage, so its cost is not counted and no "
+                            "budget sees it", self.endpoint.model)  # fmt: skip
+            p = int(getattr(usage, "prompt_tokens", 0) or 0)
+            c = int(getattr(usage, "completion_tokens", 0) or 0)
+            self._longest_reply = max(self._longest_reply or 0, c)
+            self.ledger.charge(p, c, self.cost_of(p, c))
+
+        send = lambda api, timeout: api.chat.completions.create(**request, timeout=timeout)  # noqa: E731
+        response = self._call(send, self._estimate(messages, max_tokens), settle)
         value = self._parse(response, schema)
         self._write_cache(key, value)
         return value
@@ -336,9 +356,14 @@ class FrontierClient:
         if cached is not None:
             self.ledger.hit()
             return [base64.b64decode(b) for b in cached["images"]]
-        response = self._call(lambda api, timeout: api.images.generate(**request, timeout=timeout))
+
+        def settle(response: Any) -> None:
+            got = len(getattr(response, "data", None) or [])
+            self.ledger.charge(0, 0, (self.image_price or 0.0) * got, images=got)
+
+        send = lambda api, timeout: api.images.generate(**request, timeout=timeout)  # noqa: E731
+        response = self._call(send, (self.image_price or 0.0) * n, settle)
         data = list(getattr(response, "data", None) or [])
-        self.ledger.charge(0, 0, (self.image_price or 0.0) * len(data), images=len(data))
         out = []
         for item in data:
             try:
@@ -353,7 +378,35 @@ class FrontierClient:
         self._write_cache(key, {"images": [base64.b64encode(b).decode() for b in out]})
         return out
 
-    def _call(self, send: Callable[[Any, float], Any]) -> Any:
+    def _estimate(self, messages: list[dict[str, Any]], max_tokens: int | None) -> float:
+        """USD a chat call will likely cost, held against the budgets while it is in flight: its
+        text at four characters a token, each picture at ``IMAGE_TOKENS``, and a reply as long as
+        ``max_tokens`` or the longest this endpoint has given (``FIRST_REPLY_TOKENS`` before any)."""
+        chars = images = 0
+        for message in messages:
+            content = message.get("content")
+            parts = [{"type": "text", "text": content}] if isinstance(content, str) else content or []
+            for part in parts:
+                if part.get("type") == "image_url":
+                    images += 1
+                else:
+                    chars += len(str(part.get("text", "")))
+        reply = max_tokens or self._longest_reply or FIRST_REPLY_TOKENS
+        return self.cost_of(chars // 4 + IMAGE_TOKENS * images, reply)
+
+    def _call(self, send: Callable[[Any, float], Any], estimate: float, settle: Callable[[Any], None]) -> Any:
+        """``send(api, timeout)`` once a slot is free and the budgets let it start, its
+        ``estimate`` (USD) held against them until ``settle(response)`` has charged it."""
+        with self._slots:
+            self.ledger.reserve(estimate)  # once a slot is free: a call that waited sees the latest spending
+            try:
+                response = self._attempts(send)
+                settle(response)
+                return response
+            finally:
+                self.ledger.release(estimate)
+
+    def _attempts(self, send: Callable[[Any, float], Any]) -> Any:
         """``send(api, timeout)`` through the openai client, retried on 408, 409, 429, 5xx,
         timeouts and lost connections, within the endpoint's time limit; every failure becomes a
         FrontierError. A wait the time limit cannot hold (a long ``Retry-After``) ends the call at
@@ -361,42 +414,40 @@ class FrontierClient:
         import openai
 
         e, model = self.endpoint, self.endpoint.model
-        with self._slots:
-            self.ledger.check()  # once a slot is free: a call that waited sees the latest spending
-            stop_at = time.monotonic() + e.time_limit
-            attempt = 0
-            while True:
-                attempt += 1
-                wait: float | None = None  # the server's, when it names one
-                try:
-                    return send(self._openai(), min(e.timeout, max(stop_at - time.monotonic(), 1e-3)))
-                except openai.APIStatusError as err:
-                    failure, retry = f"HTTP {err.status_code}", retryable(err.response)
-                    wait = retry_after(err.response.headers)
-                except openai.APITimeoutError:
-                    failure, retry = "timed out", True
-                except openai.APIConnectionError:
-                    failure, retry = "endpoint unreachable", True
-                except (openai.APIError, ValueError) as err:  # e.g. a body that is not JSON
-                    raise FrontierError(f"{model}: unusable response ({type(err).__name__})") from None
-                except FrontierError:
-                    raise
-                except Exception as err:  # anything else the client raises costs this call, not the round
-                    raise FrontierError(f"{model}: unexpected {self._describe(err)}") from None
-                tried = f" after {attempt} attempts" if attempt > 1 else ""
-                if not retry or attempt > e.max_retries:
-                    raise FrontierError(f"{model}: {failure}{tried}")
-                asked = wait is not None
-                if wait is None:
-                    wait = backoff(attempt)
-                left = stop_at - time.monotonic()
-                if wait >= left:
-                    because = f"the server asks to wait {wait:.1f}s" if asked else f"a {wait:.1f}s backoff"
-                    raise FrontierError(
-                        f"{model}: {failure}{tried}; {because}, past the call's time limit of "
-                        f"{e.time_limit:.1f}s ({max(left, 0.0):.1f}s left)"
-                    )
-                time.sleep(wait)
+        stop_at = time.monotonic() + e.time_limit
+        attempt = 0
+        while True:
+            attempt += 1
+            wait: float | None = None  # the server's, when it names one
+            try:
+                return send(self._openai(), min(e.timeout, max(stop_at - time.monotonic(), 1e-3)))
+            except openai.APIStatusError as err:
+                failure, retry = f"HTTP {err.status_code}", retryable(err.response)
+                wait = retry_after(err.response.headers)
+            except openai.APITimeoutError:
+                failure, retry = "timed out", True
+            except openai.APIConnectionError:
+                failure, retry = "endpoint unreachable", True
+            except (openai.APIError, ValueError) as err:  # e.g. a body that is not JSON
+                raise FrontierError(f"{model}: unusable response ({type(err).__name__})") from None
+            except FrontierError:
+                raise
+            except Exception as err:  # anything else the client raises costs this call, not the round
+                raise FrontierError(f"{model}: unexpected {self._describe(err)}") from None
+            tried = f" after {attempt} attempts" if attempt > 1 else ""
+            if not retry or attempt > e.max_retries:
+                raise FrontierError(f"{model}: {failure}{tried}")
+            asked = wait is not None
+            if wait is None:
+                wait = backoff(attempt)
+            left = stop_at - time.monotonic()
+            if wait >= left:
+                because = f"the server asks to wait {wait:.1f}s" if asked else f"a {wait:.1f}s backoff"
+                raise FrontierError(
+                    f"{model}: {failure}{tried}; {because}, past the call's time limit of "
+                    f"{e.time_limit:.1f}s ({max(left, 0.0):.1f}s left)"
+                )
+            time.sleep(wait)
 
     def _describe(self, err: Exception) -> str:
         """``Type: message`` of an unexpected error, without the message when the endpoint's URL

@@ -10,11 +10,13 @@ Two ways to judge, one per preset family:
 - ``score``: each judge sees image, question and answer and scores the triple 1 to 3 (3: the image
   shows what the question needs and the answer is right); kept when ``agree`` judges give 3.
 
-What the panel judges (``scope``): the frontier's proposals, all of them (``all``) or those whose
-answer no program verified (``unverified``). Not the candidates of the offline generators: their
-answers come from the built-in world's program or are real items (the user's labelled data,
-verified by definition); a judge can only lose those, at its own error rate, and they took half
-of a round's judge calls (``benchmarks/frontier_sim.py``, part ``scope``).
+What the panel judges (``scope``): the question/answer pairs a frontier model wrote, all of them
+(``all``) or those whose answer no program verified (``unverified``). Not the candidates of the
+offline generators, nor ``rendered`` proposals (the model named a skill and parameters; the
+world's program wrote question and answer): their answers are the world's program's or real
+items (the user's labelled data, verified by definition). A judge can only lose those, at its
+own error rate, and they took half of a round's judge calls (``benchmarks/frontier_sim.py``,
+part ``scope``).
 
 Every vote (model, answer or score, reasoning) is stored in the example's ``meta["judges"]``.
 A judge whose call fails casts no vote; a candidate that can no longer reach ``agree`` votes is
@@ -91,11 +93,12 @@ class JudgePanel:
         """Whether the panel judges ``c`` (see the module's docstring)."""
         if c.dropped:
             return False
-        if c.generator == ProposalGenerator.name:
-            return self.scope == "all" or c.verdicts.get("answer") == "unverified"
-        # An offline generator's example: an answer nothing verified could only come from data
-        # that is not the user's own, and is judged; the world's and the user's are not.
-        return c.verdicts.get("answer") == "unverified" and c.example.source != "real"
+        unverified = c.verdicts.get("answer") == "unverified"
+        if c.generator == ProposalGenerator.name and c.example.meta.get("proposal") != "rendered":
+            return self.scope == "all" or unverified
+        # The world's program made it (an offline generator, a rendered spec), or it is a real
+        # item: only an answer nothing verified, on data not the user's own, is judged.
+        return unverified and c.example.source != "real"
 
     def __call__(self, candidates: list[Candidate]) -> None:
         live = [c for c in candidates if self.judged(c)]
