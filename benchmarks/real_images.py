@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("overrides", nargs="*", help="extra key=value overrides for compare")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     out = args.out.resolve()
     if args.command == "build" or not (out / "counts.json").is_file():
         print(json.dumps(build(out, args.train, args.probe, args.test, args.size, args.seed)))
