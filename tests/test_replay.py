@@ -131,3 +131,36 @@ def test_ties_are_broken_by_the_seed_so_rounds_start_elsewhere():
 def test_colour_histograms_sum_to_one_and_tell_colours_apart():
     red, green = colour_histogram(picture("red", 0)), colour_histogram(picture("green", 0))
     assert abs(float(red.sum()) - 1) < 1e-6 and float((red * green).sum()) == 0.0
+
+
+def test_rounds_on_external_data_keep_their_budget_when_replay_knows_what_the_pool_holds(
+    tmp_path, world_small
+):
+    """The engine's contract (``taken()``: the real items the live pool holds a copy of) met here
+    by hand: round after round every replay is an item the pool does not hold (dedup drops none),
+    each round offers its whole budget until the weak skills' few train items run out, and the
+    pool grows (the only drops are decontamination: external questions that copy a test item's)."""
+    from curriculum.engine import Curriculum
+    from tests.test_frontier_external import Policy, external
+    from train.config import CurriculumConfig
+
+    data = external(world_small)
+    box = []
+    held = lambda: {ex.meta.get("replay_of") for ex in box[0].pool.examples}  # noqa: E731
+    cfg = CurriculumConfig(enabled=True, every=10, budget=24, generators={"replay": 1.0}, retire_check=0)
+    cur = Curriculum(cfg, tmp_path / "cur", data["train"], data["probe"], {"test": data["test"]}, 32, 0,
+                     generators=[ReplayGenerator(data["train"], held)])  # fmt: skip
+    box.append(cur)
+    made, sizes = [], []
+    for k in (1, 2, 3):
+        result = cur.update(10 * k, Policy())
+        assert result.status == "ok"
+        assert {c.dropped for c in result.candidates} <= {None, "decontaminate"}
+        made.append(len(result.candidates))
+        sizes.append(len(cur.pool))
+    cur.close()
+    assert made[:2] == [24, 24] and 0 < made[2] <= 24 and sizes[0] < sizes[1] < sizes[2]
+    replayed = [ex.meta["replay_of"] for ex in cur.pool.examples]
+    assert len(set(replayed)) == len(replayed) and all(
+        ex.skill not in ("colour", "shape") for ex in cur.pool.examples
+    )
