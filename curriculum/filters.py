@@ -38,6 +38,7 @@ import numpy as np
 
 from curriculum.scoring import final_answer, is_correct, normalise, split_answer
 from curriculum.types import (
+    HASH_BYTES,
     PHASH_BITS,
     Candidate,
     Example,
@@ -45,12 +46,13 @@ from curriculum.types import (
     hash_distances,
     image_hash,
     perceptual_hash,
+    same_colour,
 )
 from curriculum.world.questions import answer_from_scene
 
 NEAR_IMAGE_BITS = 10
 """Two images are the same picture when their perceptual hashes (``perceptual_hash``, 192 bits)
-differ in at most this many bits. Chosen from ``benchmarks/perceptual_hash.py`` (results in
+differ in at most this many layout bits (and their mean colours agree: ``COLOUR_TOLERANCE``). Chosen from ``benchmarks/perceptual_hash.py`` (results in
 ``benchmarks/results/perceptual_hash_cpu.json``): over 2243 distinct world images of every skill,
 278,391 pairs of the same skill (alike layouts, the hard case) and 2,236,012 of different skills,
 at 10 bits
@@ -79,7 +81,7 @@ class ImageIndex:
     def __init__(self, max_bits: int = NEAR_IMAGE_BITS) -> None:
         self.max_bits = max_bits
         self.keys: list[str] = []
-        self._hashes = np.zeros((64, PHASH_BITS // 8), dtype=np.uint8)
+        self._hashes = np.zeros((64, HASH_BYTES), dtype=np.uint8)
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -95,8 +97,9 @@ class ImageIndex:
         """``(distance, key)`` of every stored image within ``max_bits`` bits, nearest first."""
         if not self.keys:
             return []
-        d = hash_distances(self._hashes[: len(self.keys)], phash)
-        hits = np.nonzero(d <= self.max_bits)[0]
+        stored = self._hashes[: len(self.keys)]
+        d = hash_distances(stored, phash)
+        hits = np.nonzero((d <= self.max_bits) & same_colour(stored, phash))[0]
         return sorted((int(d[i]), self.keys[i]) for i in hits)
 
 

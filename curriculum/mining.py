@@ -24,7 +24,7 @@ from PIL import Image
 
 from curriculum.scoring import is_correct, normalise
 from curriculum.types import (
-    PHASH_BITS,
+    HASH_BYTES,
     Example,
     Failure,
     Policy,
@@ -120,7 +120,7 @@ class Neighbours:
 
     def __init__(self, items: list[Example]) -> None:
         self.items = items
-        self._hash = np.zeros((len(items), PHASH_BITS // 8), dtype=np.uint8)
+        self._hash = np.zeros((len(items), HASH_BYTES), dtype=np.uint8)
         self._hist = np.zeros((len(items), HIST_LEVELS**3), dtype=np.float32)
         self._done = np.zeros(len(items), dtype=bool)
         self.words = [words(ex.question) for ex in items]

@@ -12,6 +12,8 @@ from PIL import Image
 
 from curriculum.filters import NEAR_IMAGE_BITS, Decontaminate, Dedup, ImageIndex
 from curriculum.types import (
+    COLOUR_TOLERANCE,
+    HASH_BYTES,
     Candidate,
     Example,
     StoredImage,
@@ -65,12 +67,29 @@ def test_a_copy_is_near_and_distinct_world_images_are_not(world):
 
 def test_the_index_finds_what_lies_within_its_bits():
     index = ImageIndex(max_bits=3)
-    assert index.near(bytes(24)) == []
+    assert index.near(bytes(HASH_BYTES)) == []
     for n in range(100):  # past the first allocation: the index grows
-        index.add(bytes([n]) + bytes(23), f"k{n}")
+        index.add(bytes([n]) + bytes(HASH_BYTES - 1), f"k{n}")
     assert len(index) == 100
-    near = index.near(bytes(24))  # within 3 bits of zero: the keys whose first byte has <= 3 bits set
+    near = index.near(bytes(HASH_BYTES))  # within 3 bits of zero: the keys whose first byte has <= 3 bits set
     assert near == sorted((bin(n).count("1"), f"k{n}") for n in range(100) if bin(n).count("1") <= 3)
+
+
+def test_pictures_of_other_colours_are_not_copies(world):
+    """pHash reads layout only (every flat image has the same one); the mean colour tells a red
+    picture from a blue one, and a re-encoded copy keeps it."""
+    flat = {c: Image.new("RGB", (64, 64), c) for c in ("red", "blue", "white")}
+    index = ImageIndex()
+    for name, img in flat.items():
+        assert index.near(perceptual_hash(img)) == []
+        index.add(perceptual_hash(img), name)
+    assert [k for _, k in index.near(perceptual_hash(jpeg(flat["blue"], 50)))] == ["blue"]
+    worst = max(
+        int(np.abs(np.frombuffer(perceptual_hash(jpeg(ex.image, 50)), np.uint8)[-3:].astype(int)
+            - np.frombuffer(perceptual_hash(ex.image), np.uint8)[-3:]).max())
+        for ex in world["test"]
+    )  # fmt: skip
+    assert worst <= COLOUR_TOLERANCE // 4
 
 
 def test_a_planted_re_encoded_test_image_is_decontaminated(world):

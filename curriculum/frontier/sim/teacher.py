@@ -33,7 +33,7 @@ from typing import Any
 
 from PIL import Image
 
-from curriculum.frontier.sim import knowledge
+import curriculum.frontier.sim.knowledge as knowledge
 from curriculum.frontier.sim.config import SimConfig
 from curriculum.frontier.sim.describe import describe, improvise, parse
 from curriculum.frontier.sim.request import ChatRequest, Shown, conform, shown_key, skills_in
