@@ -442,11 +442,12 @@ class OfflineAnalyzer:
         return out
 
     def _weakness(self, g: _Group, base: float) -> Weakness:
-        """The Weakness record; its diagnosis reads "<lead> k of n, r % (overall); <confusion>"."""
+        """The Weakness record; its diagnosis reads "<lead> k of n, r % (the whole probe: b % wrong);
+        <confusion>": both rates are failure rates, and the text says so."""
         kind = "external" if g.spec is None else "bar" if str(g.skill).startswith("bar") else "count"
         counts, rate = confusion_counts(g.failures), len(g.bad) / g.n
         said = confusion_words(counts, *DIRECTIONS[kind])
-        tail = f" (probe overall {round(100 * base)} %){'; ' + said if said else ''}."
+        tail = f" (the whole probe: {round(100 * base)} % wrong){'; ' + said if said else ''}."
         return Weakness(
             id=g.id,
             skill=g.skill,

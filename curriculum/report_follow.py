@@ -30,8 +30,9 @@ _OVERALL_RATE = re.compile(r"\(probe overall (\d+) %\)")
 
 
 def diagnosis_text(text: Any) -> str:
-    """An analyzer's diagnosis as the page shows it. Diagnoses written so far end in "(probe
-    overall 74 %)", which is the whole probe's failure rate but reads as an accuracy: say so."""
+    """An analyzer's diagnosis as the page shows it. Runs analysed before the analyzer said
+    "(the whole probe: 74 % wrong)" wrote "(probe overall 74 %)", a failure rate that reads as an
+    accuracy: the page says it the new way."""
     return _OVERALL_RATE.sub(r"(the whole probe: \1 % wrong)", "" if text is None else str(text))
 
 

@@ -89,6 +89,10 @@ def test_planted_weakness_is_found_and_ranked_first(items):
     assert (top.n, top.failures, top.failure_rate) == (len(hard), len(hard), 1.0)
     assert 0 < top.lower_bound < 1
     assert "counting" in top.diagnosis and f"fails {len(hard)} of {len(hard)}, 100 %" in top.diagnosis
+    # the whole probe's rate is a failure rate too, and reads as one (never "probe overall N %")
+    wrong = sum(not ok for _, ok in probe)
+    assert f"(the whole probe: {round(100 * wrong / len(probe))} % wrong)" in top.diagnosis
+    assert "overall" not in top.diagnosis
     assert "undercount" in top.diagnosis
     assert sorted(top.failure_ids) == sorted(ex.id for ex in hard)
     new = {f.example.id: f.new for f in failures}
