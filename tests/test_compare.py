@@ -67,6 +67,7 @@ def compared(tmp_path_factory):
     return out / "c", proc.stdout
 
 
+@pytest.mark.slow
 def test_every_arm_and_seed_finishes_with_a_report(compared):
     root, stdout = compared
     result = json.loads((root / "compare.json").read_text())
@@ -83,6 +84,7 @@ def test_every_arm_and_seed_finishes_with_a_report(compared):
     assert (root / "compare_config.yaml").is_file()  # the config file was found by its relative path
 
 
+@pytest.mark.slow
 def test_each_run_s_accuracy_comes_with_its_standard_error(compared):
     root, _ = compared
     result = json.loads((root / "compare.json").read_text())
@@ -99,6 +101,7 @@ def test_each_run_s_accuracy_comes_with_its_standard_error(compared):
     assert f"| real-s1 | 54 | {r['accuracy']:.3f} ± {r['accuracy_se']:.3f} |" in report
 
 
+@pytest.mark.slow
 def test_paired_differences_come_with_a_t_interval(compared):
     root, stdout = compared
     result = json.loads((root / "compare.json").read_text())
@@ -126,6 +129,7 @@ def test_paired_differences_come_with_a_t_interval(compared):
     assert all(p["added"] == 0 for p in result["runs"]["base-s0"]["curve"])
 
 
+@pytest.mark.slow
 def test_matched_arms_add_what_the_curriculum_added(compared):
     root, _ = compared
     for seed in (0, 1):
@@ -142,6 +146,7 @@ def test_matched_arms_add_what_the_curriculum_added(compared):
         assert kept_by_skill(root / f"rebalanced-s{seed}") == mix
 
 
+@pytest.mark.slow
 def test_each_baseline_draws_from_its_own_source(compared):
     root, _ = compared
     real = pool_rows(root / "real-s0")
@@ -167,6 +172,7 @@ def test_each_baseline_draws_from_its_own_source(compared):
     assert '"dropped_by": "quota"' in rows
 
 
+@pytest.mark.slow
 def test_a_rerun_keeps_finished_runs(compared):
     root, _ = compared
     before = (root / "compare.json").read_text()
@@ -191,6 +197,7 @@ def test_compare_config_typos_are_refused(tmp_path, capsys):
     assert "did you mean 'compare.seeds'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_compare_with_wandb_offline_puts_every_run_and_the_report_in_one_group(tmp_path, monkeypatch):
     from tests.test_tracking import _isolate_wandb, _offline_run, _run_records
 

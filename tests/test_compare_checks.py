@@ -171,6 +171,7 @@ def test_a_run_s_threads_are_the_user_s_when_set(monkeypatch):
     assert (env["OMP_NUM_THREADS"], env["CUDA_VISIBLE_DEVICES"]) == ("2", "1")
 
 
+@pytest.mark.slow
 def test_arms_start_outside_the_working_folder_s_packages_with_its_relative_paths(tmp_path):
     """A folder holding its own ``models`` package, and a config named relative to it: the arm's
     process imports the project's packages, and reads the config (it refuses its value)."""

@@ -73,6 +73,7 @@ def compared(tmp_path_factory):
     return out / "c", load_splits(cfg.data)
 
 
+@pytest.mark.slow
 def test_every_arm_runs_on_external_data_and_trains_on_the_same_items(compared):
     root, splits = compared
     result = json.loads((root / "compare.json").read_text())
@@ -85,6 +86,7 @@ def test_every_arm_runs_on_external_data_and_trains_on_the_same_items(compared):
     assert len(splits.reserve) == 32 and not {ex.id for ex in splits.reserve} & {ex.id for ex in splits.train}
 
 
+@pytest.mark.slow
 def test_the_matched_arms_add_at_most_what_targeted_kept_and_only_reserve_items(compared):
     """What each round draws is tested in the engine (tests/test_baselines_engine.py); here, that the
     arms run with their quota and the reserve compare gave them."""

@@ -290,6 +290,7 @@ def _run_view(run_dir: Path) -> dict:
         ("async", ["commit:1", "record:2", "commit:2", "checkpoint:10"]),
     ],
 )
+@pytest.mark.slow
 def test_kill_9_at_round_boundaries_then_resume_as_if_never_killed(tmp_path, tiny_qwen, mode, kills):
     """A run killed at each boundary of a round (right after its pool commit, right after its
     record, right before the checkpoint that follows; sync: also once at a random moment) and
@@ -325,6 +326,7 @@ def test_kill_9_at_round_boundaries_then_resume_as_if_never_killed(tmp_path, tin
     assert got["logged"] == expected["logged"]
 
 
+@pytest.mark.slow
 def test_two_processes_share_one_pool(tmp_path, tiny_qwen):
     """Two CPU ranks (gloo): the probe is sharded, rank 0 writes, both ranks end every round
     with the same pool (the engine checks this after each commit and raises otherwise)."""

@@ -106,6 +106,7 @@ def _two_ranks(tmp_path, model, *overrides, env=None):
     return proc.stdout + proc.stderr
 
 
+@pytest.mark.slow
 def test_async_rounds_agree_across_ranks_and_resume(tmp_path, tiny_qwen):
     """Async on two ranks: rank 0's worker prepares each round, both ranks inject it at the same
     step and end with the same pool (checked after every commit; a mismatch fails the round);
@@ -127,6 +128,7 @@ def test_async_rounds_agree_across_ranks_and_resume(tmp_path, tiny_qwen):
     assert summary["curriculum"]["pool_size"] >= first["curriculum"]["pool_size"] > 0
 
 
+@pytest.mark.slow
 def test_an_outage_on_the_main_rank_fails_the_round_everywhere_and_training_goes_on(tmp_path, tiny_qwen):
     """Only rank 0 calls the analyzer; when its endpoint is down the round is recorded as failed
     on both ranks (neither waits for the other) and the run finishes."""
@@ -194,6 +196,7 @@ os._exit(0)  # no interpreter teardown: gloo's threads may abort it
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["sync", "async"])
 def test_ranks_agree_on_a_round_that_fails_on_one_rank(tmp_path, mode):
     """No rank waits forever for another that failed: a round that raises on one rank (rank 0's
@@ -264,6 +267,7 @@ os._exit(0)
 """
 
 
+@pytest.mark.slow
 def test_the_shared_prompt_update_synchronises_gradients_across_ranks(tmp_path, tiny_qwen):
     """Under DDP the update runs two forward passes (the prompts, then the completions against
     their cache) before one backward; every gradient still reaches both ranks reduced."""

@@ -219,6 +219,7 @@ def _check_recovered(root: Path, cap: int, reported: list[int], known: list[int]
     return rounds + [nxt]
 
 
+@pytest.mark.slow
 def test_kill9_at_random_moments_loses_and_duplicates_nothing(tmp_path):
     script = tmp_path / "child.py"
     script.write_text(CHILD)
