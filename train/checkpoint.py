@@ -4,13 +4,24 @@ A checkpoint is a folder ``<run>/checkpoints/step_XXXXXXXX`` holding Accelerate'
 optimizer, scheduler, every rank's RNG states) and ``trainer_state.json`` (step, data position,
 evaluation history). It is written under a temporary name and renamed when complete, so a kill
 at any moment leaves either the whole checkpoint or none, never a half one that resume would trust.
+
+Models that tie their output layer to their input embeddings (every built-in architecture) hold
+one tensor under two names. Accelerate writes it once to ``model.safetensors`` and warns
+"Removed shared tensor {'lm_head.weight'} while saving" at every save: true, and harmless when the
+model itself declares the tie (``all_tied_weights_keys``), since the model a resume builds has the
+tie again and loading the one tensor fills both names. ``save_checkpoint`` drops exactly that
+warning; a shared tensor the model does not declare (a tie made at run time, which a rebuilt model
+would not have) still warns.
 """
 
 from __future__ import annotations
 
+import ast
 import json
+import logging
 import re
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +42,8 @@ def save_checkpoint(accelerator: Any, run_dir: Path, step: int, state: dict[str,
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
+    with declared_ties_quiet(accelerator):
+        accelerator.save_state(str(tmp))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         (tmp / STATE_FILE).write_text(json.dumps({"step": step, **state}, indent=1))
@@ -41,6 +53,55 @@ def save_checkpoint(accelerator: Any, run_dir: Path, step: int, state: dict[str,
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
     return final
+
+
+_SHARED = re.compile(r"Removed shared tensor (\{.*?\}) while saving")
+
+
+class _DeclaredTies(logging.Filter):
+    """Drops Accelerate's shared-tensor warning when every tensor it names is one of a model's
+    declared ties (by name or, under a wrapper such as PEFT's, as the end of its name)."""
+
+    def __init__(self, tied: set[str]) -> None:
+        super().__init__()
+        self.tied = tied
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        found = _SHARED.search(record.getMessage())
+        if not found:
+            return True
+        try:
+            names = ast.literal_eval(found.group(1))
+        except (ValueError, SyntaxError):
+            return True
+        return not all(any(n == t or n.endswith("." + t) for t in self.tied) for n in names)
+
+
+def declared_ties(model: Any) -> set[str]:
+    """Names of the parameters a model ties together (both ends of each tie)."""
+    ties = getattr(model, "all_tied_weights_keys", None) or getattr(model, "_tied_weights_keys", None) or {}
+    if not isinstance(ties, dict):  # older transformers: a list of the tied copies' names
+        return {str(t) for t in ties}
+    return {str(name) for pair in ties.items() for name in pair}
+
+
+@contextmanager
+def declared_ties_quiet(accelerator: Any):
+    """Within: Accelerate's shared-tensor warning is dropped for the prepared models' declared ties."""
+    tied: set[str] = set()
+    for model in getattr(accelerator, "_models", []):
+        unwrapped = accelerator.unwrap_model(model)
+        tied |= declared_ties(unwrapped)
+        base = getattr(unwrapped, "get_base_model", None)  # PEFT: the wrapped model declares them
+        if callable(base):
+            tied |= declared_ties(base())
+    quiet = _DeclaredTies(tied)
+    logger = logging.getLogger("accelerate.utils.other")
+    logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        logger.removeFilter(quiet)
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:
