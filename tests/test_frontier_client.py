@@ -2,8 +2,10 @@
 
 import logging
 import time
+from typing import Annotated, Literal
 
 import pytest
+from pydantic import Field
 
 from curriculum.frontier.client import (
     BudgetExceeded,
@@ -13,19 +15,16 @@ from curriculum.frontier.client import (
     Ledger,
 )
 from curriculum.frontier.retry import backoff, retry_after
-from curriculum.frontier.schema import errors
+from curriculum.frontier.schema import Reply, errors, json_schema, text
 from tests.openai_server import FakeOpenAI, json_reply
 
-SCHEMA = {
-    "type": "object",
-    "properties": {
-        "diagnosis": {"type": "string", "maxLength": 200},
-        "error_type": {"type": "string", "enum": ["perception", "counting", "reasoning"]},
-        "proposals": {"type": "array", "maxItems": 3, "items": {"type": "string"}},
-    },
-    "required": ["diagnosis", "error_type", "proposals"],
-    "additionalProperties": False,
-}
+
+class SCHEMA(Reply):  # noqa: N801 (a reply model, named as the tests use it)
+    diagnosis: text(200)
+    error_type: Literal["perception", "counting", "reasoning"]
+    proposals: Annotated[list[str], Field(max_length=3)]
+
+
 GOOD = {"diagnosis": "undercounts crowded scenes", "error_type": "counting", "proposals": ["more objects"]}
 KEY = "sk-test-3f9a1c"
 MESSAGES = [{"role": "user", "content": "diagnose"}]
@@ -49,7 +48,9 @@ def test_a_reply_is_parsed_checked_charged_and_cached(server, tmp_path, monkeypa
     server.script(json_reply(GOOD))
     assert client.chat_json(MESSAGES, SCHEMA, "analysis") == GOOD
     body = server.requests[0]["json"]
-    assert body["model"] == "judge-1" and body["response_format"]["json_schema"]["schema"] == SCHEMA
+    assert body["model"] == "judge-1" and body["response_format"]["json_schema"]["schema"] == json_schema(
+        SCHEMA
+    )
     assert server.requests[0]["headers"]["authorization"] == f"Bearer {KEY}"
     spent = client.ledger.to_dict()
     assert spent["calls"] == 1 and spent["prompt_tokens"] > 0 and spent["cost"] > 0
@@ -122,15 +123,72 @@ def test_the_key_is_required_and_never_written(server, tmp_path, monkeypatch):
             assert KEY not in path.read_text(errors="ignore")
 
 
-def test_schema_checker_names_every_problem():
+def test_reply_models_name_every_problem_by_its_json_path():
     assert errors(GOOD, SCHEMA) == []
     bad = {"diagnosis": "d" * 201, "error_type": "counting", "proposals": ["a", 3, "c", "d"], "extra": 1}
     found = errors(bad, SCHEMA)
-    assert any("$.diagnosis: longer than 200" in e for e in found)
-    assert any("$.proposals: more than 3 items" in e for e in found)
-    assert any("$.proposals[1]: expected string" in e for e in found)
-    assert any("unexpected key 'extra'" in e for e in found)
-    assert errors(True, {"type": "integer"}) == ["$: expected integer, got bool"]
+    assert any(e.startswith("$.diagnosis: String should have at most 200 characters") for e in found)
+    assert any(e.startswith("$.proposals: List should have at most 3 items") for e in found)
+    assert errors({**GOOD, "proposals": ["a", 3]}, SCHEMA) == [
+        "$.proposals[1]: Input should be a valid string"
+    ]
+    assert "$: unexpected key 'extra'" in found
+    assert errors({"diagnosis": "x"}, SCHEMA) == [
+        "$: missing required key 'error_type'", "$: missing required key 'proposals'"
+    ]  # fmt: skip
+
+
+class _Strict(Reply):
+    score: Annotated[int, Field(ge=1, le=3)]
+    code: Annotated[str, Field(pattern=r"^[A-Z]{2}$", min_length=2)]
+
+
+def test_no_coercion_and_every_declared_constraint_holds():
+    """What the hand-written checker let through: keywords it did not know (a pattern, a minimum
+    length) and values of another type that read as the right one (a boolean or a numeric string
+    as an integer)."""
+    assert errors({"score": 2, "code": "AB"}, _Strict) == []
+    for score in (True, "2", 2.0, 4):
+        assert [e for e in errors({"score": score, "code": "AB"}, _Strict) if e.startswith("$.score")], score
+    for code in ("ab", "A", "ABC"):
+        assert [e for e in errors({"score": 2, "code": code}, _Strict) if e.startswith("$.code")], code
+
+
+def test_the_schema_sent_is_strict_and_plain():
+    """Every object of the schema the request carries requires every property and allows no other
+    (strict structured outputs), nested models written out in place (no ``$ref``)."""
+    from curriculum.frontier.analyzer import reply_schema
+    from curriculum.frontier.judge import IMAGE_SCHEMA
+
+    def objects(node):
+        if isinstance(node, dict):
+            assert "$ref" not in node and "$defs" not in node
+            if node.get("type") == "object":
+                yield node
+            for value in node.values():
+                yield from objects(value)
+        elif isinstance(node, list):
+            for value in node:
+                yield from objects(value)
+
+    for model in (reply_schema("lrf", ["same_image", "generated"], True), IMAGE_SCHEMA, SCHEMA):
+        found = list(objects(json_schema(model)))
+        assert found
+        for node in found:
+            assert node["additionalProperties"] is False and sorted(node["required"]) == sorted(
+                node["properties"]
+            )
+
+
+def test_an_off_schema_reply_is_a_logged_failure_of_that_call_only(server, tmp_path, monkeypatch, caplog):
+    client = _client(server, tmp_path, monkeypatch)
+    server.script(json_reply({**GOOD, "proposals": [1]}), json_reply(GOOD))
+    with caplog.at_level(logging.WARNING, logger="curriculum.frontier.client"):
+        with pytest.raises(FrontierError, match=r"breaks the schema: \$\.proposals\[0\]"):
+            client.chat_json(MESSAGES, SCHEMA, "analysis")
+    assert "breaks the schema" in caplog.text
+    assert client.chat_json(MESSAGES, SCHEMA, "analysis") == GOOD  # the next call is unharmed
+    assert client.ledger.to_dict()["calls"] == 2  # the failed call was paid for, and counted
 
 
 def test_images_are_decoded_checked_charged_and_cached(server, tmp_path, monkeypatch):

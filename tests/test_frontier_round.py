@@ -6,6 +6,7 @@ import json
 import pytest
 
 from curriculum.engine import Curriculum
+from curriculum.frontier.schema import json_schema
 from curriculum.types import image_hash
 from tests.openai_server import FakeOpenAI, json_reply
 from tests.test_curriculum import ScriptedPolicy
@@ -235,7 +236,8 @@ def test_the_deployment_config_builds_its_panel_and_image_model(monkeypatch):
     ]
     assert frontier.judges.need == 2 and frontier.judges.judges[1].endpoint.api_key_env == "VLLM_API_KEY"
     assert frontier.images is not None and frontier.images.settings == [{"quality": "medium"}]
-    kinds = frontier.analyzer.schema["properties"]["proposals"]["items"]["properties"]["kind"]["enum"]
+    schema = json_schema(frontier.analyzer.schema)
+    kinds = schema["properties"]["proposals"]["items"]["properties"]["kind"]["enum"]
     assert kinds == ["same_image", "generated"]  # VQA-RAD has no world renderer
 
 

@@ -9,8 +9,9 @@ import pytest
 
 from curriculum.frontier.analyzer import FrontierAnalyzer
 from curriculum.frontier.client import Endpoint, FrontierClient
-from curriculum.frontier.judge import JudgePanel
+from curriculum.frontier.judge import ANSWER_SCHEMA, SCORE_SCHEMA, JudgePanel
 from curriculum.frontier.schema import errors as schema_errors
+from curriculum.frontier.schema import json_schema
 from curriculum.frontier.sim import SimConfig, SimServer, read_scene
 from curriculum.frontier.sim.__main__ import KEY_ENV, dry_run_config
 from curriculum.frontier.sim.describe import describe, parse
@@ -31,7 +32,7 @@ def items():
 def _body(model, messages, schema, name):
     """A chat request as ``FrontierClient.chat_json`` sends it."""
     return {"model": model, "messages": messages, "temperature": 0.0,
-            "response_format": {"type": "json_schema", "json_schema": {"name": name, "schema": schema, "strict": True}}}  # fmt: skip
+            "response_format": {"type": "json_schema", "json_schema": {"name": name, "schema": json_schema(schema), "strict": True}}}  # fmt: skip
 
 
 def _content(server, body):
@@ -136,7 +137,7 @@ def test_without_errors_every_proposal_is_right_and_every_reply_fits_its_schema(
         assert (
             schema_errors(
                 json.loads(_content(server, body)["content"]),
-                body["response_format"]["json_schema"]["schema"],
+                ANSWER_SCHEMA if mode == "answer" else SCORE_SCHEMA,
             )
             == []
         )
@@ -188,7 +189,7 @@ def test_endpoint_faults_happen_at_their_rates_and_a_retry_is_a_new_draw(items):
     config = SimConfig(seed=4, rate_limit=0.1, server_error=0.1, refusal=0.1, off_schema=0.2, retry_after=2.5)
     server = SimServer(config)
     body = _judge_body(items[0])
-    schema = body["response_format"]["json_schema"]["schema"]
+    schema = ANSWER_SCHEMA
     seen = {"429": 0, "500": 0, "refused": 0, "broken": 0, "ok": 0}
     n = 500
     for _ in range(n):  # the same request again and again: each attempt draws anew

@@ -27,12 +27,15 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field, create_model
 
 from curriculum.analyze import OfflineAnalyzer
+from curriculum.budget import split_budget
 from curriculum.frontier.client import FrontierClient, FrontierError
 from curriculum.frontier.prompting import data_block, data_url, fill, load_prompt
-from curriculum.frontier.schema import strict_object, text
+from curriculum.frontier.schema import Reply, text
 from curriculum.types import Example, Failure, Weakness
 from curriculum.world import describe_skills
 
@@ -58,38 +61,45 @@ KIND_TEXT = {
 }
 
 
-def proposal_schema(kinds: Sequence[str], rationale: bool, max_items: int = 12) -> dict[str, Any]:
-    """The JSON schema of a list of proposals (fields that do not apply are left empty)."""
-    props: dict[str, Any] = {
-        "kind": {"type": "string", "enum": list(kinds)},
-        "item": {"type": "integer", "minimum": 0, "maximum": 16},
+class Param(Reply):
+    name: text(40)
+    value: text(40)
+
+
+MAX_PROPOSALS = 12
+"""The most proposals one reply may hold."""
+
+
+def proposal_schema(kinds: Sequence[str], rationale: bool, max_items: int = MAX_PROPOSALS) -> Any:
+    """The type of a list of proposals (fields that do not apply are left empty)."""
+    fields: dict[str, Any] = {
+        "kind": Literal[tuple(kinds)],
+        "item": Annotated[int, Field(ge=0, le=16)],
         "question": text(300),
         "answer": text(100),
         "skill": text(40),
-        "params": {
-            "type": "array",
-            "maxItems": 12,
-            "items": strict_object({"name": text(40), "value": text(40)}),
-        },
+        "params": Annotated[list[Param], Field(max_length=12)],
         "image_prompt": text(1000),
     }
     if rationale:
-        props["rationale"] = text(1500)
-    return {"type": "array", "maxItems": max_items, "items": strict_object(props)}
+        fields["rationale"] = text(1500)
+    proposal = create_model("Proposal", __base__=Reply, **{k: (v, ...) for k, v in fields.items()})
+    return Annotated[list[proposal], Field(max_length=max_items)]
 
 
-def reply_schema(preset: str, kinds: Sequence[str], rationale: bool) -> dict[str, Any]:
+def reply_schema(preset: str, kinds: Sequence[str], rationale: bool) -> type[BaseModel]:
+    """The reply model of ``preset``'s analysis, with proposals of ``kinds``."""
     fields: dict[str, Any]
     if preset == "analyze":
         fields = {
-            "error_type": {"type": "string", "enum": ERROR_TYPES},
+            "error_type": Literal[tuple(ERROR_TYPES)],
             "missing_skill": text(200),
             "diagnosis": text(1000),
         }
     elif preset == "lrf":
         fields = {
             "image_description": text(1000),
-            "key_elements": {"type": "array", "maxItems": 12, "items": text(100)},
+            "key_elements": Annotated[list[text(100)], Field(max_length=12)],
             "error_hypothesis": text(600),
         }
     elif preset == "cads":
@@ -97,7 +107,8 @@ def reply_schema(preset: str, kinds: Sequence[str], rationale: bool) -> dict[str
     else:
         raise ValueError(f"unknown frontier preset {preset!r} (known: {', '.join(PRESET_PROMPTS)})")
     fields["proposals"] = proposal_schema(kinds, rationale)
-    return strict_object(fields)
+    name = f"{preset.capitalize()}Reply"
+    return create_model(name, __base__=Reply, **{k: (v, ...) for k, v in fields.items()})
 
 
 class FrontierAnalyzer:
@@ -146,11 +157,15 @@ class FrontierAnalyzer:
         failures: list[Failure],
         exemplars: Sequence[dict[str, Any]] = (),
         strategy: str | None = None,
+        most: int | None = None,
     ) -> list[dict[str, Any]]:
-        """One request: the system prompt, the group, each failure as data, then the exemplars."""
+        """One request: the system prompt, the group, each failure as data, then the exemplars;
+        ``most``: the proposals the round can use from this request (None: as many as the schema allows)."""
         head = f"Group: {weakness.id}; the model fails {weakness.failures} of {weakness.n} probe items like these."
         if strategy is not None:
             head += f"\nStrategy: {strategy}: {STRATEGIES[strategy]}."
+        if most is not None:
+            head += f"\nPropose at most {most} examples."
         content: list[dict[str, Any]] = [{"type": "text", "text": head}]
         for i, f in enumerate(failures):
             item = {"item": i, "question": f.example.question, "answer": f.example.answer,
@@ -164,21 +179,35 @@ class FrontierAnalyzer:
         return [{"role": "system", "content": self.system}, {"role": "user", "content": content}]
 
     def _requests(
-        self, weakness: Weakness, shown: list[Failure], exemplars: Sequence[dict[str, Any]]
+        self, weakness: Weakness, shown: list[Failure], exemplars: Sequence[dict[str, Any]], need: int | None
     ) -> list[tuple[FrontierClient, list[dict[str, Any]], dict[str, Any]]]:
-        """(client, messages, tag) per request; the tag says how to read the reply back."""
+        """(client, messages, tag) per request; the tag says how to read the reply back. With
+        ``need`` (the proposals the round can use for this group) each request asks for its
+        share of them, so the requests together ask for no more than the round takes."""
+        n = (
+            len(shown)
+            if self.preset == "lrf"
+            else len(self.committee) * len(STRATEGIES)
+            if self.preset == "cads"
+            else 1
+        )
+        most = None if need is None else min(MAX_PROPOSALS, max(1, -(-need // max(1, n))))
         if self.preset == "lrf":
             return [
-                (self.client, self.messages(weakness, [f], exemplars), {"failure": f.example.id})
+                (self.client, self.messages(weakness, [f], exemplars, most=most), {"failure": f.example.id})
                 for f in shown
             ]
         if self.preset == "cads":
             return [
-                (c, self.messages(weakness, shown, exemplars, s), {"model": c.endpoint.model, "strategy": s})
+                (
+                    c,
+                    self.messages(weakness, shown, exemplars, s, most),
+                    {"model": c.endpoint.model, "strategy": s},
+                )
                 for c in self.committee
                 for s in STRATEGIES
             ]
-        return [(self.client, self.messages(weakness, shown, exemplars), {})]
+        return [(self.client, self.messages(weakness, shown, exemplars, most=most), {})]
 
     def _ask(self, client: FrontierClient, messages: list[dict[str, Any]]) -> dict[str, Any] | FrontierError:
         try:
@@ -193,14 +222,23 @@ class FrontierAnalyzer:
         failures: list[Failure],
         probe: list[tuple[Example, bool]],
         exemplars: Sequence[dict[str, Any]] = (),
+        proposals: int | None = None,
     ) -> list[Weakness]:
+        """The groups of ``failures``, each with the frontier's diagnosis and proposals.
+        ``proposals``: how many proposals the round can use in all (its budget's proposal share),
+        shared over the groups as the budget is (by failure rate); each group's requests ask for
+        no more than its share, so a preset with many requests per group (``lrf``: one per failure
+        shown; ``cads``: committee x strategies) does not pay for proposals the round throws away.
+        None: each request asks for as many as the schema allows."""
         weaknesses = self.grouper.analyze(failures, probe)
+        needs = split_budget(weaknesses, proposals) if proposals is not None else [None] * len(weaknesses)
         by_id = {f.example.id: f for f in failures}
         jobs: list[tuple[int, list[Failure], dict[str, Any], Any]] = []
         with ThreadPoolExecutor(self.workers, thread_name_prefix="analyst") as pool:
             for w_index, w in enumerate(weaknesses):
                 shown = [by_id[i] for i in w.failure_ids if i in by_id][: self.representatives]
-                for client, messages, tag in self._requests(w, shown, _for(w, exemplars, self.max_exemplars)):
+                asked = self._requests(w, shown, _for(w, exemplars, self.max_exemplars), needs[w_index])
+                for client, messages, tag in asked:
                     jobs.append((w_index, shown, tag, pool.submit(self._ask, client, messages)))
             replies = [(w_index, shown, tag, future.result()) for w_index, shown, tag, future in jobs]
         failed = 0

@@ -1,8 +1,9 @@
 """One call to a frontier model, made safe to put inside a training run.
 
-``FrontierClient.chat_json`` sends a chat request with a JSON schema (structured outputs) to any
+``FrontierClient.chat_json`` sends a chat request whose reply must validate as a pydantic model
+(``curriculum.frontier.schema``, sent as a strict structured-output schema) to any
 OpenAI-compatible endpoint through the official ``openai`` client, and returns the parsed,
-schema-checked object, or raises ``FrontierError`` with a one-line reason: the endpoint is down or
+validated object, or raises ``FrontierError`` with a one-line reason: the endpoint is down or
 slow (after retries with backoff on 429, 5xx and timeouts), the reply is empty, a refusal, not
 JSON, too long, or off-schema. Around each call:
 
@@ -46,9 +47,10 @@ from pathlib import Path
 from typing import Any
 
 from PIL import Image
+from pydantic import BaseModel
 
+from curriculum.frontier import schema as replies
 from curriculum.frontier.retry import backoff, retry_after, retryable
-from curriculum.frontier.schema import errors as schema_errors
 from curriculum.secrets import redact_logger, redact_text, redact_url
 
 log = logging.getLogger(__name__)
@@ -297,26 +299,24 @@ class FrontierClient:
     def chat_json(
         self,
         messages: list[dict[str, Any]],
-        schema: dict[str, Any],
+        schema: type[BaseModel],
         name: str,
         temperature: float = 0.0,
         max_tokens: int | None = None,
     ) -> dict[str, Any]:
-        """The model's reply to ``messages`` as a JSON object that conforms to ``schema``."""
+        """The model's reply to ``messages`` as a JSON object that validates as ``schema`` (a
+        pydantic model, sent as a strict structured-output schema)."""
         request: dict[str, Any] = {
             "model": self.endpoint.model,
             "messages": messages,
             "temperature": temperature,
-            "response_format": {
-                "type": "json_schema",
-                "json_schema": {"name": name, "schema": schema, "strict": True},
-            },
+            "response_format": replies.response_format(schema, name),
         }
         if max_tokens is not None:
             request["max_tokens"] = max_tokens
         key = self._key(request)
         cached = self._read_cache(key)
-        if cached is not None:
+        if cached is not None and not replies.errors(cached, schema):
             self.ledger.hit()
             return cached
 
@@ -457,7 +457,7 @@ class FrontierClient:
             return f"{type(err).__name__} (message withheld: the endpoint URL holds a credential)"
         return f"{type(err).__name__}: {str(err)[:200]}"
 
-    def _parse(self, response: Any, schema: dict[str, Any]) -> dict[str, Any]:
+    def _parse(self, response: Any, schema: type[BaseModel]) -> dict[str, Any]:
         model = self.endpoint.model
         if not getattr(response, "choices", None):
             raise FrontierError(f"{model}: the reply has no choices")
@@ -473,10 +473,11 @@ class FrontierClient:
             value = json.loads(content)
         except json.JSONDecodeError as err:
             raise FrontierError(f"{model}: reply is not JSON ({err.msg} at {err.pos})") from None
-        problems = schema_errors(value, schema)
-        if problems:
-            raise FrontierError(f"{model}: reply breaks the schema: {'; '.join(problems[:3])}")
-        return value
+        if problems := replies.errors(value, schema):  # the call fails, its caller counts it
+            log.warning("%s", failure := FrontierError(f"{model}: reply breaks the schema: "
+                                                       f"{'; '.join(problems[:3])} ({len(problems)} in all)"))  # fmt: skip
+            raise failure
+        return replies.validated(value, schema)
 
     def _read_cache(self, key: str) -> dict[str, Any] | None:
         if self.cache_dir is None:

@@ -27,22 +27,39 @@ candidate's answer is offered to the rationale filter.
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field
 
 from curriculum.frontier.client import FrontierClient, FrontierError
 from curriculum.frontier.prompting import data_block, data_url, load_prompt
-from curriculum.frontier.schema import strict_object, text
+from curriculum.frontier.schema import Reply, text
 from curriculum.generators import ProposalGenerator
 from curriculum.scoring import is_correct, with_rationale
 from curriculum.types import Candidate
 
-ANSWER_SCHEMA = strict_object({"reasoning": text(1500), "answer": text(100)})
-IMAGE_SCHEMA = strict_object(
-    {**ANSWER_SCHEMA["properties"], "image_shows": {"type": "string", "enum": ["yes", "no"]}}
-)
-SCORE_SCHEMA = strict_object(
-    {"reasoning": text(1500), "score": {"type": "integer", "minimum": 1, "maximum": 3}}
-)
+
+class AnswerVerdict(Reply):
+    """A judge's own answer to the question, after its reasoning."""
+
+    reasoning: text(1500)
+    answer: text(100)
+
+
+class ImageVerdict(AnswerVerdict):
+    """For a generated image: also whether it shows what the question needs."""
+
+    image_shows: Literal["yes", "no"]
+
+
+class ScoreVerdict(Reply):
+    """A judge's score of the question and its answer (1 bad, 3 good)."""
+
+    reasoning: text(1500)
+    score: Annotated[int, Field(ge=1, le=3)]
+
+
+ANSWER_SCHEMA, IMAGE_SCHEMA, SCORE_SCHEMA = AnswerVerdict, ImageVerdict, ScoreVerdict
 PROMPTS = {"answer": "judge_answer_v1", "score": "judge_score_v1"}
 
 
@@ -77,7 +94,7 @@ class JudgePanel:
         ]
         return [{"role": "system", "content": self.system}, {"role": "user", "content": content}]
 
-    def _schema(self, candidate: Candidate) -> dict[str, Any]:
+    def _schema(self, candidate: Candidate) -> type[BaseModel]:
         if self.mode == "score":
             return SCORE_SCHEMA
         return IMAGE_SCHEMA if candidate.example.meta.get("image_generated") else ANSWER_SCHEMA

@@ -1,78 +1,85 @@
-"""A small JSON-schema checker for model output: the subset structured outputs use.
+"""Frontier reply schemas as pydantic models, sent as OpenAI structured outputs (strict mode).
 
-Frontier output is data, never code: every reply is parsed as JSON and checked against the schema
-the request named before anything reads it. Supported keywords: ``type`` (one or a list),
-``enum``, ``properties``, ``required``, ``additionalProperties: false``, ``items``, ``minItems``,
-``maxItems``, ``maxLength``, ``minimum``, ``maximum``.
+Frontier output is data, never code: every reply is parsed as JSON and validated by the pydantic
+model the request named before anything reads it. A reply model is strict (no coercion: ``"3"`` is
+not an integer, ``true`` is not a number) and forbids keys it does not declare; every constraint
+a field declares (lengths, bounds, enums, patterns) is enforced, by pydantic, on the reply.
+
+The request carries the model's JSON schema as the ``openai`` client's structured-output support
+makes it (``type_to_response_format_param``: every property required, no additional ones), with
+its ``$ref``s written out in place, so a server that reads the schema sees plain nested objects.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import copy
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 
-def text(max_length: int) -> dict[str, Any]:
-    return {"type": "string", "maxLength": max_length}
+class Reply(BaseModel):
+    """Base of every reply model: strict types, no undeclared keys."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
-def strict_object(properties: dict[str, Any]) -> dict[str, Any]:
-    """An object that needs every property and allows no other, as strict structured outputs ask."""
+def text(max_length: int) -> Any:
+    """A string field of at most ``max_length`` characters."""
+    return Annotated[str, Field(max_length=max_length)]
+
+
+def json_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The strict JSON schema the ``openai`` client makes of ``model``, ``$ref``s written out."""
+    from openai.lib._parsing._completions import type_to_response_format_param
+
+    made = type_to_response_format_param(model)["json_schema"]["schema"]
+    defs = made.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return inline(copy.deepcopy(defs[ref.split("/")[-1]]))
+            return {k: inline(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [inline(v) for v in node]
+        return node
+
+    return inline(made)
+
+
+def response_format(model: type[BaseModel], name: str) -> dict[str, Any]:
+    """The ``response_format`` of a chat request whose reply must validate as ``model``."""
     return {
-        "type": "object",
-        "additionalProperties": False,
-        "required": list(properties),
-        "properties": properties,
+        "type": "json_schema",
+        "json_schema": {"name": name, "schema": json_schema(model), "strict": True},
     }
 
 
-_TYPES: dict[str, tuple[type, ...]] = {
-    "object": (dict,),
-    "array": (list,),
-    "string": (str,),
-    "integer": (int,),
-    "number": (int, float),
-    "boolean": (bool,),
-    "null": (type(None),),
-}
+def _path(loc: tuple[Any, ...]) -> str:
+    return "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc)
 
 
-def _is(value: Any, name: str) -> bool:
-    if name in ("integer", "number") and isinstance(value, bool):
-        return False
-    return isinstance(value, _TYPES[name])
+def errors(value: Any, model: type[BaseModel]) -> list[str]:
+    """Every way ``value`` (parsed JSON) breaks ``model``, each naming its JSON path; empty when
+    it validates."""
+    try:
+        model.model_validate(value, strict=True)
+    except ValidationError as err:
+        out = []
+        for e in err.errors(include_url=False):
+            loc = tuple(e["loc"])
+            if e["type"] == "missing":
+                out.append(f"{_path(loc[:-1])}: missing required key {loc[-1]!r}")
+            elif e["type"] == "extra_forbidden":
+                out.append(f"{_path(loc[:-1])}: unexpected key {loc[-1]!r}")
+            else:
+                out.append(f"{_path(loc)}: {e['msg']}")
+        return out
+    return []
 
 
-def errors(value: Any, schema: dict[str, Any], path: str = "$") -> list[str]:
-    """Every way ``value`` breaks ``schema``, each naming the JSON path; empty when it conforms."""
-    out: list[str] = []
-    types = schema.get("type")
-    if types is not None:
-        names = [types] if isinstance(types, str) else list(types)
-        if not any(_is(value, n) for n in names):
-            return [f"{path}: expected {' or '.join(names)}, got {type(value).__name__}"]
-    if "enum" in schema and value not in schema["enum"]:
-        out.append(f"{path}: {value!r} is not one of {schema['enum']}")
-    if isinstance(value, dict):
-        props = schema.get("properties", {})
-        out += [f"{path}: missing required key {k!r}" for k in schema.get("required", []) if k not in value]
-        for key, item in value.items():
-            if key in props:
-                out += errors(item, props[key], f"{path}.{key}")
-            elif schema.get("additionalProperties") is False:
-                out.append(f"{path}: unexpected key {key!r}")
-    if isinstance(value, list):
-        if "minItems" in schema and len(value) < schema["minItems"]:
-            out.append(f"{path}: fewer than {schema['minItems']} items")
-        if "maxItems" in schema and len(value) > schema["maxItems"]:
-            out.append(f"{path}: more than {schema['maxItems']} items")
-        if "items" in schema:
-            for i, item in enumerate(value):
-                out += errors(item, schema["items"], f"{path}[{i}]")
-    if isinstance(value, str) and "maxLength" in schema and len(value) > schema["maxLength"]:
-        out.append(f"{path}: longer than {schema['maxLength']} characters")
-    if _is(value, "number"):
-        if "minimum" in schema and value < schema["minimum"]:
-            out.append(f"{path}: {value} is below {schema['minimum']}")
-        if "maximum" in schema and value > schema["maximum"]:
-            out.append(f"{path}: {value} is above {schema['maximum']}")
-    return out
+def validated(value: Any, model: type[BaseModel]) -> dict[str, Any]:
+    """``value`` as ``model`` reads it, as plain JSON data (raises ``ValidationError``)."""
+    return model.model_validate(value, strict=True).model_dump(mode="json")
