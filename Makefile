@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export WANDB_SILENT := true
 
-.PHONY: setup demo grpo-demo test test-all lint format clean
+.PHONY: setup base demo grpo-demo test test-all lint format clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -17,6 +17,15 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 setup: $(VENV)/.installed
+
+# The base student (configs/base_tiny.yaml) rebuilt from scratch, installed as
+# models/bases/tiny-qwen2_5_vl and measured into benchmarks/results/base_tiny.json.
+# On a GPU: make base BASE_ARGS=train.cpu=false
+base: setup
+	rm -rf runs/models/tiny-qwen2_5_vl-base-init runs/base-tiny
+	$(BIN)/python -m train --config configs/base_tiny.yaml $(BASE_ARGS)
+	$(BIN)/python benchmarks/base_student.py --from-run runs/base-tiny --model models/bases/tiny-qwen2_5_vl \
+		--out benchmarks/results/base_tiny.json
 
 demo: setup
 	$(BIN)/python -m train.demo --config configs/demo.yaml

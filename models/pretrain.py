@@ -1,13 +1,21 @@
 """Pretraining a built tiny VLM's vision tower on what each of its image tokens shows.
 
-A real VLM starts from an image encoder that has already learned to see; a tiny model built
-with random weights has not, and learning to see through the language model's loss alone is
-slow: on the built-in world, "What shape is the red object?" stays at chance for 1500 steps of
-SFT on that question alone. ``pretrain_vision`` gives the tower the head start a pretrained
-encoder has. A linear head per attribute reads every image token at the tower's output (after
-the merger: exactly what the language model receives) and is trained, with the tower, to name
-that attribute of the part of the image the token covers. The heads are thrown away; the
-language model is not touched.
+A real VLM starts from an image encoder that has already learned to see, and whose output the
+language model already reads; a tiny model built with random weights has neither, and learning
+to see through the language model's loss alone is slow: on the built-in world, "What shape is the
+red object?" stays at chance for 1500 steps of SFT on that question alone. ``pretrain_vision``
+gives the tower the head start a pretrained encoder has. Every image token at the tower's output
+(after the merger: exactly what the language model receives) is trained to equal a fixed code of
+what the part of the image it covers holds: the sum, over the objects centred in it, of one random
+vector per attribute value (a shape's, a colour's), or the "nothing" code of each attribute when
+it holds none. The language model is not touched.
+
+Why codes rather than a classifier per attribute: the language model then reads few, clean,
+well separated token values, almost as if each token named its object, and a token holding two
+objects holds the sum of both. Trained this way (1000 steps), a frozen tower let the language model
+reach 0.93 / 0.89 / 0.81 on colour / shape / count questions in 1500 steps where the same tower
+trained through linear classification heads gave 0.77 / 0.54 / 0.85 (``benchmarks/results/
+base_tiny_cpu.json``, experiments).
 
 Only Qwen2.5-VL is supported: its ``get_image_features`` returns each image's merged tokens in
 raster order, the order the labels use.
@@ -15,6 +23,7 @@ raster order, the order the labels use.
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections.abc import Callable
@@ -23,8 +32,11 @@ from typing import Any
 import torch
 from PIL import Image
 
-# (images, {attribute: per-image lists of token class ids}) for one step.
-Batch = tuple[list[Image.Image], dict[str, list[list[int]]]]
+# Per image, per token, one tuple of attribute class ids per object centred in the token.
+TokenObjects = list[list[tuple[int, ...]]]
+# (images, their token objects) for one step.
+Batch = tuple[list[Image.Image], list[TokenObjects]]
+CODE_SEED = 1234  # the codes are a fixed function of the seed and the shapes, not saved anywhere
 
 
 def token_grid(model: Any, image_size: int) -> int:
@@ -45,6 +57,40 @@ def image_token_features(model: Any, processor: Any, images: list[Image.Image]) 
     return torch.stack(list(out.pooler_output))
 
 
+def attribute_codes(classes: dict[str, int], hidden: int, seed: int = CODE_SEED) -> dict[str, torch.Tensor]:
+    """One fixed random code per class of each attribute, (classes, hidden), entries N(0, 1): in
+    ``hidden`` dimensions such codes are nearly orthogonal, so sums of them stay decodable."""
+    generator = torch.Generator().manual_seed(seed)
+    return {name: torch.randn(n, hidden, generator=generator) for name, n in classes.items()}
+
+
+def token_targets(objects: list[TokenObjects], codes: dict[str, torch.Tensor]) -> torch.Tensor:
+    """(images, tokens, hidden): each token's target, the sum over the objects centred in it of
+    their classes' codes, or the codes of class 0 ("nothing") where it holds no object."""
+    tables = list(codes.values())
+    nothing = sum(table[0] for table in tables)
+    rows = []
+    for image in objects:
+        tokens = [
+            sum(table[c] for held in token for table, c in zip(tables, held, strict=True))
+            if token
+            else nothing
+            for token in image
+        ]
+        rows.append(torch.stack(tokens))
+    return torch.stack(rows)
+
+
+def decode_tokens(features: torch.Tensor, codes: dict[str, torch.Tensor]) -> torch.Tensor:
+    """(..., attributes): the class of each attribute whose code sum lies nearest to each feature,
+    over every combination of one class per attribute (nothing included)."""
+    tables = list(codes.values())
+    combos = list(itertools.product(*(range(len(t)) for t in tables)))
+    sums = torch.stack([sum(t[c] for t, c in zip(tables, combo, strict=True)) for combo in combos])
+    nearest = torch.cdist(features.reshape(-1, features.shape[-1]), sums.to(features)).argmin(-1)
+    return torch.tensor(combos, device=features.device)[nearest].reshape(*features.shape[:-1], len(tables))
+
+
 def pretrain_vision(
     model: Any,
     processor: Any,
@@ -56,11 +102,12 @@ def pretrain_vision(
     log_every: int = 100,
 ) -> dict[str, Any]:
     """Train ``model``'s vision tower for ``steps`` steps on ``batch(step)`` (steps from 1), at
-    ``lr`` with a 5 % linear warmup and a cosine decay.
+    ``lr`` with a 5 % linear warmup and a cosine decay: mean squared error between each image
+    token and its target code sum (``token_targets``).
 
     ``classes`` gives each labelled attribute's number of classes. Returns a record: steps,
-    seconds, and the last ``log_every`` steps' mean loss and per-attribute token accuracy over
-    the tokens that show something (class > 0).
+    seconds, and the last ``log_every`` steps' mean loss, mean token norm and per-attribute
+    accuracy of the nearest code (``decode_tokens``) over the tokens that hold exactly one object.
     """
     if getattr(model.config, "model_type", None) != "qwen2_5_vl":
         raise ValueError(
@@ -69,11 +116,11 @@ def pretrain_vision(
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
     tower = model.model.visual
-    hidden = model.config.text_config.hidden_size
     device = next(model.parameters()).device
-    heads = torch.nn.ModuleDict({name: torch.nn.Linear(hidden, n) for name, n in classes.items()}).to(device)
-    params = [*tower.parameters(), *heads.parameters()]
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    codes = {
+        k: v.to(device) for k, v in attribute_codes(classes, model.config.text_config.hidden_size).items()
+    }
+    optimizer = torch.optim.AdamW(tower.parameters(), lr=lr, weight_decay=0.0)
     warmup = max(1, steps // 20)
     schedule = torch.optim.lr_scheduler.LambdaLR(  # linear warmup, then cosine decay to zero
         optimizer, lambda i: min((i + 1) / warmup, 0.5 * (1 + math.cos(math.pi * min(i / steps, 1.0))))
@@ -81,35 +128,41 @@ def pretrain_vision(
     was_training = model.training
     model.train()
     t0 = time.perf_counter()
-    window: dict[str, list[float]] = {"loss": [], **{name: [] for name in classes}}
-    record: dict[str, Any] = {"steps": steps, "lr": lr}
+    window: dict[str, list[float]] = {"loss": [], "norm": [], **{name: [] for name in classes}}
+    record: dict[str, Any] = {"steps": steps, "lr": lr, "objective": "token codes (mse)"}
     for step in range(1, steps + 1):
-        images, labels = batch(step)
+        images, objects = batch(step)
         features = image_token_features(model, processor, images)
-        loss = torch.zeros((), device=device)
-        for name, head in heads.items():
-            target = torch.tensor(labels[name], device=device)
-            if target.shape != features.shape[:2]:
-                raise ValueError(
-                    f"labels[{name!r}] has shape {tuple(target.shape)}, the images give {tuple(features.shape[:2])} tokens"
-                )
-            logits = head(features)
-            loss = loss + torch.nn.functional.cross_entropy(logits.flatten(0, 1), target.flatten())
-            shown = target > 0
-            window[name].append(
-                float((logits.argmax(-1) == target)[shown].float().mean()) if shown.any() else 1.0
+        shape = (len(objects), len(objects[0]) if objects else 0)
+        if shape != tuple(features.shape[:2]):
+            raise ValueError(
+                f"the labels cover {shape} (images, tokens), the images give {tuple(features.shape[:2])} tokens"
             )
+        loss = torch.nn.functional.mse_loss(features, token_targets(objects, codes))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        torch.nn.utils.clip_grad_norm_(tower.parameters(), 1.0)
         optimizer.step()
         schedule.step()
         window["loss"].append(float(loss.detach()))
+        with torch.no_grad():
+            window["norm"].append(float(features.norm(dim=-1).mean()))
+            single = [
+                (i, t, token[0])
+                for i, image in enumerate(objects)
+                for t, token in enumerate(image)
+                if len(token) == 1
+            ]
+            if single:
+                found = decode_tokens(features[[i for i, _, _ in single], [t for _, t, _ in single]], codes)
+                truth = torch.tensor([held for _, _, held in single], device=device)
+                for k, name in enumerate(classes):
+                    window[name].append(float((found[:, k] == truth[:, k]).float().mean()))
         if step % log_every == 0 or step == steps:
-            means = {k: sum(v) / len(v) for k, v in window.items()}
+            means = {k: sum(v) / len(v) for k, v in window.items() if v}
             record.update(last=means, seconds=round(time.perf_counter() - t0, 1))
             if log:
-                accs = ", ".join(f"{name} {means[name]:.3f}" for name in classes)
+                accs = ", ".join(f"{name} {means.get(name, float('nan')):.3f}" for name in classes)
                 log(
                     f"vision pretraining step {step}/{steps}: loss {means['loss']:.3f}, token accuracy {accs}"
                 )

@@ -33,3 +33,18 @@ def test_train_skills_must_be_among_the_splits_skills() -> None:
     ok = WorldConfig(skills=["count", "shape"], train_skills=["count"], train_mix="uniform")
     assert (ok.train_skills, ok.train_mix) == (["count"], "uniform")
     assert WorldConfig(train_skills=["shape", "colour", "count"]).train_mix == "natural"
+
+
+def test_a_base_trained_on_some_skills_gets_a_tokenizer_for_every_skill() -> None:
+    from curriculum.world import build_splits, skill_names
+    from train.setup import tokenizer_corpus
+
+    cfg = load_config(None, ["data.world.train_skills=[count]", "data.world.train_mix=uniform"])
+    train = build_splits(0, 30, 0, 0, 32, train_mix="uniform", train_skills=["count"])["train"]
+    corpus = tokenizer_corpus(cfg, train)
+    assert corpus[: 2 * len(train)] == [t for ex in train for t in (ex.question, ex.answer)]
+    others = build_splits(7919, 0, 0, 900, 32)["test"]
+    assert {ex.skill for ex in others} == set(skill_names())
+    assert corpus[2 * len(train) :] == [t for ex in others for t in (ex.question, ex.answer)]
+    # The natural split holds every skill already: its own text is enough.
+    assert tokenizer_corpus(load_config(None, []), train) == corpus[: 2 * len(train)]

@@ -6,7 +6,13 @@ import pytest
 import torch
 
 from curriculum.world import render
-from curriculum.world.pretraining import TOKEN_ATTRIBUTES, labelled_images, object_skills, token_labels
+from curriculum.world.pretraining import (
+    TOKEN_ATTRIBUTES,
+    labelled_images,
+    object_skills,
+    token_labels,
+    token_objects,
+)
 from curriculum.world.scene import COLOURS, SHAPES
 
 
@@ -31,6 +37,11 @@ def test_token_labels_name_the_object_centred_in_each_token_and_the_top_one_wins
     assert shape == {0: "circle", 7: "square", 10: "triangle"}
     assert colour == {0: "red", 7: "blue", 10: "yellow"}
     assert all(len(v) == 16 for v in labels.values())
+    # Every object centred in a token, in drawing order: the covered cross is listed too.
+    held = token_objects(scene, grid=4)
+    assert len(held) == 16 and sum(map(len, held)) == 4
+    assert held[0] == [(1, 1)] and held[7] == [(2, 3)]
+    assert held[10] == [(1 + SHAPES.index("cross"), 2), (1 + SHAPES.index("triangle"), 4)]
 
 
 def test_token_labels_refuse_bar_charts():
@@ -42,8 +53,8 @@ def test_labelled_images_cover_the_object_skills_deterministically():
     assert "shape" in object_skills() and "bar_value" not in object_skills()
     images, labels = labelled_images(10, step=3, image_size=32, grid=2)
     assert len(images) == 10 and images[0].size == (32, 32)
-    assert set(labels) == set(TOKEN_ATTRIBUTES)
-    assert all(len(per_image) == 10 and all(len(t) == 4 for t in per_image) for per_image in labels.values())
+    assert len(labels) == 10 and all(len(tokens) == 4 for tokens in labels)
+    assert all(len(held) == len(TOKEN_ATTRIBUTES) for tokens in labels for token in tokens for held in token)
     again, labels_again = labelled_images(10, step=3, image_size=32, grid=2)
     assert labels_again == labels and list(again[0].getdata()) == list(images[0].getdata())
     assert labelled_images(10, step=4, image_size=32, grid=2)[1] != labels
@@ -59,11 +70,11 @@ def test_pretraining_teaches_the_tower_to_name_what_each_token_shows(tiny_qwen):
     # One scene of one red circle in the top-left token, a blue square in the bottom-right one.
     scene = {"kind": "objects", "overlap": False, "objects": [_obj("circle", "red", 0.2, 0.2, 0.15),
                                                               _obj("square", "blue", 0.8, 0.8, 0.15)]}  # fmt: skip
-    labels = token_labels(scene, grid=2)
+    held = token_objects(scene, grid=2)
     image = render(scene, 32)
     seen = []
     record = pretrain_vision(
-        model, processor, lambda step: ([image] * 4, {k: [v] * 4 for k, v in labels.items()}),
+        model, processor, lambda step: ([image] * 4, [held] * 4),
         TOKEN_ATTRIBUTES, steps=30, lr=3e-3, log=seen.append, log_every=10,
     )  # fmt: skip
     assert len(seen) == 3 and "step 30/30" in seen[-1]
@@ -83,8 +94,29 @@ def test_pretraining_refuses_other_architectures_and_bad_labels(tiny_qwen, tmp_p
         pretrain_vision(model, processor, lambda s: ([], {}), TOKEN_ATTRIBUTES, steps=1)
     model, processor = load_model(str(tiny_qwen), dtype="float32", device="cpu")
     images, labels = labelled_images(2, step=0, image_size=32, grid=4)  # 16 labels, but 4 tokens at 32 px
-    with pytest.raises(ValueError, match=r"labels\['shape'\] has shape \(2, 16\)"):
+    with pytest.raises(
+        ValueError, match=r"the labels cover \(2, 16\) \(images, tokens\), the images give \(2, 4\)"
+    ):
         pretrain_vision(model, processor, lambda s: (images, labels), TOKEN_ATTRIBUTES, steps=1)
+
+
+def test_token_targets_sum_the_codes_of_every_object_and_decode_back():
+    from models.pretrain import attribute_codes, decode_tokens, token_targets
+
+    codes = attribute_codes(TOKEN_ATTRIBUTES, hidden=64)
+    assert codes["shape"].shape == (6, 64) and torch.equal(
+        codes["colour"], attribute_codes(TOKEN_ATTRIBUTES, 64)["colour"]
+    )
+    tokens = [[], [(1, 2)], [(3, 4), (5, 6)]]
+    target = token_targets([tokens], codes)
+    assert target.shape == (1, 3, 64)
+    assert torch.allclose(target[0, 0], codes["shape"][0] + codes["colour"][0])  # nothing there
+    assert torch.allclose(target[0, 1], codes["shape"][1] + codes["colour"][2])
+    assert torch.allclose(
+        target[0, 2], codes["shape"][3] + codes["colour"][4] + codes["shape"][5] + codes["colour"][6]
+    )
+    noisy = target[0, :2] + 0.3 * torch.randn(2, 64, generator=torch.Generator().manual_seed(0))
+    assert decode_tokens(noisy, codes).tolist() == [[0, 0], [1, 2]]
 
 
 def test_a_built_tiny_model_is_pretrained_in_place_when_configured(tmp_path, world_small):

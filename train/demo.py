@@ -19,6 +19,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from curriculum.stats import t_interval
 from train.cli import config_from
 from train.evaluate import skill_table
 
@@ -68,12 +69,46 @@ def main(argv: list[str] | None = None) -> int:
             f"error: a demo run failed (curriculum: exit {on.returncode}, without: exit {off_code}; see {off_log})"
         )
         return 1
-    print(report(cfg.run_dir, cfg.run_dir.parent / off_name))
+    from train.compare_results import under_served
+
+    print(report(cfg.run_dir, cfg.run_dir.parent / off_name, under_served(cfg)))
     return 0
 
 
-def report(on_dir: Path, off_dir: Path) -> str:
-    """The side-by-side table of a curriculum run and its curriculum-off twin."""
+def _marks(run_dir: Path) -> dict[str, tuple[str, bool]]:
+    """Per test item of a run's final evaluation: its skill and whether the answer was right."""
+    rows = [json.loads(line) for line in (run_dir / "eval_predictions.jsonl").read_text().splitlines()]
+    return {r["id"]: (r["skill"] or "all", bool(r["correct"])) for r in rows}
+
+
+def paired(on_dir: Path, off_dir: Path, skills: list[str] | None = None) -> dict | None:
+    """The curriculum run's accuracy minus its twin's over the test items both answered (of
+    ``skills``, or all), with a 95 % interval from the per-item differences (the same items, so
+    the item-to-item spread cancels); None when no item qualifies."""
+    on, off = _marks(on_dir), _marks(off_dir)
+    diffs = [
+        float(on[i][1]) - float(off[i][1])
+        for i in sorted(on.keys() & off.keys())
+        if skills is None or on[i][0] in skills
+    ]
+    return t_interval(diffs) if diffs else None
+
+
+def _difference_line(name: str, d: dict | None) -> str:
+    if d is None:
+        return f"  {name}: no test items"
+    if d["low"] is None:
+        return f"  {name}: {d['mean']:+.3f} ({d['n']} item)"
+    verdict = "beyond the noise" if d["low"] > 0 or d["high"] < 0 else "within the noise"
+    return (
+        f"  {name}: {d['mean']:+.3f}, 95 % interval {d['low']:+.3f} to {d['high']:+.3f} over "
+        f"{d['n']} items ({verdict})"
+    )
+
+
+def report(on_dir: Path, off_dir: Path, weak: list[str] | None = None) -> str:
+    """The side-by-side table of a curriculum run and its curriculum-off twin, then the
+    curriculum's paired difference overall and on the under-served skills ``weak``."""
     on = json.loads((on_dir / "summary.json").read_text())
     off = json.loads((off_dir / "summary.json").read_text())
     columns = {"prior": on["prior_baseline"]}
@@ -92,6 +127,14 @@ def report(on_dir: Path, off_dir: Path) -> str:
         f"Test accuracy by skill, {on['steps']} steps each, same seed: without the curriculum "
         f"({off_dir.name}) and with it ({on_dir.name}).",
         skill_table(columns, counts),
+        "",
+        "With minus without the curriculum, paired over the same test items:",
+        _difference_line("overall", paired(on_dir, off_dir)),
+        *(
+            [_difference_line(f"under-served skills ({', '.join(weak)})", paired(on_dir, off_dir, weak))]
+            if weak
+            else []
+        ),
         "",
         f"curriculum: {sum(r.get('status') == 'ok' for r in rounds)} rounds ({cur.get('mode')}), "
         f"pool {cur.get('pool_size')} examples, rounds took {cur.get('round_seconds')} s of the "

@@ -34,7 +34,7 @@ def ensure_tiny_model(cfg: Config, train: list) -> None:
     path = Path(mc.name_or_path)
     if not mc.build_tiny or path.exists():
         return
-    corpus = [t for ex in train[:4000] for t in (ex.question, ex.answer)]
+    corpus = tokenizer_corpus(cfg, train)
     log.info("building a tiny %s VLM at %s", mc.build_tiny, path)
     partial = path.with_name(path.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
@@ -50,6 +50,21 @@ def ensure_tiny_model(cfg: Config, train: list) -> None:
     if mc.pretrain_vision_steps:
         pretrain_tiny_vision(partial, mc.pretrain_vision_steps, image_size, cfg.run.seed, cfg.train.cpu)
     partial.rename(path)
+
+
+def tokenizer_corpus(cfg: Config, train: list) -> list[str]:
+    """The texts a built tiny model's tokenizer learns its merges from: the train split's questions
+    and answers, and, when the world's train split holds some skills only (a base model's), the
+    questions of every skill from another world seed, so no skill's words are left to bytes."""
+    corpus = [t for ex in train[:4000] for t in (ex.question, ex.answer)]
+    w = cfg.data.world
+    if cfg.data.source == "world" and w.train_skills:
+        from curriculum.world import build_splits, skill_names
+
+        items = 100 * len(w.skills or skill_names())
+        other = build_splits(w.seed + 7919, 0, 0, items, 32, skills=w.skills or None)["test"]
+        corpus += [t for ex in other for t in (ex.question, ex.answer)]
+    return corpus
 
 
 VISION_PRETRAIN_BATCH = 32  # images a step
