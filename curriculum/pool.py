@@ -230,11 +230,14 @@ class Pool:
             weight = float(ex.meta.get("weight", 1.0))
             if not math.isfinite(weight) or weight < 0:
                 raise ValueError(f"example {ex.id!r}: weight must be finite and >= 0, got {weight}")
-            rgb = as_pil(ex.image).convert("RGB")
-            record = dataclasses.replace(ex, image=rgb, meta={**ex.meta, "weight": weight}).to_record()
+            rgb = [as_pil(im).convert("RGB") for im in ex.images]
+            record = dataclasses.replace(
+                ex, image=rgb[0], more_images=rgb[1:], meta={**ex.meta, "weight": weight}
+            ).to_record()
             record["weight"] = weight
-            if record["image_sha1"] not in pngs:
-                pngs[record["image_sha1"]] = image_to_png_bytes(rgb)
+            for sha, im in zip([record["image_sha1"], *record.get("more_image_sha1", [])], rgb, strict=True):
+                if sha not in pngs:
+                    pngs[sha] = image_to_png_bytes(im)
             lines.append(json.dumps(record, allow_nan=False, separators=(",", ":")))
         head: dict[str, Any] = {"round": k, "added": len(lines), "retire": retire}
         if outcome is not None:
@@ -285,13 +288,15 @@ class Pool:
         images: dict[str, StoredImage] = {}
         examples = []
         for rec in records:
-            sha = rec["image_sha1"]
-            if sha not in images:
-                data = pngs.get(sha) or (self.images / f"{sha}.png").read_bytes()
-                with Image.open(io.BytesIO(data)) as img:  # reads the header only
-                    images[sha] = StoredImage(data, img.size, "RGB")
-            fields = {f.name: rec[f.name] for f in dataclasses.fields(Example) if f.name != "image"}
-            ex = Example(**fields, image=images[sha])
+            for sha in [rec["image_sha1"], *rec.get("more_image_sha1", [])]:
+                if sha not in images:
+                    data = pngs.get(sha) or (self.images / f"{sha}.png").read_bytes()
+                    with Image.open(io.BytesIO(data)) as img:  # reads the header only
+                        images[sha] = StoredImage(data, img.size, "RGB")
+            # A record written before a field existed lacks it: the field's default.
+            fields = {f.name: rec[f.name] for f in dataclasses.fields(Example) if f.name in rec}
+            fields["more_images"] = [images[sha] for sha in rec.get("more_image_sha1", [])]
+            ex = Example(**fields, image=images[rec["image_sha1"]])
             ex.meta["weight"] = float(rec["weight"])
             examples.append(ex)
         return examples

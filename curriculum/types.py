@@ -50,6 +50,14 @@ class Example:
     ``skill``, ``params`` and ``scene`` are known for the built-in world and optional for
     external data. ``meta`` holds provenance (round, failure ids answered, generator,
     verdicts) and any extra dataset columns.
+
+    A conversational item (several turns, several images) is the same record: ``question`` is
+    the text of its last user turn and ``answer`` its last assistant turn, the turn that is
+    evaluated and answered; ``messages`` holds the conversation up to and including that user
+    turn (roles ``system``, ``user``, ``assistant``; content lists of ``{"type": "text", "text"}``
+    and ``{"type": "image"}`` parts, as TRL and ``datasets`` write them), and its images, in the
+    order of their placeholders, are ``image`` then ``more_images``. None: one user turn, the
+    image and the question (``question_first`` orders them).
     """
 
     id: str
@@ -62,6 +70,13 @@ class Example:
     source: str = "real"
     split: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    more_images: list[Image.Image | StoredImage] = field(default_factory=list)
+    messages: list[dict[str, Any]] | None = None
+
+    @property
+    def images(self) -> list[Image.Image | StoredImage]:
+        """Every image of the item, in the order the conversation shows them."""
+        return [self.image, *self.more_images]
 
     @property
     def target(self) -> str:
@@ -82,6 +97,8 @@ class Example:
             "split": self.split,
             "meta": self.meta,
             "image_sha1": image_hash(self.image),
+            **({"more_image_sha1": [image_hash(im) for im in self.more_images]} if self.more_images else {}),
+            **({"messages": self.messages} if self.messages is not None else {}),
         }
 
 

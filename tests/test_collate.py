@@ -62,7 +62,8 @@ def test_question_first_puts_the_question_before_the_image(tiny_qwen, world_smal
 
     _, processor = load_model(str(tiny_qwen))
     ex = world_small["train"][0]
-    text = VLMCollator(processor, question_first=True)._render(ex.question, None)
+    collator = VLMCollator(processor, question_first=True)
+    text = collator._render(collator._turns(ex), prompt=True)
     assert text.index(ex.question) < text.index("<|vision_start|>")
     _check_masks(processor, world_small["train"][:3], question_first=True)
 

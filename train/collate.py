@@ -3,7 +3,11 @@
 Training batches put the loss on the answer tokens only: everything up to and including the
 template's generation prompt is masked with -100, as is padding. The prompt length of each row is
 measured by encoding the prompt alone, so any chat template whose prompt is a prefix of the full
-conversation works, whatever it looks like.
+conversation works, whatever it looks like. A conversational example (``Example.messages``: several
+turns, several images) is trained on every assistant turn: each one's span runs from the end of
+the conversation before it, rendered with the generation prompt, to the end of the conversation
+through it, each measured the same way; the user turns stay masked. Generation prompts end with
+the last user turn, so evaluation answers the last turn with the earlier ones as context.
 
 A training row is the prompt for generation followed by the answer, and every input the processor
 adds besides the token ids (token types, image masks, multimodal positions) must say so. For most
@@ -15,11 +19,14 @@ and answer position see the entire answer. Its processor takes the answer as a `
 exactly those tokens 1 (read causally), as its model marks the tokens it generates. So a processor
 whose ``__call__`` takes a ``suffix`` gets the answer that way, every other one the whole
 conversation; the prompts for generation are encoded alone in both cases, and a training row's
-tokens start with exactly those of its prompt.
+tokens start with exactly those of its prompt. The earlier turns of a conversation are part of that
+prefix, so a prefix-LM trains on the last assistant turn only (a loss on an earlier answer would be
+read, bidirectionally, by every prefix position).
 """
 
 from __future__ import annotations
 
+import copy
 import inspect
 from typing import Any
 
@@ -37,6 +44,26 @@ def messages(question: str, answer: str | None = None, question_first: bool = Fa
     if answer is not None:
         turns.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
     return turns
+
+
+def prompt_turns(ex: Example, question_first: bool = False, suffix: str = "") -> list[dict[str, Any]]:
+    """The conversation the model answers ``ex`` from: its turns up to the last user turn, with
+    ``suffix`` after that turn's text (one user turn of image and question when it has none)."""
+    if ex.messages is None:
+        return messages(ex.question + suffix, None, question_first)
+    turns = copy.deepcopy(ex.messages)
+    if suffix:
+        texts = [part for part in turns[-1]["content"] if part.get("type") == "text"]
+        if texts:
+            texts[-1]["text"] += suffix
+        else:
+            turns[-1]["content"].append({"type": "text", "text": suffix})
+    return turns
+
+
+def image_count(turns: list[dict[str, Any]]) -> int:
+    """How many image placeholders ``turns`` hold."""
+    return sum(1 for turn in turns for part in turn["content"] if part.get("type") == "image")
 
 
 class VLMCollator:
@@ -59,28 +86,30 @@ class VLMCollator:
         # A prefix-LM processor (PaliGemma) encodes the answer as the suffix of a prompt.
         self.answer_as_suffix = "suffix" in inspect.signature(processor.__call__).parameters
 
-    def _render(self, question: str, answer: str | None) -> str:
-        return self.processor.apply_chat_template(
-            messages(question + self.question_suffix, answer, self.question_first),
-            tokenize=False,
-            add_generation_prompt=answer is None,
-        )
+    def _turns(self, ex: Example) -> list[dict[str, Any]]:
+        return prompt_turns(ex, self.question_first, self.question_suffix)
+
+    def _render(self, turns: list[dict[str, Any]], answer: str | None = None, prompt: bool = False) -> str:
+        if answer is not None:
+            turns = [*turns, {"role": "assistant", "content": [{"type": "text", "text": answer}]}]
+        return self.processor.apply_chat_template(turns, tokenize=False, add_generation_prompt=prompt)
 
     def _encode(
-        self, texts: list[str], images: list, side: str, suffixes: list[str] | None = None
+        self, texts: list[str], images: list[list], side: str, suffixes: list[str] | None = None
     ) -> dict[str, torch.Tensor]:
         extra = {"suffix": suffixes} if suffixes is not None else {}
         batch = self.processor(
-            text=texts, images=[[im] for im in images], return_tensors="pt", padding=True, padding_side=side,
-            **extra,
+            text=texts, images=images if any(images) else None, return_tensors="pt", padding=True,
+            padding_side=side, **extra,
         )  # fmt: skip
         batch.pop("labels", None)  # a prefix-LM processor labels its suffix; the collator labels itself
         return dict(batch)
 
     def __call__(self, examples: list[Example]) -> dict[str, torch.Tensor]:
-        images = [as_pil(ex.image) for ex in examples]
-        prompts = [self._render(ex.question, None) for ex in examples]
-        fulls = [self._render(ex.question, ex.target) for ex in examples]
+        images = [[as_pil(im) for im in ex.images] for ex in examples]
+        turns = [self._turns(ex) for ex in examples]
+        prompts = [self._render(conv, prompt=True) for conv in turns]
+        fulls = [self._render(conv, ex.target) for conv, ex in zip(turns, examples, strict=True)]
         for prompt, full in zip(prompts, fulls, strict=True):
             if not full.startswith(prompt):
                 raise ValueError("the chat template's generation prompt is not a prefix of the full turn")
@@ -94,8 +123,31 @@ class VLMCollator:
         labels[batch["attention_mask"] == 0] = IGNORE_INDEX
         for row, n in enumerate(prompt_lens.tolist()):
             labels[row, :n] = IGNORE_INDEX
+            if not self.answer_as_suffix:
+                for start, end in self._earlier_answers(turns[row], images[row], batch["input_ids"][row]):
+                    labels[row, start:end] = batch["input_ids"][row, start:end]
         batch["labels"] = labels
         return batch
+
+    def _earlier_answers(
+        self, turns: list[dict[str, Any]], images: list, ids: torch.Tensor
+    ) -> list[tuple[int, int]]:
+        """Token spans of the assistant turns before the last user turn, in a row of ``ids``."""
+        spans = []
+        for i, turn in enumerate(turns):
+            if turn["role"] != "assistant":
+                continue
+            before = self._tokens(self._render(turns[:i], prompt=True), images[: image_count(turns[:i])])
+            through = self._tokens(self._render(turns[: i + 1]), images[: image_count(turns[: i + 1])])
+            if not (torch.equal(ids[: len(through)], through) and torch.equal(ids[: len(before)], before)):
+                raise ValueError(
+                    f"the chat template renders turn {i} differently inside the whole conversation"
+                )
+            spans.append((len(before), len(through)))
+        return spans
+
+    def _tokens(self, text: str, images: list) -> torch.Tensor:
+        return self._encode([text], [images], "right")["input_ids"][0]
 
     def _suffix(self, prompt: str, full: str) -> str:
         """What the answer turn adds to the prompt, less its closing end-of-sequence token, which a
@@ -108,8 +160,8 @@ class VLMCollator:
 
     def prompts(self, examples: list[Example]) -> dict[str, torch.Tensor]:
         """Left-padded prompts for generation, encoded as the prompts of training rows are."""
-        images = [as_pil(ex.image) for ex in examples]
-        texts = [self._render(ex.question, None) for ex in examples]
+        images = [[as_pil(im) for im in ex.images] for ex in examples]
+        texts = [self._render(self._turns(ex), prompt=True) for ex in examples]
         return self._encode(texts, images, "left")
 
     def decode(self, new_tokens: torch.Tensor) -> list[str]:

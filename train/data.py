@@ -18,6 +18,9 @@ an integer: a column of integers with a gap reads back as floats, and ``3.0`` wo
 model to say ``3.0``); booleans become ``true`` and ``false``, as JSON writes them (the cells
 themselves: ``train.rows``).
 
+Conversational rows (``data.hf.messages_column``: turns and several images, as TRL writes them) are
+read by ``train.conversations``, which names their own skip reasons.
+
 Relative image paths resolve against the folder of each split's own data file (``split_sources``);
 a split that ends empty is refused in one line naming it and the reason. The columns of
 ``data.hf.slice_columns`` become each item's ``params``, which the curriculum's analyzer slices by.
@@ -38,6 +41,7 @@ from typing import Any
 
 from curriculum.types import Example
 from train.config import DataConfig, HFDataConfig
+from train.conversations import Refused, conversation_example
 from train.rows import UNDECODABLE, expand, jsonable, read_image, text_value, utf8_data_files
 
 __all__ = ["Splits", "column_names", "describe_skipped", "load_eval_sets", "load_splits", "text_value"]
@@ -81,6 +85,8 @@ def column_names(cfg: DataConfig) -> dict[str, str]:
     hf = cfg.hf
     named = {hf.image_column: "image", hf.question_column: "question", hf.answer_column: "answer",
              hf.skill_column: "skill", hf.id_column: "id"}  # fmt: skip
+    if hf.messages_column:  # a conversation's content columns fill no single field
+        named = {hf.skill_column: "skill", hf.id_column: "id"}
     return {column: fld for column, fld in named.items() if column}
 
 
@@ -285,18 +291,31 @@ def _load_rows(
         ds = datasets.load_dataset(hf.path, hf.name, split=split, data_files=data_files)
     except Exception as err:  # datasets raises many types; the user needs the source and the reason
         raise ValueError(f"data.hf.path={hf.path!r} split {split!r}: {type(err).__name__}: {err}") from None
-    columns = [hf.image_column, hf.question_column, hf.answer_column, hf.skill_column, hf.id_column]
+    content = [hf.messages_column, hf.images_column] if hf.messages_column else [
+        hf.image_column, hf.question_column, hf.answer_column]  # fmt: skip
+    columns = [*content, hf.skill_column, hf.id_column]
     for col in filter(None, [*columns, *hf.slice_columns]):
         if col not in ds.column_names:
             raise ValueError(
                 f"data.hf: column {col!r} not in split {split!r} (columns: {', '.join(ds.column_names)})"
             )
-    if isinstance(ds.features[hf.image_column], datasets.Image):
-        # Decode ourselves so one corrupt file is a counted skip, not a crash mid-epoch.
-        ds = ds.cast_column(hf.image_column, datasets.Image(decode=False))
+    # Decode images ourselves so one corrupt file is a counted skip, not a crash mid-epoch.
+    image_col = hf.images_column if hf.messages_column else hf.image_column
+    feature = ds.features[image_col]
+    if isinstance(feature, datasets.Image):
+        ds = ds.cast_column(image_col, datasets.Image(decode=False))
+    elif isinstance(getattr(feature, "feature", None), datasets.Image):
+        ds = ds.cast_column(image_col, datasets.List(datasets.Image(decode=False)))
     known = {*columns, *hf.slice_columns, UNDECODABLE}
     for i, row in enumerate(ds, offset):
         if row.get(UNDECODABLE):  # counted, and named, when its file was read
+            continue
+        if hf.messages_column:
+            try:
+                out.append(conversation_example(row[hf.messages_column], row[hf.images_column], root, cfg,
+                                                **_fields(hf, row, split, name, i, known)))  # fmt: skip
+            except Refused as why:
+                skipped[f"{name}/{why}"] += 1
             continue
         question, why = text_value(row[hf.question_column])
         if question is None:
@@ -310,21 +329,24 @@ def _load_rows(
         if image is None:
             skipped[f"{name}/image_{why}"] += 1
             continue
-        uid = text_value(row[hf.id_column])[0] if hf.id_column else None
-        out.append(
-            Example(
-                id=uid if uid is not None else f"{split}-{i}",
-                image=image,
-                question=question,
-                answer=answer,
-                skill=text_value(row[hf.skill_column])[0] if hf.skill_column else None,
-                params={c: row[c] for c in hf.slice_columns if jsonable(row[c]) and row[c] is not None},
-                source="real",
-                split=name,
-                meta={k: v for k, v in row.items() if k not in known and jsonable(v)},
-            )
-        )
+        out.append(Example(image=image, question=question, answer=answer,
+                           **_fields(hf, row, split, name, i, known)))  # fmt: skip
     return len(ds)
+
+
+def _fields(
+    hf: HFDataConfig, row: dict[str, Any], split: str, name: str, i: int, known: set
+) -> dict[str, Any]:
+    """An external row's Example fields besides its content: id, skill, slices, extra columns."""
+    uid = text_value(row[hf.id_column])[0] if hf.id_column else None
+    return dict(
+        id=uid if uid is not None else f"{split}-{i}",
+        skill=text_value(row[hf.skill_column])[0] if hf.skill_column else None,
+        params={c: row[c] for c in hf.slice_columns if jsonable(row[c]) and row[c] is not None},
+        source="real",
+        split=name,
+        meta={k: v for k, v in row.items() if k not in known and jsonable(v)},
+    )
 
 
 def _default_root(hf: HFDataConfig) -> Path | None:

@@ -82,6 +82,14 @@ class HFDataConfig(Section):
     """Column with the question text."""
     answer_column: str = "answer"
     """Column with the reference answer."""
+    messages_column: str | None = None
+    """Column with a conversation, as TRL and ``datasets`` write it: a list of user and assistant
+    turns whose content lists ``{"type": "image"}`` placeholders and ``{"type": "text"}`` parts
+    (several turns, several images; the last turn is the answer that is evaluated, every assistant
+    turn trains). Set, it replaces the image, question and answer columns. Null: those columns."""
+    images_column: str = "images"
+    """With ``messages_column``: the column listing each conversation's images in the order of
+    their placeholders (paths, relative ones as ``image_column``'s, or images)."""
     skill_column: str | None = None
     """Optional column naming the skill (per-skill accuracy uses it)."""
     id_column: str | None = None
@@ -109,16 +117,23 @@ class HFDataConfig(Section):
         require(self.eval_holdout >= 0, "eval_holdout", "must be >= 0")
         require(self.max_examples >= 0, "max_examples", "must be >= 0 (0: all)")
         require(bool(self.train_split), "train_split", "must name a split")
-        columns = [self.image_column, self.question_column, self.answer_column]
-        require(all(columns), "image_column", "and the question and answer columns must be named")
-        require(len(set(columns)) == 3, "answer_column",
-                "must differ from the image and question columns")  # fmt: skip
+        require(self.messages_column is None or bool(self.messages_column.strip()), "messages_column",
+                "must name a column (null: the image, question and answer columns)")  # fmt: skip
+        if self.messages_column:
+            columns = [self.messages_column, self.images_column]
+            require(bool(self.images_column) and len(set(columns)) == 2, "images_column",
+                    "must name a column other than data.hf.messages_column")  # fmt: skip
+        else:
+            columns = [self.image_column, self.question_column, self.answer_column]
+            require(all(columns), "image_column", "and the question and answer columns must be named")
+            require(len(set(columns)) == 3, "answer_column",
+                    "must differ from the image and question columns")  # fmt: skip
         require(len(set(self.slice_columns)) == len(self.slice_columns) and all(self.slice_columns),
                 "slice_columns", "must name distinct columns")  # fmt: skip
         named = {*columns, self.skill_column, self.id_column} - {None}
         clash = [c for c in self.slice_columns if c in named]
         require(not clash, "slice_columns", f"{clash} already fill an item's image, question, answer, "
-                "skill or id (the answer and the skill are always sliced)")  # fmt: skip
+                "skill, id or conversation (the answer and the skill are always sliced)")  # fmt: skip
 
 
 @dataclass
