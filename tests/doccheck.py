@@ -18,7 +18,7 @@ from pathlib import Path
 
 FENCE = re.compile(r"^```[^\n]*\n(.*?)^```", re.S | re.M)
 SPAN = re.compile(r"(`+)(.+?)\1", re.S)
-LINK = re.compile(r"\[[^\]\n]*\]\(([^)\s]+)\)")
+LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 MAKE = re.compile(r"(?<![\w-])make[ \t]+([A-Za-z][\w-]*)")
 LESSONLOOP = re.compile(r"(?<![\w/-])lessonloop[ \t]+([a-z][\w-]*)")
 MODULE = re.compile(r"(?<![\w-])(?:\S*/)?python3?[ \t]+-m[ \t]+([\w.]+)")
