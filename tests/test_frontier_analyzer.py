@@ -86,9 +86,9 @@ def test_a_spent_budget_stops_the_calls(world_small, monkeypatch):
     with FakeOpenAI(default=lambda path, body: json_reply(REPLY)) as server:
         analyzer = _analyzer(server, monkeypatch, ledger=Ledger(round_budget=1e-12), workers=1)
         analyzer.client.prices = {"analyst": [1.0, 1.0]}
-        weaknesses = analyzer.analyze(failures, probe)
-    assert server.calls == 1 and len(weaknesses) > 1
-    assert all("round budget" in w.notes["error"] for w in weaknesses[1:])
+        with pytest.raises(FrontierError, match="round budget"):  # no call fits: none is sent
+            analyzer.analyze(failures, probe)
+    assert server.calls == 0
 
 
 def test_proposal_values_parse_to_world_types():

@@ -92,19 +92,21 @@ def test_retries_recover_from_a_429_then_succeed(server, tmp_path, monkeypatch):
 
 
 def test_budget_stops_calls_before_they_are_made(server, tmp_path, monkeypatch):
-    ledger = Ledger(run_budget=1e-9)
+    # A call starts only if its estimate fits in what is left (the first: 1000 reply tokens at
+    # 2000 USD per million, 2.0 USD); one that would pass the budget is never sent.
+    ledger = Ledger(run_budget=2.5)
     client = _client(server, tmp_path, monkeypatch, ledger=ledger)
     server.script(json_reply(GOOD))
     client.chat_json(MESSAGES, SCHEMA, "analysis")
     with pytest.raises(BudgetExceeded, match="run budget"):
-        client.chat_json([{"role": "user", "content": "another"}], SCHEMA, "analysis")
+        client.chat_json([{"role": "user", "content": "another"}], SCHEMA, "analysis", max_tokens=2000)
     assert server.calls == 1
-    round_ledger = Ledger(round_budget=1e-9)
+    round_ledger = Ledger(round_budget=2.5)
     client = _client(server, tmp_path / "b", monkeypatch, ledger=round_ledger)
     server.script(json_reply(GOOD), json_reply(GOOD))
     client.chat_json(MESSAGES, SCHEMA, "analysis")
     with pytest.raises(BudgetExceeded, match="round budget"):
-        client.chat_json([{"role": "user", "content": "another"}], SCHEMA, "analysis")
+        client.chat_json([{"role": "user", "content": "another"}], SCHEMA, "analysis", max_tokens=2000)
     round_ledger.start_round()
     client.chat_json([{"role": "user", "content": "another"}], SCHEMA, "analysis")
 

@@ -170,17 +170,15 @@ class Ledger:
 
     def reserve(self, estimate: float) -> None:
         """Let a call start, its estimated cost held against the budgets until ``release``, or raise
-        ``BudgetExceeded``: what is spent and held reaches a budget, or the round's time is up."""
+        ``BudgetExceeded``: what is spent, what calls in flight hold and this call's estimate would
+        pass a budget (not just "is spent": a 0.084 USD picture pair started on 0.015 USD left), or
+        the round's time is up."""
         with self._lock:
-            held = f" and ${self.held:.4f} in flight" if self.held else ""
-            if self.run_budget and self.totals["cost"] + self.held >= self.run_budget:
-                raise BudgetExceeded(
-                    f"run budget of ${self.run_budget:.2f} spent (${self.totals['cost']:.4f}{held})"
-                )
-            if self.round_budget and self.round["cost"] + self.held >= self.round_budget:
-                raise BudgetExceeded(
-                    f"round budget of ${self.round_budget:.2f} spent (${self.round['cost']:.4f}{held})"
-                )
+            need = (f", ${self.held:.4f} in flight" if self.held else "") + f" and ${estimate:.4f} for this call"  # fmt: skip
+            for name, limit, spent in (("run", self.run_budget, self.totals["cost"]),
+                                       ("round", self.round_budget, self.round["cost"])):  # fmt: skip
+                if limit and spent + self.held + estimate > limit:
+                    raise BudgetExceeded(f"{name} budget of ${limit:.2f} spent (${spent:.4f}{need})")
             if self._deadline is not None and time.monotonic() > self._deadline:
                 raise BudgetExceeded(f"round time limit of {self.round_seconds:.0f}s passed")
             self.held += estimate

@@ -1,0 +1,68 @@
+"""A budget is a hard limit: a call starts only if its estimate fits in what is left.
+
+Against the simulated frontier (benchmarks/frontier_sim.py, part ``budget``) a round with a
+0.05 USD budget spent 0.119 at concurrency 4 and 16: a pair of pictures (0.084 USD) started with
+0.015 USD left, since a call only had to find the budget not yet spent."""
+
+import pytest
+
+from curriculum.engine import Curriculum
+from curriculum.frontier.client import BudgetExceeded, Ledger
+from curriculum.frontier.sim import SimConfig, SimServer
+from train.config import CurriculumConfig, EndpointConfig, FrontierConfig
+
+KEY = "LL_BUDGET_KEY"
+
+
+def test_a_call_whose_estimate_passes_what_is_left_does_not_start():
+    ledger = Ledger(round_budget=0.05)
+    ledger.start_round()
+    ledger.charge(100, 10, 0.035)
+    with pytest.raises(
+        BudgetExceeded, match=r"round budget of \$0.05 spent \(\$0.0350 and \$0.0840 for this call"
+    ):
+        ledger.reserve(0.084)
+    ledger.reserve(0.01)  # fits: held until released
+    with pytest.raises(BudgetExceeded, match=r"\$0.0100 in flight"):
+        ledger.reserve(0.01)
+    ledger.release(0.01)
+    ledger.reserve(0.01)
+    run = Ledger(run_budget=0.1)
+    run.charge(100, 10, 0.035)
+    run.start_round()  # a new round: the run budget still counts what was spent
+    with pytest.raises(BudgetExceeded, match="run budget"):
+        run.reserve(0.07)
+    run.reserve(0.06)
+
+
+class KnowsColours:
+    def answer(self, examples):
+        return [ex.answer if ex.skill in ("colour", "shape") else "0" for ex in examples]
+
+    def sample(self, examples, n):
+        return [[a] * n for a in self.answer(examples)]
+
+
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_a_round_with_pictures_spends_no_more_than_its_budget(
+    concurrency, world_small, tmp_path, monkeypatch
+):
+    monkeypatch.setenv(KEY, "sim")
+    with SimServer(SimConfig(latency=0.05)) as sim:
+
+        def endpoint(model):
+            return EndpointConfig(model=model, base_url=sim.url, api_key_env=KEY, max_retries=0)
+
+        fc = FrontierConfig(
+            model="analyst", base_url=sim.url, api_key_env=KEY, max_retries=0, judges=[endpoint("judge")],
+            image_model=endpoint("painter"), image_price=0.042, image_size="256x256", cache=None,
+            prices={"analyst": [2.5, 10.0], "judge": [0.15, 0.6]}, concurrency=concurrency, round_budget=0.03,
+        )  # fmt: skip
+        cfg = CurriculumConfig(enabled=True, every=10, budget=48, analyzer="openai", frontier=fc,
+                               student_check="off")  # fmt: skip
+        w = world_small
+        cur = Curriculum(cfg, tmp_path / "cur", w["train"], w["probe"], {"test": w["test"]}, 32, 0)
+        result = cur.update(10, KnowsColours())
+        cur.close()
+    spent = result.metrics.get("curriculum/round_cost_usd", 0.0)
+    assert 0 < spent <= 0.03, spent
