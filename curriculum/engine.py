@@ -23,6 +23,7 @@ nothing that follows. Each round's record is written just before its commit poin
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 import traceback
@@ -273,8 +274,10 @@ class Curriculum:
             if self._ledger is not None:
                 self._ledger.start_round()
             if self.cfg.source == "diagnosed":
+                frontier = getattr(self.analyzer, "name", None) == "openai"
+                asked = {"proposals": self._proposal_share()} if frontier else {}
                 weaknesses = self.analyzer.analyze(
-                    failures, list(zip(probe, correct, strict=True)), exemplars=self.exemplars
+                    failures, list(zip(probe, correct, strict=True)), exemplars=self.exemplars, **asked
                 )
             else:
                 mix = round_mix(self.cfg.skill_quota, self.cfg.quota, k)  # rebalanced: the round's skills
@@ -311,6 +314,12 @@ class Curriculum:
         # Last: it records how each survivor's answer was checked, the judges' verdict included.
         checks.append(VerifiedOnly(allow_unverified=self.allow_unverified and not self.verified_only))
         return checks
+
+    def _proposal_share(self) -> int:
+        """Candidates a round's budget leaves to the frontier's proposals (``curriculum.generators``),
+        rounded up: the most proposals the frontier is asked for in a round."""
+        shares = {g: v for g, v in self.cfg.generators.items() if v > 0}
+        return math.ceil(self.cfg.budget * shares.get("proposals", 0.0) / sum(shares.values()))
 
     def _generate(self, k: int, weaknesses: list[Weakness], failures: list[Failure]) -> list[Candidate]:
         diagnosed = self.cfg.source == "diagnosed"

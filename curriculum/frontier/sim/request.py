@@ -54,6 +54,12 @@ class ChatRequest:
         m = re.search(r"Strategy: (\w+)", self.head)
         return m[1] if m else None
 
+    @property
+    def asked(self) -> int | None:
+        """How many proposals the request asks for at most ("Propose at most N"), None if it does not say."""
+        m = re.search(r"Propose at most (\d+)", self.head)
+        return int(m[1]) if m else None
+
 
 def image_from_url(url: str) -> Image.Image | None:
     """The picture of a base64 data URL; None for anything else (a web URL is not fetched)."""

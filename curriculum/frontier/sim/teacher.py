@@ -111,7 +111,8 @@ class Teacher:
         # Seeded by what the model is shown, not by the whole request: the same failures with or
         # without a rationale field get the same proposals, so the two can be compared pairwise.
         rng = self.rng("analyse", request.model, shown_key(request), kinds)
-        limit = min(self.config.proposals, props["proposals"].get("maxItems", 12))
+        # A model writes what it is asked for: no more than the request says, nor than the schema allows.
+        limit = min(self.config.proposals, props["proposals"].get("maxItems", 12), request.asked or 12)
         proposals = self.propose(request.model, shown, kinds, skills, request.strategy, rationale, limit, rng)
         reply: dict[str, Any] = {"proposals": proposals}
         first = next((s for s in shown if s.scene is not None), shown[0] if shown else None)
