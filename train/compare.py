@@ -12,7 +12,11 @@ many as the curriculum did:
 - ``untargeted``: the same generators with uniform specs, no failure analysis, same filters;
 - ``replay``: hard real examples only (train items the student check keeps);
 - ``rebalanced``: new real examples in the skill mix ``targeted`` kept, round by round (an oracle
-  reweighting of the real data: does the curriculum do more than pick the right skills?).
+  reweighting of the real data: does the curriculum do more than pick the right skills?);
+- ``frontier``, ``lrf``, ``cads``: the curriculum with a frontier analyzer of that preset
+  (``analyze``, ``lrf``, ``cads``), as many examples as ``targeted`` kept; the endpoints are
+  ``curriculum.frontier``'s, or the simulated frontier that compare starts when
+  ``compare.simulator`` is set (``train.compare_frontier``).
 
 On external data (``data.source: hf``) the arms that add fresh real data (``real``,
 ``untargeted``, ``rebalanced``) draw it from a reserve of the train split that no arm trains on:
@@ -47,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from train.args import add_config_args, config_from
+from train.compare_frontier import KEY_ENV, PRESETS, SIM_KEY, arm_overrides, simulator_overrides, unreachable
 from train.compare_report import write_report
 from train.compare_results import collect, finished, kept_by_skill, kept_per_round, under_served
 from train.config import Config, ConfigError, dump, load_config
@@ -60,8 +65,10 @@ ARMS: dict[str, list[str]] = {
     "untargeted": ["curriculum.enabled=true", "curriculum.source=uniform"],
     "replay": ["curriculum.enabled=true", "curriculum.source=hard_real"],
     "rebalanced": ["curriculum.enabled=true", "curriculum.source=rebalanced"],
+    **{arm: arm_overrides(arm) for arm in PRESETS},
 }
-MATCHED = ("real", "untargeted", "replay", "rebalanced")  # arms whose added count follows the targeted arm
+MATCHED = ("real", "untargeted", "replay", "rebalanced", *PRESETS)  # added count follows the targeted arm
+PLACEHOLDER_URL = "http://127.0.0.1:9/v1"  # the simulator's address while checking, before it starts
 FRESH = ("real", "untargeted", "rebalanced")  # arms that add fresh real data: external data's reserve
 
 HOME = Path(__file__).resolve().parent.parent
@@ -106,6 +113,7 @@ class Compare:
         self.root = cfg.run_dir
         self.logs = self.root / "logs"
         self.weak: list[str] = []  # under-served skills, set by ``check``
+        self.sim_url: str | None = None  # the simulated frontier's address while it runs
 
     # ------------------------------------------------------------------ before anything trains
 
@@ -138,6 +146,9 @@ class Compare:
                 )
             except ConfigError as err:
                 return f"compare.arms: arm {arm} cannot run: {err}"
+        refused = self._check_frontier()
+        if refused is not None:
+            return refused
         train_skills: Counter | None = None
         if external and (fresh or not cfg.compare.under_served):
             from train.data import load_splits
@@ -154,6 +165,27 @@ class Compare:
                     "skill (name data.hf.skill_column, or leave the arm out)"
                 )
         self.weak = under_served(cfg, train_skills)
+        return None
+
+    def _check_frontier(self) -> str | None:
+        """Each frontier arm's run checked as ``train`` checks it before it trains; without the
+        simulator, each endpoint's server must answer."""
+        from train.setup import preflight
+
+        arms = [a for a in self.cfg.compare.arms if a in PRESETS]
+        simulated = self.cfg.compare.simulator is not None
+        if simulated:
+            os.environ.setdefault(KEY_ENV, SIM_KEY)
+        for arm in arms:
+            job = self.job(arm, self.cfg.compare.seeds[0], [0], [{}])
+            try:
+                cfg = load_config(self.config_path, [*self.overrides, *job.overrides])
+                preflight(cfg)
+            except ConfigError as err:
+                return f"compare.arms: arm {arm} cannot run: {err}"
+            reason = None if simulated else unreachable(cfg)
+            if reason is not None:
+                return f"compare.arms: arm {arm} cannot run: {reason}"
         return None
 
     # ------------------------------------------------------------------ runs
@@ -186,6 +218,8 @@ class Compare:
             if arm == "rebalanced":
                 # JSON is YAML: skill names of any text survive the override.
                 extra.append(f"curriculum.skill_quota={json.dumps(skill_quota or [{}])}")
+        if arm in PRESETS and cfg.compare.simulator is not None:
+            extra += simulator_overrides(cfg, self.sim_url or PLACEHOLDER_URL)
         return Job(arm, seed, extra)
 
     def command(self, job: Job) -> list[str]:
@@ -197,6 +231,8 @@ class Compare:
         unless the user set it, and its GPU when there are any."""
         env = dict(os.environ)
         env.setdefault("OMP_NUM_THREADS", str(threads))
+        if self.sim_url is not None:
+            env.setdefault(KEY_ENV, SIM_KEY)
         if gpu is not None:  # round-robin: several small runs may share a GPU
             env["CUDA_VISIBLE_DEVICES"] = gpu
         return env
@@ -286,6 +322,20 @@ class Compare:
                 ensure_tiny_model(cfg, train)
 
     def run(self) -> int:
+        if self.cfg.compare.simulator is None or not any(a in PRESETS for a in self.cfg.compare.arms):
+            return self._run()
+        from curriculum.frontier.sim import SimConfig, SimServer
+
+        with SimServer(SimConfig.from_dict(self.cfg.compare.simulator)) as sim:
+            self.sim_url = sim.url
+            print(f"compare: simulated frontier at {sim.url}", flush=True)
+            try:
+                return self._run()
+            finally:
+                if self.root.is_dir():  # what it served, and the mistakes it made on purpose
+                    (self.root / "simulator.json").write_text(json.dumps(sim.stats(), indent=1) + "\n")
+
+    def _run(self) -> int:
         arms, seeds = self.cfg.compare.arms, self.cfg.compare.seeds
         refused = self.check()
         if refused is not None:

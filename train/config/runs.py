@@ -7,7 +7,7 @@ from typing import Literal
 
 from train.config.fields import Section, require
 
-ARMS = ("base", "real", "targeted", "untargeted", "replay", "rebalanced")
+ARMS = ("base", "real", "targeted", "untargeted", "replay", "rebalanced", "frontier", "lrf", "cads")
 """The arms ``lessonloop compare`` knows."""
 
 
@@ -43,7 +43,10 @@ class CompareConfig(Section):
     """Arms to run: ``base`` (the real data only), ``real`` (as many extra real examples as the
     curriculum added), ``targeted`` (the curriculum as configured), ``untargeted`` (the same
     generators with uniform specs), ``replay`` (hard real examples only), ``rebalanced`` (extra real
-    examples in the skill mix the curriculum added, round by round: an oracle reweighting)."""
+    examples in the skill mix the curriculum added, round by round: an oracle reweighting),
+    ``frontier``, ``lrf``, ``cads`` (the curriculum with a frontier analyzer of preset ``analyze``,
+    ``lrf``, ``cads``, as many examples as ``targeted`` added; its endpoints are
+    ``curriculum.frontier``'s, or the simulator's when ``simulator`` is set)."""
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     """Seeds (``run.seed``; a built tiny model is initialised from it too)."""
     parallel: int = 1
@@ -55,6 +58,11 @@ class CompareConfig(Section):
     under_served: list[str] = field(default_factory=list)
     """Skills the real data under-serves, reported together; empty: those whose share of the
     train split is below an even share."""
+    simulator: dict[str, int | float | str] | None = None
+    """Settings of the simulated frontier (``lessonloop-sim``'s, e.g. ``{proposal_error: 0.2,
+    judge_error: 0.2}``; ``{}``: its defaults) that compare starts for the frontier arms and sends
+    every ``curriculum.frontier`` endpoint to (the reply cache off, prices and budgets kept); null:
+    the frontier arms call the endpoints the config names."""
 
     def check(self) -> None:
         require(set(self.arms) <= set(ARMS) and len(set(self.arms)) == len(self.arms) > 0, "arms",
@@ -63,6 +71,13 @@ class CompareConfig(Section):
                 "must name at least one seed, each once")  # fmt: skip
         require(self.parallel >= 1, "parallel", "must be >= 1")
         require(self.oversample >= 1.0, "oversample", "must be >= 1")
+        if self.simulator is not None:
+            from curriculum.frontier.sim.config import SimConfig
+
+            try:
+                SimConfig.from_dict(dict(self.simulator))
+            except (TypeError, ValueError) as err:
+                require(False, "simulator", f": {err}")
 
 
 @dataclass
@@ -81,5 +96,7 @@ class TrackingConfig(Section):
 
         known = sorted({*LOGGER_TYPE_TO_CLASS, "all"})
         unknown = [name for name in self.report_to if name not in known]
-        require(not unknown, "report_to", f"names unknown trackers {unknown}: choose among {', '.join(known)}")
+        require(
+            not unknown, "report_to", f"names unknown trackers {unknown}: choose among {', '.join(known)}"
+        )
         require(len(set(self.report_to)) == len(self.report_to), "report_to", "must name each tracker once")
