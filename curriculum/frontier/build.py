@@ -102,8 +102,9 @@ def warn_self_judging(writers: list[FrontierClient], judges: list[FrontierClient
     """Warn when a model judges the proposals it writes (``lrf`` and ``cads`` name the analyst as
     their judge unless ``judges`` is set): a model that misreads a picture misreads it again when
     it checks its own answer, so its vote stops slips but not its misreadings. Against the
-    simulated frontier (``benchmarks/frontier_sim.py``, part ``lrf_judge``) the lrf preset kept
-    every misreading its analyst made when it judged itself, and none with another judge."""
+    simulated frontier (``benchmarks/frontier_sim.py``, part ``lrf_judge``, teacher error 0.2) the lrf
+    preset's accepted proposals were 0.92 right on the world and 0.75 without scenes when its
+    analyst judged itself, 1.00 and 0.87 with another judge."""
     names = {(c.endpoint.model, c.endpoint.shown_url) for c in writers}
     same = sorted({j.endpoint.model for j in judges if (j.endpoint.model, j.endpoint.shown_url) in names})
     if same:
