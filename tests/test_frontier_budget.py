@@ -1,8 +1,13 @@
-"""A budget is a hard limit: a call starts only if its estimate fits in what is left.
+"""A budget is a hard limit: a call starts only if its estimate fits in what is left, and one that
+fits once the calls in flight are charged waits for them.
 
 Against the simulated frontier (benchmarks/frontier_sim.py, part ``budget``) a round with a
 0.05 USD budget spent 0.119 at concurrency 4 and 16: a pair of pictures (0.084 USD) started with
-0.015 USD left, since a call only had to find the budget not yet spent."""
+0.015 USD left, since a call only had to find the budget not yet spent. Refused at once instead of
+waiting, calls left half the budget unspent at concurrency 4 (0.024 of 0.05)."""
+
+import threading
+import time
 
 import pytest
 
@@ -23,16 +28,41 @@ def test_a_call_whose_estimate_passes_what_is_left_does_not_start():
     ):
         ledger.reserve(0.084)
     ledger.reserve(0.01)  # fits: held until released
-    with pytest.raises(BudgetExceeded, match=r"\$0.0100 in flight"):
-        ledger.reserve(0.01)
-    ledger.release(0.01)
-    ledger.reserve(0.01)
+    with pytest.raises(BudgetExceeded, match=r"\$0.0100 in flight"):  # would not fit with nothing in flight
+        ledger.reserve(0.02)
     run = Ledger(run_budget=0.1)
     run.charge(100, 10, 0.035)
     run.start_round()  # a new round: the run budget still counts what was spent
     with pytest.raises(BudgetExceeded, match="run budget"):
         run.reserve(0.07)
     run.reserve(0.06)
+
+
+def test_a_call_that_fits_once_the_calls_in_flight_are_charged_waits_for_them():
+    ledger = Ledger(round_budget=0.05)
+    ledger.start_round()
+    ledger.reserve(0.03)  # a call in flight
+    started = []
+
+    def second():
+        ledger.reserve(0.03)  # 0.03 + 0.03 held would pass 0.05; alone it fits
+        started.append(time.monotonic())
+
+    waiter = threading.Thread(target=second)
+    waiter.start()
+    time.sleep(0.3)
+    assert not started  # it waits while the first holds its estimate
+    ledger.charge(100, 10, 0.01)  # the first cost less than estimated
+    released = time.monotonic()
+    ledger.release(0.03)
+    waiter.join(timeout=5)
+    assert started and started[0] >= released and ledger.held == pytest.approx(0.03)
+    # A deadline ends the wait: no call starts after the round's time is up.
+    timed = Ledger(round_budget=0.05, round_seconds=0.2)
+    timed.start_round()
+    timed.reserve(0.03)
+    with pytest.raises(BudgetExceeded, match="round time limit"):
+        timed.reserve(0.03)
 
 
 class KnowsColours:

@@ -123,12 +123,8 @@ def token_price(prices: Mapping[str, Any], model: str) -> tuple[float, float] | 
 
 
 def _limit(name: str, value: float) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or value < 0
-    ):
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0  # fmt: skip
+    if not ok:
         raise ValueError(f"{name} = {value!r}: must be a finite number >= 0 (0: no limit)")
     return float(value)
 
@@ -149,7 +145,7 @@ class Ledger:
         self.round = dict.fromkeys(FIELDS, 0.0)
         self.held = 0.0  # USD: the estimated cost of the calls in flight
         self._deadline: float | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()  # a lock that calls waiting for the budget wait on
 
     @property
     def cost(self) -> float:
@@ -169,24 +165,29 @@ class Ledger:
             self._deadline = time.monotonic() + self.round_seconds if self.round_seconds else None
 
     def reserve(self, estimate: float) -> None:
-        """Let a call start, its estimated cost held against the budgets until ``release``, or raise
-        ``BudgetExceeded``: what is spent, what calls in flight hold and this call's estimate would
-        pass a budget (not just "is spent": a 0.084 USD picture pair started on 0.015 USD left), or
-        the round's time is up."""
+        """Let a call start, its estimate held against the budgets until ``release``; raise
+        ``BudgetExceeded`` if what is spent plus its estimate would pass a budget, or the round's time
+        is up. A call that fits only once the calls in flight are charged waits for them."""
         with self._lock:
-            need = (f", ${self.held:.4f} in flight" if self.held else "") + f" and ${estimate:.4f} for this call"  # fmt: skip
-            for name, limit, spent in (("run", self.run_budget, self.totals["cost"]),
-                                       ("round", self.round_budget, self.round["cost"])):  # fmt: skip
-                if limit and spent + self.held + estimate > limit:
+            while True:
+                if self._deadline is not None and time.monotonic() > self._deadline:
+                    raise BudgetExceeded(f"round time limit of {self.round_seconds:.0f}s passed")
+                need = (f", ${self.held:.4f} in flight" if self.held else "") + f" and ${estimate:.4f} for this call"  # fmt: skip
+                over = [(name, limit, spent) for name, limit, spent in (("run", self.run_budget, self.totals["cost"]),
+                        ("round", self.round_budget, self.round["cost"])) if limit and spent + self.held + estimate > limit]  # fmt: skip
+                if not over:
+                    break
+                name, limit, spent = over[0]
+                if not self.held or spent + estimate > limit:  # it would not fit with nothing in flight
                     raise BudgetExceeded(f"{name} budget of ${limit:.2f} spent (${spent:.4f}{need})")
-            if self._deadline is not None and time.monotonic() > self._deadline:
-                raise BudgetExceeded(f"round time limit of {self.round_seconds:.0f}s passed")
+                self._lock.wait(timeout=1.0)
             self.held += estimate
 
     def release(self, estimate: float) -> None:
         """A call is over (charged or failed): its estimate no longer holds the budget."""
         with self._lock:
             self.held = max(0.0, self.held - estimate)
+            self._lock.notify_all()
 
     def _add(self, **amounts: float) -> None:
         with self._lock:
