@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export WANDB_SILENT := true
 
-.PHONY: setup base demo grpo-demo test test-all lint format clean
+.PHONY: setup base demo grpo-demo test test-fast lint format clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -39,8 +39,9 @@ grpo-demo: setup
 test: setup
 	$(BIN)/python -m pytest -q -n auto
 
-test-all: setup
-	$(BIN)/python -m pytest -q -n auto -m "not gpu"
+# The tests without those marked slow (kill -9 loops, torchrun ranks, compare subprocesses).
+test-fast: setup
+	$(BIN)/python -m pytest -q -n auto -m "not slow"
 
 lint: setup
 	$(BIN)/ruff check .
