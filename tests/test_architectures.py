@@ -15,6 +15,7 @@ import torch
 
 from curriculum.types import Example
 from models.tiny import ARCHS
+from tests.helpers import tiny_checkpoints
 from train.collate import IGNORE_INDEX, VLMCollator
 
 IMAGE_SIZE = 64
@@ -40,14 +41,8 @@ def world():
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory, world) -> dict[str, str]:
     """A tiny checkpoint of every architecture, its tokenizer trained on the world's words."""
-    from models import build_tiny_vlm
-
-    corpus = [t for ex in world["train"] for t in (ex.question, ex.answer)]
-    root = tmp_path_factory.mktemp("archs")
-    return {
-        arch: str(build_tiny_vlm(root / arch, arch=arch, image_size=IMAGE_SIZE, corpus=corpus, seed=0))
-        for arch in ARCHS
-    }
+    texts = [t for ex in world["train"] for t in (ex.question, ex.answer)]
+    return tiny_checkpoints(tmp_path_factory.mktemp("archs"), texts, ARCHS, IMAGE_SIZE)
 
 
 def _examples(world) -> list[Example]:

@@ -1,17 +1,12 @@
 """The diagnostic benchmarks run end to end on CPU at toy sizes."""
 
-import importlib.util
 import json
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import benchmark
 
 
 def _script(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark(name)
 
 
 def test_skill_alone_writes_a_curve_against_the_skills_prior(tmp_path):

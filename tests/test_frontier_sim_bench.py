@@ -1,19 +1,14 @@
 """benchmarks/frontier_sim.py runs end to end at toy size and reports what its README numbers need."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import benchmark
 
 
 def _script(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark(name)
 
 
 @pytest.mark.slow

@@ -1,23 +1,19 @@
 """benchmarks/real_images.py: a skewed real-photo dataset whose answers a program reads off each
 crop, written as JSON Lines with each split in its own folder, and loadable as a user's data."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import benchmark  # noqa: E402
+
 pytest.importorskip("skimage")  # the benchmark extra: pip install -e .[benchmark]
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("real_images", ROOT / "benchmarks" / "real_images.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark("real_images")
 
 
 @pytest.fixture(scope="module")
