@@ -208,6 +208,11 @@ class Dedup:
                 self.add(c.example)
 
 
+def _pictures(example: Example) -> list:
+    """Every image an item shows (a conversation can show several; an item may have none)."""
+    return [im for im in example.images if im is not None]
+
+
 class Decontaminate:
     """Keeps evaluation items, their resized or re-encoded copies, and probe items (image and question)
     out of training."""
@@ -230,39 +235,43 @@ class Decontaminate:
             counts = Counter(normalise(ex.question) for ex in items)
             for ex in items:
                 label = f"{set_name}:{ex.id}"
-                if ex.image is not None and (h := image_hash(ex.image)) not in self.images:
-                    self.images[h] = label
-                    self.near_images.add(perceptual_hash(ex.image), label)
+                for image in _pictures(ex):  # every image of a conversation can leak it
+                    if (h := image_hash(image)) not in self.images:
+                        self.images[h] = label
+                        self.near_images.add(perceptual_hash(image), label)
                 if counts[normalise(ex.question)] == 1:
                     self.texts.add(ex.question, label)
         # Probe items by image, then question: a copy of a probe picture with its own question is one.
         self.probe_items: dict[str, dict[str, str]] = {}
         self.probe_images = ImageIndex(image_bits)  # perceptual hash -> pixel hash
         for ex in probe:
-            h = image_hash(ex.image)
-            if h not in self.probe_items:
-                self.probe_items[h] = {}
-                self.probe_images.add(perceptual_hash(ex.image), h)
-            self.probe_items[h].setdefault(normalise(ex.question), ex.id)
+            for image in _pictures(ex):
+                h = image_hash(image)
+                if h not in self.probe_items:
+                    self.probe_items[h] = {}
+                    self.probe_images.add(perceptual_hash(image), h)
+                self.probe_items[h].setdefault(normalise(ex.question), ex.id)
 
     def match(self, example: Example) -> str | None:
-        """Why ``example`` must not train (it is or copies an evaluation or probe item), or None."""
-        h = image_hash(example.image)
-        phash = perceptual_hash(example.image)
-        if h in self.images:
-            return f"image of evaluation item {self.images[h]}"
-        near = self.near_images.near(phash)
-        if near:
-            bits, label = near[0]
-            return f"image of evaluation item {label} (a resized or re-encoded copy, {bits} bits apart)"
+        """Why ``example`` must not train (it is or copies an evaluation or probe item), or None.
+        Every image of a conversation is checked, not only the first."""
+        hashes = [(image_hash(im), perceptual_hash(im)) for im in _pictures(example)]
+        for h, phash in hashes:
+            if h in self.images:
+                return f"image of evaluation item {self.images[h]}"
+            near = self.near_images.near(phash)
+            if near:
+                bits, label = near[0]
+                return f"image of evaluation item {label} (a resized or re-encoded copy, {bits} bits apart)"
         if example.scene is None and (hit := self.texts.match(example.question)) is not None:
             return f"question near-duplicates evaluation item {hit}"
         question = normalise(example.question)
-        pictures = [h] if h in self.probe_items else []
-        pictures += [key for _, key in self.probe_images.near(phash) if key != h]
-        for key in pictures:
-            if question in self.probe_items[key]:
-                return f"probe item {self.probe_items[key][question]}"
+        for h, phash in hashes:
+            pictures = [h] if h in self.probe_items else []
+            pictures += [key for _, key in self.probe_images.near(phash) if key != h]
+            for key in pictures:
+                if question in self.probe_items[key]:
+                    return f"probe item {self.probe_items[key][question]}"
         return None
 
     def __call__(self, candidates: list[Candidate]) -> None:

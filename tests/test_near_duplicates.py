@@ -155,3 +155,24 @@ def test_an_example_without_a_copy_is_never_matched_by_text_alone(world):
     cand = Candidate(fresh, "w", "g")
     decon([cand])
     assert cand.dropped is None
+
+
+def test_every_image_of_a_conversation_is_checked_for_leaks(world):
+    """An evaluation conversation leaks through any of its images, not only the first: a candidate
+    whose second picture is a re-encoded copy of the test item's second picture is dropped, and
+    so is one that asks the probe's question of a copy of a probe item's second picture."""
+    test, probe, train = world["test"], world["probe"], world["train"]
+    item = dataclasses.replace(test[0], more_images=[test[1].image])
+    asked = dataclasses.replace(probe[0], more_images=[probe[1].image])
+    decon = Decontaminate({"test": [item]}, [asked], 0.8)
+    second = dataclasses.replace(train[0], id="second", scene=None, more_images=[jpeg(test[1].image, 80)])
+    probe_copy = dataclasses.replace(train[1], id="probe", question=asked.question,
+                                     more_images=[jpeg(probe[1].image, 90)])  # fmt: skip
+    clean = dataclasses.replace(train[2], id="clean", more_images=[train[3].image])
+    cands = [Candidate(ex, "w", "g") for ex in (second, probe_copy, clean)]
+    decon(cands)
+    assert [c.dropped for c in cands] == ["decontaminate", "decontaminate", None]
+    assert (
+        f"evaluation item test:{item.id} (a resized or re-encoded copy" in cands[0].verdicts["decontaminate"]
+    )
+    assert cands[1].verdicts["decontaminate"] == f"probe item {asked.id}"
