@@ -96,3 +96,29 @@ def test_a_round_with_pictures_spends_no_more_than_its_budget(
         cur.close()
     spent = result.metrics.get("curriculum/round_cost_usd", 0.0)
     assert 0 < spent <= 0.03, spent
+
+
+def test_a_call_that_fits_exactly_starts_once_the_calls_in_flight_are_over():
+    """Estimates held and released as floats do not come back to exactly zero (here 1e-17): a call
+    must not wait for calls in flight when there are none."""
+    ledger = Ledger(round_budget=0.08, round_seconds=2)
+    ledger.start_round()
+    for estimate in (0.012346, 0.013507, 0.011055, 0.019062):
+        ledger.reserve(estimate)
+        ledger.release(estimate)
+    ledger.charge(0, 0, 0.06, images=3)
+    start = time.monotonic()
+    ledger.reserve(0.02)  # 0.06 + 0.02 fits the 0.08 budget exactly
+    assert time.monotonic() - start < 0.5 and ledger.in_flight == 1
+
+
+def test_a_call_no_round_can_fit_is_refused_at_once_even_with_calls_in_flight():
+    ledger = Ledger(run_budget=0.095, round_budget=0.05)
+    ledger.charge(0, 0, 0.03)  # an earlier round
+    ledger.start_round()
+    ledger.charge(0, 0, 0.04)
+    ledger.reserve(0.01)  # in flight
+    start = time.monotonic()
+    with pytest.raises(BudgetExceeded, match="round budget"):
+        ledger.reserve(0.02)  # the round could never fit it, whatever the calls in flight do
+    assert time.monotonic() - start < 0.5

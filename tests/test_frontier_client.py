@@ -334,3 +334,15 @@ def test_a_reply_without_usage_is_named_in_one_warning(server, tmp_path, monkeyp
     (record,) = [r for r in caplog.records if r.name == "curriculum.frontier.client"]
     assert "judge-1: the reply carries no token usage" in record.getMessage()
     assert client.ledger.to_dict()["calls"] == 2 and client.ledger.cost == 0
+
+
+@pytest.mark.parametrize("content", ["[" * 20_000 + "]" * 20_000, '{"answer": ' + "7" * 5000 + "}"])
+def test_a_reply_json_cannot_hold_is_a_failed_call_not_a_crash(content):
+    from types import SimpleNamespace
+
+    from curriculum.frontier.judge import AnswerVerdict
+
+    reply = SimpleNamespace(choices=[SimpleNamespace(message=SimpleNamespace(content=content, refusal=None))])
+    client = FrontierClient(Endpoint("m"), max_reply_chars=100_000)
+    with pytest.raises(FrontierError, match="reply cannot be read"):
+        client._parse(reply, AnswerVerdict)
