@@ -19,7 +19,10 @@ from curriculum.types import PHASH_BITS
 
 COLUMNS = {
     "id": "the example's id (`r<round>-w<weakness>-<generator>-<n>`)",
-    "image": "the picture, PNG",
+    "image": "the picture, PNG (a conversation's first)",
+    "more_images": "a conversation's further pictures, PNG, in the order its turns show them (empty otherwise)",
+    "messages": "a conversation up to its last user turn, JSON in the `messages` form TRL writes (null: one "
+    "question about `image`)",
     "question": "the question asked about the picture",
     "answer": "the reference answer",
     "skill": "the world skill the question tests (null for external data)",
@@ -41,15 +44,17 @@ COLUMNS = {
 }
 
 
+_IMAGE_INFO = {"image": {"dtype": "image"}, "more_images": {"sequence": "image"}}  # the hub's card keys
+
+
 def features() -> Any:
     """The export's ``datasets.Features``: the image as ``Image()``, the rest typed values."""
-    from datasets import Features, Value
+    from datasets import Features, Sequence, Value
     from datasets import Image as ImageFeature
 
     types = {"round": "int32", "retired_round": "int32", "live": "bool", "weight": "float64"}
-    return Features(
-        {name: ImageFeature() if name == "image" else Value(types.get(name, "string")) for name in COLUMNS}
-    )
+    special = {"image": ImageFeature(), "more_images": Sequence(ImageFeature())}
+    return Features({name: special.get(name) or Value(types.get(name, "string")) for name in COLUMNS})
 
 
 def _size_category(n: int) -> str:
@@ -94,7 +99,7 @@ def card_data(run: RunRecords, frontier: bool, external: str | None) -> DatasetC
         tags=["synthetic", "curriculum-learning", "lessonloop"],
         dataset_info={
             "features": [
-                {"name": name, "dtype": "image" if name == "image" else feature.dtype}
+                {"name": name, **_IMAGE_INFO.get(name, {"dtype": getattr(feature, "dtype", None)})}
                 for name, feature in features().items()
             ],
             "splits": [{"name": "train", "num_examples": n}],

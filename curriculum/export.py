@@ -22,16 +22,16 @@ from typing import Any
 
 from curriculum.dataset_card import COLUMNS, dataset_card, features
 from curriculum.run_records import Committed, RoundRecord, RunRecords, read_run
-from curriculum.types import Example, StoredImage, image_to_png_bytes
+from curriculum.types import StoredImage, image_to_png_bytes
 
 __all__ = ["Committed", "RoundRecord", "RunRecords", "export_run", "read_run"]
 
 
-def _png(ex: Example) -> bytes:
-    """The example's image as PNG bytes (a pool image already is one: no re-encoding)."""
-    if isinstance(ex.image, StoredImage) and ex.image.data[:8] == b"\x89PNG\r\n\x1a\n":
-        return ex.image.data
-    return image_to_png_bytes(ex.image)
+def _png(image: Any) -> bytes:
+    """An image as PNG bytes (a pool image already is one: no re-encoding)."""
+    if isinstance(image, StoredImage) and image.data[:8] == b"\x89PNG\r\n\x1a\n":
+        return image.data
+    return image_to_png_bytes(image)
 
 
 def _as_json(value: Any) -> str:
@@ -49,7 +49,9 @@ def _rows(examples: list[Committed]) -> dict[str, list[Any]]:
         ex, meta = c.example, c.example.meta
         row = {
             "id": ex.id,
-            "image": {"bytes": _png(ex), "path": None},
+            "image": {"bytes": _png(ex.image), "path": None},
+            "more_images": [{"bytes": _png(im), "path": None} for im in ex.more_images],
+            "messages": None if ex.messages is None else _as_json(ex.messages),
             "question": ex.question,
             "answer": ex.answer,
             "skill": ex.skill,

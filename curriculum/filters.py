@@ -178,19 +178,28 @@ class Dedup:
         self.by_image: dict[str, TextIndex] = {}  # questions asked of each distinct image (pixel hash)
         self.images = ImageIndex(image_bits)  # perceptual hash -> pixel hash
 
+    @staticmethod
+    def _key(example: Example) -> str:
+        """The pixel hashes of every image the item shows: conversations that differ in any
+        picture are different items."""
+        return "+".join(image_hash(im) for im in _pictures(example))
+
     def add(self, example: Example, key: str | None = None) -> None:
-        h = image_hash(example.image)
+        h = self._key(example)
         if h not in self.by_image:
             self.by_image[h] = TextIndex(self.threshold)
-            self.images.add(perceptual_hash(example.image), h)
+            if not example.more_images:  # copies are looked for among single pictures
+                self.images.add(perceptual_hash(example.image), h)
         self.by_image[h].add(example.question, key or example.id)
 
     def match(self, example: Example) -> str | None:
         """Why ``example`` duplicates a stored one (``"duplicate of <id>"``), or None."""
-        h = image_hash(example.image)
+        h = self._key(example)
         same = self.by_image.get(h)
         if same is not None and (other := same.match(example.question)) is not None:
             return f"duplicate of {other}"
+        if example.more_images:
+            return None
         for bits, key in self.images.near(perceptual_hash(example.image)):
             if key != h and (other := self.by_image[key].match(example.question)) is not None:
                 return f"duplicate of {other} (a near-identical image, {bits} of {PHASH_BITS} bits apart)"

@@ -9,6 +9,8 @@ import json
 import re
 from pathlib import Path
 
+import pytest
+
 from curriculum.types import Example, as_pil, image_hash
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -114,12 +116,14 @@ def test_rows_that_cannot_train_are_counted_by_reason(tmp_path):
         {"messages": [user(image, text), said("red")], "images": ["bad.png"]},
         {"messages": [{"role": "robot", "content": "hi"}, user(image, text), said("red")], "images": ["t.png"]},
         {"messages": "what?", "images": ["t.png"]},
+        {"messages": [said("hello"), user(image, text), said("red")], "images": ["t.png"]},  # no prompt first
+        {"messages": [user(text), user(image, text), said("red")], "images": ["t.png"]},  # two user turns
     ]  # fmt: skip
     splits = load_splits(load_config(None, _rows(tmp_path, rows)).data)
     assert len(splits.train) + len(splits.test) + len(splits.probe) == 3
     assert dict(splits.skipped) == {
         "train/answer_missing": 1, "train/question_missing": 1, "train/images_mismatch": 1,
-        "train/image_missing": 1, "train/image_corrupt": 1, "train/messages_invalid": 2,
+        "train/image_missing": 1, "train/image_corrupt": 1, "train/messages_invalid": 4,
     }  # fmt: skip
 
 
@@ -192,3 +196,20 @@ def test_the_page_s_config_trains_with_the_curriculum_on(tmp_path, monkeypatch):
         assert (f["question"], f["answer"]) == (last.question, last.answer)
     predictions = (tmp_path / "conv" / "eval_predictions.jsonl").read_text().splitlines()
     assert len(predictions) == len(written["test"])
+    # The exported pool keeps every turn and picture of its conversations.
+    from datasets import load_from_disk
+
+    from curriculum.export import export_run
+
+    rows = load_from_disk(str(export_run(tmp_path / "conv")))
+    assert len(rows) == len(pool.examples)
+    for row in rows:
+        assert len(row["more_images"]) == 1 and len(json.loads(row["messages"])) == 3
+
+
+def test_grpo_on_conversations_is_refused_at_load(tmp_path):
+    from train.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="^train.mode grpo takes question/answer data"):
+        load_config(None, ["train.mode=grpo", "data.source=hf", "data.hf.path=json",
+                           "data.hf.messages_column=messages"])  # fmt: skip

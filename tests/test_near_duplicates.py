@@ -176,3 +176,14 @@ def test_every_image_of_a_conversation_is_checked_for_leaks(world):
         f"evaluation item test:{item.id} (a resized or re-encoded copy" in cands[0].verdicts["decontaminate"]
     )
     assert cands[1].verdicts["decontaminate"] == f"probe item {asked.id}"
+
+
+def test_conversations_that_differ_in_a_later_picture_are_not_duplicates(world):
+    train = world["train"]
+    a = dataclasses.replace(train[0], id="a", more_images=[train[1].image])
+    b = dataclasses.replace(train[0], id="b", more_images=[train[2].image])
+    again = dataclasses.replace(a, id="again")
+    dedup = Dedup(0.8)
+    dedup.add(a)
+    assert dedup.match(b) is None and dedup.match(again) == "duplicate of a"
+    assert dedup.match(dataclasses.replace(train[0], id="single")) is None  # one picture: another item

@@ -70,7 +70,11 @@ def turns_of(messages: Any) -> list[dict[str, Any]]:
         turns.append({"role": role, "content": parts})
     if turns[-1]["role"] != "assistant":
         raise Refused("answer_missing")
-    if len(turns) < 2 or turns[-2]["role"] != "user":
+    # System turns first, then user and assistant alternating from a user turn: what every chat
+    # template accepts (several refuse anything else, and an assistant turn first has no prompt).
+    roles = [t["role"] for t in turns]
+    dialogue = roles[next(i for i, r in enumerate(roles) if r != "system") :]
+    if dialogue != ["user", "assistant"] * (len(dialogue) // 2):
         raise Refused("messages_invalid")
     if not any(p["type"] == "text" for p in turns[-2]["content"]):
         raise Refused("question_missing")

@@ -305,7 +305,7 @@ def _load_rows(
     if isinstance(feature, datasets.Image):
         ds = ds.cast_column(image_col, datasets.Image(decode=False))
     elif isinstance(getattr(feature, "feature", None), datasets.Image):
-        ds = ds.cast_column(image_col, datasets.List(datasets.Image(decode=False)))
+        ds = ds.cast_column(image_col, datasets.Sequence(datasets.Image(decode=False)))  # 3.x has no List
     known = {*columns, *hf.slice_columns, UNDECODABLE}
     for i, row in enumerate(ds, offset):
         if row.get(UNDECODABLE):  # counted, and named, when its file was read

@@ -72,6 +72,11 @@ class Config(Section):
     def check(self) -> None:
         """The rules that span sections (each section checked its own fields already)."""
         cc, fc = self.curriculum, self.curriculum.frontier
+        if self.train.mode == "grpo" and self.data.source == "hf" and self.data.hf.messages_column:
+            raise ConfigError(
+                "train.mode grpo takes question/answer data: data.hf.messages_column (conversations) "
+                "trains with sft"
+            )
         if cc.enabled and fc.rationales and self.eval.max_new_tokens < 64:
             raise ConfigError(
                 "curriculum.frontier.rationales needs eval.max_new_tokens >= 64: "
