@@ -71,8 +71,8 @@ def in_train(record: dict[str, Any], test: list[Example]) -> set[str] | None:
     train = build_splits(
         world["seed"],
         world["train_size"],
-        0,
-        1,
+        world["probe_size"],  # train is drawn after test and probe, away from their pictures
+        world["test_size"],
         world["image_size"],
         skills=world.get("skills") or None,
         train_mix=world.get("train_mix", "natural"),

@@ -15,8 +15,8 @@ import itertools
 import random
 from collections.abc import Callable
 
-from curriculum.types import Example
 from curriculum.stream import DataStream
+from curriculum.types import Example
 
 
 def ratio_schedule(start: float, end: float | None, ramp_steps: int) -> Callable[[int], float]:
