@@ -352,7 +352,9 @@ class VerifiedOnly:
 
 
 class StudentCheck:
-    """Asks the model; keeps what it fails (``fails``) or what it passes at a rate in ``band``."""
+    """Asks the model; keeps what it fails (``fails``) or what it passes at a rate in ``band``.
+    Contrast examples (``generators.contrast``: the other answers of a question the model answers
+    one way) are kept unasked."""
 
     name = "student"
 
@@ -363,6 +365,10 @@ class StudentCheck:
 
     def __call__(self, candidates: list[Candidate]) -> None:
         live = [c for c in candidates if not c.dropped]
+        for c in live:  # a bias is broken by the answers the model already gives: kept as they are
+            if c.example.meta.get("contrast"):
+                c.verdicts[self.name] = "contrast: kept whatever the model answers"
+        live = [c for c in live if not c.example.meta.get("contrast")]
         if self.mode == "off" or not live:
             for c in live:
                 c.verdicts[self.name] = "skipped"

@@ -30,7 +30,7 @@ from curriculum.analyze import slice_values
 from curriculum.mining import Neighbours, hard_examples
 from curriculum.scoring import ANSWER_TAG, normalise, with_rationale
 from curriculum.types import Example, Failure, Weakness
-from curriculum.world import Spec, generate, natural_examples, world_skills
+from curriculum.world import Spec, generate, get_skill, natural_examples, world_skills
 from curriculum.world.questions import questions_for_scene
 
 
@@ -86,8 +86,38 @@ class WorldGenerator:
         if weakness.spec is None or count <= 0:
             return []
         spec = Spec.from_dict({**weakness.spec, "count": count})
-        made = generate(spec, seed, self.image_size, source="synthetic", id_prefix=prefix)
-        return [_provenance(ex, self.name, weakness) for ex in made]
+        made = []
+        for i, part in enumerate(contrast(spec)):
+            tag = f"{prefix}c{i}" if i else prefix  # ids unchanged where there is one part
+            extra = {"contrast": True} if i else {}  # the student check keeps these (StudentCheck)
+            made += [
+                _provenance(ex, self.name, weakness, **extra)
+                for ex in generate(part, seed + i, self.image_size, source="synthetic", id_prefix=tag)
+            ]
+        return made
+
+
+def contrast(spec: Spec) -> list[Spec]:
+    """The specs to draw for ``spec``: itself, or, when it fixes the answer of a question (a slice
+    such as ``compare/answer=yes``, found when the model gives the other answer to every item),
+    half of its count with that answer and half spread over the other answers. Examples of one
+    answer only teach the opposite bias: in ``benchmarks/results/claim_tiny_gpu`` the analyzer found
+    ``answer=yes`` and ``answer=no`` of compare and spatial in turn, round after round, and the
+    model's constant answer followed the pool while its accuracy stayed at the prior."""
+    fixed = spec.params.get("answer")
+    options = get_skill(spec.skill).params.get("answer")
+    if fixed is None or options is None or not options.options() or spec.count < 2:
+        return [spec]
+    others = [v for v in options.options() if v != fixed]
+    if not others:
+        return [spec]
+    half = spec.count // 2
+    parts = [dataclasses.replace(spec, count=spec.count - half)]
+    for i, value in enumerate(others):
+        n = half // len(others) + (i < half % len(others))
+        if n:
+            parts.append(dataclasses.replace(spec, params={**spec.params, "answer": value}, count=n))
+    return parts
 
 
 class SameImageGenerator:
