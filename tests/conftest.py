@@ -36,6 +36,42 @@ def tiny_qwen(tmp_path_factory, world_small):
     )
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models on one thread (modules ask with ``pytestmark = pytest.mark.usefixtures``): their
+    matrices are too small to split, and on the shared 2-core machine a whole short run takes a
+    quarter of the time it takes on two threads."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def arch_world():
+    """A small world at the tiny models' default image size (64 px: 16 image tokens)."""
+    from curriculum.world import build_splits
+
+    return build_splits(seed=0, train_size=64, probe_size=32, test_size=32, image_size=64)
+
+
+@pytest.fixture(scope="session")
+def arch_checkpoints(tmp_path_factory, arch_world) -> dict[str, str]:
+    """A tiny checkpoint of every buildable architecture at 64 px, its tokenizer trained on
+    ``arch_world``'s words; built once per test process."""
+    from models import build_tiny_vlm
+    from models.tiny import ARCHS
+
+    texts = [t for ex in arch_world["train"] for t in (ex.question, ex.answer)]
+    root = tmp_path_factory.mktemp("archs")
+    return {
+        arch: str(build_tiny_vlm(root / arch, arch=arch, image_size=64, corpus=texts, seed=0))
+        for arch in ARCHS
+    }
+
+
 @pytest.fixture(autouse=True)
 def _fresh_accelerate_state():
     """Accelerate keeps process-wide singletons; each test starts from a clean one."""

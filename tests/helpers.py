@@ -17,11 +17,26 @@ def benchmark(name: str) -> ModuleType:
     return module
 
 
-def tiny_checkpoints(root: Path, texts: list[str], archs: list[str], image_size: int) -> dict[str, str]:
-    """A tiny checkpoint of each architecture under ``root``, its tokenizer trained on ``texts``."""
-    from models import build_tiny_vlm
+class KnowsColours:
+    """A model that answers colour and shape questions right and every other wrong."""
 
-    return {
-        arch: str(build_tiny_vlm(root / arch, arch=arch, image_size=image_size, corpus=texts, seed=0))
-        for arch in archs
-    }
+    def answer(self, examples):
+        return [ex.answer if ex.skill in ("colour", "shape") else "0" for ex in examples]
+
+    def sample(self, examples, n):
+        return [[a] * n for a in self.answer(examples)]
+
+
+def frontier_round(frontier, world, root: Path):
+    """One curriculum round at step 10 (budget 48, no student check) with ``frontier`` as the
+    analyzer, on ``world``'s splits, for ``KnowsColours``; its ``RoundResult``."""
+    from curriculum.engine import Curriculum
+    from train.config import CurriculumConfig
+
+    cfg = CurriculumConfig(enabled=True, every=10, budget=48, analyzer="openai", frontier=frontier,
+                           student_check="off")  # fmt: skip
+    cur = Curriculum(cfg, root, world["train"], world["probe"], {"test": world["test"]}, 32, 0)
+    try:
+        return cur.update(10, KnowsColours())
+    finally:
+        cur.close()

@@ -2,7 +2,7 @@
 answers with, and a short run of the real loop with the curriculum on.
 
 The models are the tiny presets at the built-in world's default image size (64x64, 16 image
-tokens); each is built once for this module.
+tokens); each is built once per test process (``arch_checkpoints`` in conftest.py).
 """
 
 from __future__ import annotations
@@ -15,39 +15,17 @@ import torch
 
 from curriculum.types import Example
 from models.tiny import ARCHS
-from tests.helpers import tiny_checkpoints
 from train.collate import IGNORE_INDEX, VLMCollator
 
 IMAGE_SIZE = 64
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run on one thread: their matrices are too small to split, and on the shared
-    2-core machine a whole short run takes a quarter of the time it takes on two threads."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(scope="module")
-def world():
-    from curriculum.world import build_splits
-
-    return build_splits(seed=0, train_size=64, probe_size=32, test_size=32, image_size=IMAGE_SIZE)
-
-
-@pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory, world) -> dict[str, str]:
-    """A tiny checkpoint of every architecture, its tokenizer trained on the world's words."""
-    texts = [t for ex in world["train"] for t in (ex.question, ex.answer)]
-    return tiny_checkpoints(tmp_path_factory.mktemp("archs"), texts, ARCHS, IMAGE_SIZE)
-
-
-def _examples(world) -> list[Example]:
+def _examples(arch_world) -> list[Example]:
     """Three training examples with answers of different lengths (rows get padded)."""
-    train = world["train"]
+    train = arch_world["train"]
     long = Example("long", train[0].image, train[0].question, "twenty two red circles")
     return [long, train[1], train[2]]
 
@@ -67,22 +45,22 @@ def _forward(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return model(**{k: v for k, v in batch.items() if k != "labels"}).logits
 
 
-def _load(checkpoints, arch):
+def _load(arch_checkpoints, arch):
     from models import load_model
 
-    model, processor = load_model(checkpoints[arch], device="cpu")
+    model, processor = load_model(arch_checkpoints[arch], device="cpu")
     model.eval()
     return model, processor
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-def test_no_position_of_a_training_batch_sees_a_later_answer_token(arch, checkpoints, world):
+def test_no_position_of_a_training_batch_sees_a_later_answer_token(arch, arch_checkpoints, arch_world):
     """The loss on an answer token cannot be lowered by looking at the answer: changing the answer
     token at position j leaves the logits at every position before j unchanged, whatever the
     processor's extra inputs say (token types, image masks, multimodal positions)."""
-    model, processor = _load(checkpoints, arch)
+    model, processor = _load(arch_checkpoints, arch)
     collator = VLMCollator(processor)
-    batch = collator(_examples(world))
+    batch = collator(_examples(arch_world))
     base = _forward(model, batch)
     tok = collator.tokenizer
     replacement = tok.convert_tokens_to_ids("Ġblue") if "Ġblue" in tok.get_vocab() else 300
@@ -96,12 +74,12 @@ def test_no_position_of_a_training_batch_sees_a_later_answer_token(arch, checkpo
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-def test_the_loss_is_taken_on_the_answer_tokens_only(arch, checkpoints, world):
+def test_the_loss_is_taken_on_the_answer_tokens_only(arch, arch_checkpoints, arch_world):
     """Supervised: exactly the tokens after the generation prompt (the prompt as ``prompts`` encodes
     it for answering), up to the row's end: the answer and one end-of-turn token."""
-    _, processor = _load(checkpoints, arch)
+    _, processor = _load(arch_checkpoints, arch)
     collator = VLMCollator(processor)
-    examples = _examples(world)
+    examples = _examples(arch_world)
     batch = collator(examples)
     tok = collator.tokenizer
     prompts = collator.prompts(examples)
@@ -115,16 +93,18 @@ def test_the_loss_is_taken_on_the_answer_tokens_only(arch, checkpoints, world):
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-def test_a_training_row_reads_its_answer_as_the_model_reads_what_it_generates(arch, checkpoints, world):
+def test_a_training_row_reads_its_answer_as_the_model_reads_what_it_generates(
+    arch, arch_checkpoints, arch_world
+):
     """At each answer token a training row gives the logits the model gives when it answers the
     same prompt (left-padded, as ``prompts`` encodes it) and has produced the answer so far: read
     with a copy of the prompt per completion, with the prompt encoded once and its cache shared,
     and by ``generate``'s own scores. So the model is trained on what it does when it answers."""
     from train.prompt_sharing import full_logits, shared_prompt_logits
 
-    model, processor = _load(checkpoints, arch)
+    model, processor = _load(arch_checkpoints, arch)
     collator = VLMCollator(processor)
-    examples = _examples(world)
+    examples = _examples(arch_world)
     batch = collator(examples)
     base = _forward(model, batch)
     spans = _answer_spans(batch)
@@ -156,7 +136,7 @@ STEPS = 8
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-def test_a_short_run_with_the_curriculum_learns_pools_and_evaluates(arch, checkpoints, tmp_path):
+def test_a_short_run_with_the_curriculum_learns_pools_and_evaluates(arch, arch_checkpoints, tmp_path):
     """The real loop on each architecture: SFT steps, a curriculum round (greedy probe, offline
     analyzer, generators, student check) that commits examples to the pool, the final evaluation
     with sampled answers as well as greedy ones; the training loss falls."""
@@ -164,7 +144,7 @@ def test_a_short_run_with_the_curriculum_learns_pools_and_evaluates(arch, checkp
     from train.loop import run
 
     cfg = load_config(None, [
-        f"run.output_dir={tmp_path}", "run.name=run", f"model.name_or_path={checkpoints[arch]}",
+        f"run.output_dir={tmp_path}", "run.name=run", f"model.name_or_path={arch_checkpoints[arch]}",
         f"data.world.image_size={IMAGE_SIZE}", "data.world.train_size=64", "data.world.probe_size=32",
         "data.world.test_size=32", "train.cpu=true", f"train.steps={STEPS}", "train.batch_size=8", "train.lr=3e-3",
         "train.warmup_steps=1", "train.log_every=1", "train.save_model=false", "eval.at_start=false",
@@ -193,7 +173,7 @@ def shorter(completions, **_):
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-def test_grpo_steps_sample_what_they_score_on_every_architecture(arch, checkpoints, tmp_path):
+def test_grpo_steps_sample_what_they_score_on_every_architecture(arch, arch_checkpoints, tmp_path):
     """GRPO in the loop, under gradient checkpointing (so the update reads a copy of the prompt per
     completion, with the per-token inputs continued over the completion as generation continues
     them): the log-probability the update gives each sampled token is the one the sampler drew
@@ -202,7 +182,7 @@ def test_grpo_steps_sample_what_they_score_on_every_architecture(arch, checkpoin
     from train.loop import run
 
     cfg = load_config(None, [
-        f"run.output_dir={tmp_path}", "run.name=grpo", f"model.name_or_path={checkpoints[arch]}",
+        f"run.output_dir={tmp_path}", "run.name=grpo", f"model.name_or_path={arch_checkpoints[arch]}",
         "model.gradient_checkpointing=true", f"data.world.image_size={IMAGE_SIZE}", "data.world.train_size=64",
         "data.world.probe_size=32", "data.world.test_size=32", "train.cpu=true", "train.mode=grpo", "train.steps=2",
         "train.batch_size=2", "train.log_every=1", "train.save_model=false", "grpo.group_size=4",

@@ -9,36 +9,14 @@ import torch
 
 from curriculum.types import Example
 from models.tiny import ARCHS
-from tests.helpers import tiny_checkpoints
 from train.collate import IGNORE_INDEX, VLMCollator
 
-IMAGE_SIZE = 64
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def world():
-    from curriculum.world import build_splits
-
-    return build_splits(seed=0, train_size=16, probe_size=4, test_size=4, image_size=IMAGE_SIZE)
-
-
-@pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory, world) -> dict[str, str]:
-    texts = [t for ex in world["train"] for t in (ex.question, ex.answer)]
-    return tiny_checkpoints(tmp_path_factory.mktemp("conversation-archs"), texts, ARCHS, IMAGE_SIZE)
-
-
-def conversation(world) -> Example:
+def conversation(arch_world) -> Example:
     """Two user turns, each with an image (the second's between two pieces of text), two answers."""
-    a, b = world["train"][0], world["train"][1]
+    a, b = arch_world["train"][0], arch_world["train"][1]
     turns = [
         {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": a.question}]},
         {"role": "assistant", "content": [{"type": "text", "text": a.answer}]},
@@ -68,10 +46,10 @@ def _spans(labels: torch.Tensor) -> list[range]:
     return [range(r[0], r[-1] + 1) for r in runs]
 
 
-def _load(checkpoints, arch):
+def _load(arch_checkpoints, arch):
     from models import load_model
 
-    model, processor = load_model(checkpoints[arch], device="cpu")
+    model, processor = load_model(arch_checkpoints[arch], device="cpu")
     model.eval()
     return model, processor
 
@@ -82,10 +60,10 @@ def _forward(model, batch):
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-def test_every_assistant_turn_is_supervised_and_nothing_else(arch, checkpoints, world):
-    _, processor = _load(checkpoints, arch)
+def test_every_assistant_turn_is_supervised_and_nothing_else(arch, arch_checkpoints, arch_world):
+    _, processor = _load(arch_checkpoints, arch)
     collator = VLMCollator(processor)
-    conv, single = conversation(world), world["train"][2]
+    conv, single = conversation(arch_world), arch_world["train"][2]
     batch = collator([conv, single])
     tok = collator.tokenizer
     spans = _spans(batch["labels"][0])
@@ -94,7 +72,7 @@ def test_every_assistant_turn_is_supervised_and_nothing_else(arch, checkpoints, 
         assert said == [conv.answer]
         assert torch.equal(batch["token_type_ids"].bool(), batch["labels"] != IGNORE_INDEX)
     else:
-        assert said == [world["train"][0].answer, conv.answer]
+        assert said == [arch_world["train"][0].answer, conv.answer]
     assert spans[-1].stop == int(batch["attention_mask"][0].sum())
     assert [
         tok.decode(batch["input_ids"][1][s], skip_special_tokens=True) for s in _spans(batch["labels"][1])
@@ -108,12 +86,14 @@ def test_every_assistant_turn_is_supervised_and_nothing_else(arch, checkpoints, 
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-def test_no_supervised_position_of_a_conversation_sees_a_later_answer_token(arch, checkpoints, world):
+def test_no_supervised_position_of_a_conversation_sees_a_later_answer_token(
+    arch, arch_checkpoints, arch_world
+):
     """Changing any supervised token leaves the logits at every earlier position unchanged, in
     either answer of the conversation: the loss on an answer cannot be lowered by looking at it."""
-    model, processor = _load(checkpoints, arch)
+    model, processor = _load(arch_checkpoints, arch)
     collator = VLMCollator(processor)
-    batch = collator([conversation(world), world["train"][2]])
+    batch = collator([conversation(arch_world), arch_world["train"][2]])
     base = _forward(model, batch)
     for span in _spans(batch["labels"][0]):
         for j in span:
@@ -125,15 +105,15 @@ def test_no_supervised_position_of_a_conversation_sees_a_later_answer_token(arch
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-def test_the_last_turn_is_answered_with_the_earlier_ones_as_context(arch, checkpoints, world):
+def test_the_last_turn_is_answered_with_the_earlier_ones_as_context(arch, arch_checkpoints, arch_world):
     """Greedy answers come back for a batch mixing a conversation and a single turn, and the
     earlier turns change what the model reads (its logits for the answer's first token)."""
     from train.evaluate import generate_answers
 
-    model, processor = _load(checkpoints, arch)
+    model, processor = _load(arch_checkpoints, arch)
     collator = VLMCollator(processor)
-    conv = conversation(world)
-    answers, _ = generate_answers(model, collator, [conv, world["train"][2]], 2, 3, torch.device("cpu"))
+    conv = conversation(arch_world)
+    answers, _ = generate_answers(model, collator, [conv, arch_world["train"][2]], 2, 3, torch.device("cpu"))
     assert len(answers) == 2 and all(isinstance(a, str) for a in answers)
     alone = Example("alone", conv.more_images[0], conv.question, conv.answer,
                     messages=[{**conv.messages[-1]}])  # fmt: skip

@@ -11,24 +11,14 @@ import math
 import pytest
 
 from curriculum.budget import split_budget
-from curriculum.engine import Curriculum
 from curriculum.frontier.analyzer import STRATEGIES, FrontierAnalyzer
 from curriculum.frontier.client import Endpoint, FrontierClient
 from curriculum.frontier.sim import SimConfig, SimServer
 from curriculum.types import Failure
-from train.config import CurriculumConfig, EndpointConfig, FrontierConfig
+from tests.helpers import frontier_round
+from train.config import EndpointConfig, FrontierConfig
 
 KEY = "LL_ASK_KEY"
-
-
-class KnowsColours:
-    """A model that answers colour and shape questions right and every other wrong."""
-
-    def answer(self, examples):
-        return [ex.answer if ex.skill in ("colour", "shape") else "0" for ex in examples]
-
-    def sample(self, examples, n):
-        return [[a] * n for a in self.answer(examples)]
 
 
 def _failures(world):
@@ -71,12 +61,7 @@ def test_a_cads_round_pays_for_the_proposals_it_takes(world_small, tmp_path, mon
 
         fc = FrontierConfig(model="analyst", base_url=sim.url, api_key_env=KEY, max_retries=0, preset="cads",
                             committee=[endpoint("gen-a"), endpoint("gen-b")], cache=None)  # fmt: skip
-        cfg = CurriculumConfig(enabled=True, every=10, budget=48, analyzer="openai", frontier=fc,
-                               student_check="off")  # fmt: skip
-        w = world_small
-        cur = Curriculum(cfg, tmp_path / "cur", w["train"], w["probe"], {"test": w["test"]}, 32, 0)
-        result = cur.update(10, KnowsColours())
-        cur.close()
+        result = frontier_round(fc, world_small, tmp_path / "cur")
     assert result.status == "ok"
     written = sum(len(w.notes.get("proposals") or []) for w in result.weaknesses)
     used = sum(c.generator == "proposals" for c in result.candidates)

@@ -11,10 +11,10 @@ import time
 
 import pytest
 
-from curriculum.engine import Curriculum
 from curriculum.frontier.client import BudgetExceeded, Ledger
 from curriculum.frontier.sim import SimConfig, SimServer
-from train.config import CurriculumConfig, EndpointConfig, FrontierConfig
+from tests.helpers import frontier_round
+from train.config import EndpointConfig, FrontierConfig
 
 KEY = "LL_BUDGET_KEY"
 
@@ -65,14 +65,6 @@ def test_a_call_that_fits_once_the_calls_in_flight_are_charged_waits_for_them():
         timed.reserve(0.03)
 
 
-class KnowsColours:
-    def answer(self, examples):
-        return [ex.answer if ex.skill in ("colour", "shape") else "0" for ex in examples]
-
-    def sample(self, examples, n):
-        return [[a] * n for a in self.answer(examples)]
-
-
 @pytest.mark.parametrize("concurrency", [1, 4])
 def test_a_round_with_pictures_spends_no_more_than_its_budget(
     concurrency, world_small, tmp_path, monkeypatch
@@ -88,12 +80,7 @@ def test_a_round_with_pictures_spends_no_more_than_its_budget(
             image_model=endpoint("painter"), image_price=0.042, image_size="256x256", cache=None,
             prices={"analyst": [2.5, 10.0], "judge": [0.15, 0.6]}, concurrency=concurrency, round_budget=0.03,
         )  # fmt: skip
-        cfg = CurriculumConfig(enabled=True, every=10, budget=48, analyzer="openai", frontier=fc,
-                               student_check="off")  # fmt: skip
-        w = world_small
-        cur = Curriculum(cfg, tmp_path / "cur", w["train"], w["probe"], {"test": w["test"]}, 32, 0)
-        result = cur.update(10, KnowsColours())
-        cur.close()
+        result = frontier_round(fc, world_small, tmp_path / "cur")
     spent = result.metrics.get("curriculum/round_cost_usd", 0.0)
     assert 0 < spent <= 0.03, spent
 

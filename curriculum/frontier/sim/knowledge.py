@@ -14,6 +14,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
+from curriculum.generators import parse_value
 from curriculum.world.generate import Spec, generate
 from curriculum.world.questions import answer_from_scene, questions_for_scene
 from curriculum.world.scene import BAR_LABELS, EDGE_MARGIN, SHAPES, is_clear
@@ -159,19 +160,6 @@ def fresh_item(skill: str, params: dict[str, str], seed: int) -> tuple[dict[str,
         if ex.scene is not None:
             return ex.scene, ex.question, ex.answer
     return None
-
-
-def parse_value(text: str) -> Any:
-    """A parameter value written as text, as the world expects it: bool, int, float or text."""
-    low = text.strip().lower()
-    if low in ("true", "false"):
-        return low == "true"
-    for kind in (int, float):
-        try:
-            return kind(low)
-        except ValueError:
-            pass
-    return text.strip()
 
 
 def variant(scene: dict[str, Any], rng: random.Random, tries: int = 60) -> dict[str, Any]:
