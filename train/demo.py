@@ -116,10 +116,7 @@ def report(on_dir: Path, off_dir: Path, weak: list[str] | None = None) -> str:
         columns["start"] = on["start"]
     columns["no curr."] = off["end"]
     columns["curric."] = on["end"]
-    counts = Counter(
-        json.loads(line)["skill"] or "all"
-        for line in (on_dir / "eval_predictions.jsonl").read_text().splitlines()
-    )
+    counts = Counter(skill for skill, _ in _marks(on_dir).values())
     cur = on.get("curriculum", {})
     rounds = cur.get("rounds", [])
     lines = [
