@@ -10,6 +10,9 @@ common answer, the model does not read that skill's visual cue at this budget, w
 GRPO is run on top. ``--vision`` overrides fields of the vision tower's config (patch size,
 merge size, ...), ``--params`` constrains the skill's parameters as a curriculum spec would, and
 ``--pretrain-vision N`` first pretrains the vision tower as ``model.pretrain_vision_steps: N`` does.
+``--from PATH`` starts from a saved model instead (the base student: ``models/bases/tiny-qwen2_5_vl``),
+``--freeze-vision`` keeps its tower fixed, as ``model.freeze_vision`` does; the first point of the
+curve (step 0) is then the starting model's accuracy.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from curriculum.scoring import is_correct  # noqa: E402
 from curriculum.world import Spec, generate, skill_names, world_corpus  # noqa: E402
 from models import build_tiny_vlm, load_model  # noqa: E402
+from models.load import freeze_vision_encoder  # noqa: E402
 from train.collate import VLMCollator  # noqa: E402
 from train.evaluate import generate_answers, prior_baseline  # noqa: E402
 from train.setup import pretrain_tiny_vision  # noqa: E402
@@ -46,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--pretrain-vision", type=int, default=0, help="vision pretraining steps first (0: none)"
     )
+    parser.add_argument("--from", dest="start", help="a saved model to start from (default: build one)")
+    parser.add_argument("--freeze-vision", action="store_true", help="keep the vision tower fixed")
     parser.add_argument("--test-size", type=int, default=300)
     parser.add_argument("--eval-every", type=int, default=250)
     parser.add_argument("--seed", type=int, default=0)
@@ -55,14 +61,12 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.manual_seed(args.seed)
     vision, params = json.loads(args.vision), json.loads(args.params)
-    with tempfile.TemporaryDirectory() as tmp:
-        build_tiny_vlm(tmp, preset=args.preset, image_size=args.image_size, corpus=world_corpus(),
-                       seed=args.seed, overrides={"vision_config": vision} if vision else None)  # fmt: skip
-        if args.pretrain_vision:
-            pretrain_tiny_vision(
-                Path(tmp), args.pretrain_vision, args.image_size, args.seed, args.device == "cpu"
-            )
-        model, processor = load_model(tmp, dtype="float32", device=args.device)
+    if args.start:
+        model, processor = load_model(args.start, dtype="float32", device=args.device)
+    else:
+        model, processor = build_and_load(args, vision)
+    if args.freeze_vision:
+        freeze_vision_encoder(model)
     collator = VLMCollator(processor, question_first=True)
     device = torch.device(args.device)
     test = generate(
@@ -70,25 +74,31 @@ def main(argv: list[str] | None = None) -> int:
     )
     # Always the most common answer of 2000 more examples: what ignoring the image reaches.
     prior = prior_baseline(generate(Spec(args.skill, params, 2000), seed=20_000), test)["accuracy"]
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95))
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=args.lr, betas=(0.9, 0.95)
+    )
     curve: list[dict[str, float]] = []
     parameters = sum(p.numel() for p in model.parameters())
 
-    def evaluate(step: int, loss: float) -> None:
+    def evaluate(step: int, loss: float | None) -> None:
+        model.eval()
         answers, _ = generate_answers(model, collator, test, 64, 4, device)
+        model.train()
         accuracy = sum(is_correct(a, ex.answer) for a, ex in zip(answers, test, strict=True)) / len(test)
         curve.append(
             {"step": step, "loss": loss, "accuracy": accuracy, "seconds": round(time.perf_counter() - t0, 1)}
         )
+        shown = "-" if loss is None else f"{loss:.3f}"
         print(
-            f"{args.skill} step {step}: loss {loss:.3f}, accuracy {accuracy:.3f} (prior {prior:.3f})",
-            flush=True,
+            f"{args.skill} step {step}: loss {shown}, accuracy {accuracy:.3f} (prior {prior:.3f})", flush=True
         )
         # Rewritten at every evaluation, so a run stopped early keeps its curve.
         out = {"args": vars(args), "prior": prior, "parameters": parameters, "curve": curve}
         Path(args.out).write_text(json.dumps(out, indent=1))
 
     t0 = time.perf_counter()
+    if args.start:
+        evaluate(0, None)
     model.train()
     losses: list[float] = []
     for step in range(1, args.steps + 1):
@@ -104,6 +114,18 @@ def main(argv: list[str] | None = None) -> int:
             evaluate(step, sum(losses) / len(losses))
             losses.clear()
     return 0
+
+
+def build_and_load(args: argparse.Namespace, vision: dict) -> tuple:
+    """A freshly built tiny model (its tower pretrained first when asked), loaded."""
+    with tempfile.TemporaryDirectory() as tmp:
+        build_tiny_vlm(tmp, preset=args.preset, image_size=args.image_size, corpus=world_corpus(),
+                       seed=args.seed, overrides={"vision_config": vision} if vision else None)  # fmt: skip
+        if args.pretrain_vision:
+            pretrain_tiny_vision(
+                Path(tmp), args.pretrain_vision, args.image_size, args.seed, args.device == "cpu"
+            )
+        return load_model(tmp, dtype="float32", device=args.device)
 
 
 if __name__ == "__main__":

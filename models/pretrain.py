@@ -10,6 +10,14 @@ what the part of the image it covers holds: the sum, over the objects centred in
 vector per attribute value (a shape's, a colour's), or the "nothing" code of each attribute when
 it holds none. The language model is not touched.
 
+With ``positions`` each object's code also says where its centre lies: x times one fixed random
+direction plus y times another (both from -1 at the left/top edge to 1 at the right/bottom). A
+real encoder's features carry where things are; codes of what alone do not, and the language
+model cannot recover it from the image tokens' positions either: in the tiny Qwen2.5-VL (M-RoPE,
+head size 32, theta 1e6) neighbouring image columns turn by at most 0.0018 rad. Without them the
+base student stayed at a constant answer on "Is the red circle left of the blue square?" however
+it was fine-tuned (``docs/results.md``).
+
 Why codes rather than a classifier per attribute: the language model then reads few, clean,
 well separated token values, almost as if each token named its object, and a token holding two
 objects holds the sum of both. Trained this way (1000 steps), a frozen tower let the language model
@@ -34,9 +42,12 @@ from PIL import Image
 
 # Per image, per token, one tuple of attribute class ids per object centred in the token.
 TokenObjects = list[list[tuple[int, ...]]]
-# (images, their token objects) for one step.
-Batch = tuple[list[Image.Image], list[TokenObjects]]
+# Per image, per token, the (x, y) centre of each of those objects (fractions of width and height).
+TokenCentres = list[list[tuple[float, float]]]
+# (images, their token objects, their token centres) for one step.
+Batch = tuple[list[Image.Image], list[TokenObjects], list[TokenCentres]]
 CODE_SEED = 1234  # the codes are a fixed function of the seed and the shapes, not saved anywhere
+POSITION_SEED = 4321  # the two position directions: a generator of their own leaves the codes as they were
 
 
 def token_grid(model: Any, image_size: int) -> int:
@@ -81,6 +92,26 @@ def token_targets(objects: list[TokenObjects], codes: dict[str, torch.Tensor]) -
     return torch.stack(rows)
 
 
+def position_codes(hidden: int, seed: int = POSITION_SEED) -> torch.Tensor:
+    """(2, hidden): the fixed directions that an object's x and y centre scale, entries N(0, 1)."""
+    return torch.randn(2, hidden, generator=torch.Generator().manual_seed(seed))
+
+
+def position_targets(centres: list[TokenCentres], directions: torch.Tensor) -> torch.Tensor:
+    """(images, tokens, hidden): per token, the sum over the objects centred in it of
+    ``(2x - 1) * directions[0] + (2y - 1) * directions[1]`` (zero where it holds none)."""
+    hidden = directions.shape[-1]
+    rows = []
+    for image in centres:
+        tokens = [
+            sum(((2 * x - 1) * directions[0] + (2 * y - 1) * directions[1] for x, y in token),
+                torch.zeros(hidden, device=directions.device))
+            for token in image
+        ]  # fmt: skip
+        rows.append(torch.stack(tokens))
+    return torch.stack(rows)
+
+
 def decode_tokens(features: torch.Tensor, codes: dict[str, torch.Tensor]) -> torch.Tensor:
     """(..., attributes): the class of each attribute whose code sum lies nearest to each feature,
     over every combination of one class per attribute (nothing included)."""
@@ -100,10 +131,11 @@ def pretrain_vision(
     lr: float = 1e-3,
     log: Callable[[str], None] | None = None,
     log_every: int = 100,
+    positions: bool = False,
 ) -> dict[str, Any]:
     """Train ``model``'s vision tower for ``steps`` steps on ``batch(step)`` (steps from 1), at
     ``lr`` with a 5 % linear warmup and a cosine decay: mean squared error between each image
-    token and its target code sum (``token_targets``).
+    token and its target code sum (``token_targets``, plus ``position_targets`` with ``positions``).
 
     ``classes`` gives each labelled attribute's number of classes. Returns a record: steps,
     seconds, and the last ``log_every`` steps' mean loss, mean token norm and per-attribute
@@ -120,6 +152,7 @@ def pretrain_vision(
     codes = {
         k: v.to(device) for k, v in attribute_codes(classes, model.config.text_config.hidden_size).items()
     }
+    directions = position_codes(model.config.text_config.hidden_size).to(device) if positions else None
     optimizer = torch.optim.AdamW(tower.parameters(), lr=lr, weight_decay=0.0)
     warmup = max(1, steps // 20)
     schedule = torch.optim.lr_scheduler.LambdaLR(  # linear warmup, then cosine decay to zero
@@ -129,16 +162,19 @@ def pretrain_vision(
     model.train()
     t0 = time.perf_counter()
     window: dict[str, list[float]] = {"loss": [], "norm": [], **{name: [] for name in classes}}
-    record: dict[str, Any] = {"steps": steps, "lr": lr, "objective": "token codes (mse)"}
+    objective = "token codes with object positions (mse)" if positions else "token codes (mse)"
+    record: dict[str, Any] = {"steps": steps, "lr": lr, "objective": objective}
     for step in range(1, steps + 1):
-        images, objects = batch(step)
+        images, objects, centres = batch(step)
         features = image_token_features(model, processor, images)
         shape = (len(objects), len(objects[0]) if objects else 0)
         if shape != tuple(features.shape[:2]):
             raise ValueError(
                 f"the labels cover {shape} (images, tokens), the images give {tuple(features.shape[:2])} tokens"
             )
-        loss = torch.nn.functional.mse_loss(features, token_targets(objects, codes))
+        where = position_targets(centres, directions) if directions is not None else None
+        target = token_targets(objects, codes) if where is None else token_targets(objects, codes) + where
+        loss = torch.nn.functional.mse_loss(features, target)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(tower.parameters(), 1.0)
@@ -154,7 +190,8 @@ def pretrain_vision(
                 if len(token) == 1
             ]
             if single:
-                found = decode_tokens(features[[i for i, _, _ in single], [t for _, t, _ in single]], codes)
+                what = features if where is None else features - where  # the codes of what, alone
+                found = decode_tokens(what[[i for i, _, _ in single], [t for _, t, _ in single]], codes)
                 truth = torch.tensor([held for _, _, held in single], device=device)
                 for k, name in enumerate(classes):
                     window[name].append(float((found[:, k] == truth[:, k]).float().mean()))

@@ -10,6 +10,7 @@ from curriculum.world.pretraining import (
     TOKEN_ATTRIBUTES,
     labelled_images,
     object_skills,
+    token_centres,
     token_labels,
     token_objects,
 )
@@ -51,11 +52,11 @@ def test_token_labels_refuse_bar_charts():
 
 def test_labelled_images_cover_the_object_skills_deterministically():
     assert "shape" in object_skills() and "bar_value" not in object_skills()
-    images, labels = labelled_images(10, step=3, image_size=32, grid=2)
+    images, labels, centres = labelled_images(10, step=3, image_size=32, grid=2)
     assert len(images) == 10 and images[0].size == (32, 32)
     assert len(labels) == 10 and all(len(tokens) == 4 for tokens in labels)
     assert all(len(held) == len(TOKEN_ATTRIBUTES) for tokens in labels for token in tokens for held in token)
-    again, labels_again = labelled_images(10, step=3, image_size=32, grid=2)
+    again, labels_again, _ = labelled_images(10, step=3, image_size=32, grid=2)
     assert labels_again == labels and list(again[0].getdata()) == list(images[0].getdata())
     assert labelled_images(10, step=4, image_size=32, grid=2)[1] != labels
 
@@ -74,7 +75,7 @@ def test_pretraining_teaches_the_tower_to_name_what_each_token_shows(tiny_qwen):
     image = render(scene, 32)
     seen = []
     record = pretrain_vision(
-        model, processor, lambda step: ([image] * 4, [held] * 4),
+        model, processor, lambda step: ([image] * 4, [held] * 4, [token_centres(scene, 2)] * 4),
         TOKEN_ATTRIBUTES, steps=30, lr=3e-3, log=seen.append, log_every=10,
     )  # fmt: skip
     assert len(seen) == 3 and "step 30/30" in seen[-1]
@@ -91,13 +92,15 @@ def test_pretraining_refuses_other_architectures_and_bad_labels(tiny_qwen, tmp_p
     llava = build_tiny_vlm(tmp_path / "llava", arch="llava", image_size=32, corpus=["a b"], seed=0)
     model, processor = load_model(str(llava), dtype="float32", device="cpu")
     with pytest.raises(ValueError, match="Qwen2.5-VL models only"):
-        pretrain_vision(model, processor, lambda s: ([], {}), TOKEN_ATTRIBUTES, steps=1)
+        pretrain_vision(model, processor, lambda s: ([], [], []), TOKEN_ATTRIBUTES, steps=1)
     model, processor = load_model(str(tiny_qwen), dtype="float32", device="cpu")
-    images, labels = labelled_images(2, step=0, image_size=32, grid=4)  # 16 labels, but 4 tokens at 32 px
+    images, labels, centres = labelled_images(
+        2, step=0, image_size=32, grid=4
+    )  # 16 labels, 4 tokens at 32 px
     with pytest.raises(
         ValueError, match=r"the labels cover \(2, 16\) \(images, tokens\), the images give \(2, 4\)"
     ):
-        pretrain_vision(model, processor, lambda s: (images, labels), TOKEN_ATTRIBUTES, steps=1)
+        pretrain_vision(model, processor, lambda s: (images, labels, centres), TOKEN_ATTRIBUTES, steps=1)
 
 
 def test_token_targets_sum_the_codes_of_every_object_and_decode_back():
@@ -117,6 +120,47 @@ def test_token_targets_sum_the_codes_of_every_object_and_decode_back():
     )
     noisy = target[0, :2] + 0.3 * torch.randn(2, 64, generator=torch.Generator().manual_seed(0))
     assert decode_tokens(noisy, codes).tolist() == [[0, 0], [1, 2]]
+
+
+def test_position_targets_place_each_object_on_two_fixed_directions():
+    from models.pretrain import position_codes, position_targets
+
+    directions = position_codes(hidden=64)
+    assert directions.shape == (2, 64) and torch.equal(directions, position_codes(64))
+    centres = [[[], [(0.0, 1.0)], [(0.75, 0.5), (0.25, 0.25)]]]
+    where = position_targets(centres, directions)
+    assert where.shape == (1, 3, 64)
+    assert torch.equal(where[0, 0], torch.zeros(64))  # no object: no position
+    assert torch.allclose(where[0, 1], -directions[0] + directions[1])
+    assert torch.allclose(where[0, 2], 0.5 * directions[0] + (-0.5 * directions[0] - 0.5 * directions[1]))
+
+
+def test_pretraining_with_positions_tells_left_from_right(tiny_qwen):
+    """Two pictures that differ only in where one red circle lies (left or right half of the same
+    token): trained with positions, their tokens differ along the x direction with the right sign."""
+    from models import load_model
+    from models.pretrain import image_token_features, position_codes, pretrain_vision
+
+    torch.manual_seed(0)
+    model, processor = load_model(str(tiny_qwen), dtype="float32", device="cpu")
+    scenes = [
+        {"kind": "objects", "overlap": False, "objects": [_obj("circle", "red", x, 0.25, 0.1)]}
+        for x in (0.15, 0.35)
+    ]
+    images = [render(scene, 32) for scene in scenes]
+    held = [token_objects(scene, grid=2) for scene in scenes]
+    centres = [token_centres(scene, grid=2) for scene in scenes]
+    record = pretrain_vision(
+        model, processor, lambda step: (images * 2, held * 2, centres * 2), TOKEN_ATTRIBUTES,
+        steps=40, lr=3e-3, positions=True, log_every=10,
+    )  # fmt: skip
+    assert record["objective"] == "token codes with object positions (mse)"
+    assert record["last"]["shape"] >= 0.9 and record["last"]["colour"] >= 0.9  # what, read past where
+    with torch.no_grad():
+        features = image_token_features(model, processor, images)
+    x = position_codes(model.config.text_config.hidden_size)[0]
+    along = (features[1, 0] - features[0, 0]) @ x / x.norm() ** 2  # target: 2 * (0.35 - 0.15) = 0.4
+    assert 0.2 < float(along) < 0.6
 
 
 def test_a_built_tiny_model_is_pretrained_in_place_when_configured(tmp_path, world_small):
@@ -145,6 +189,8 @@ def test_a_built_tiny_model_is_pretrained_in_place_when_configured(tmp_path, wor
 
     with pytest.raises(ConfigError, match="needs model.build_tiny: qwen2_5_vl"):
         load_config(None, [*overrides, "model.build_tiny=llava", "model.pretrain_vision_steps=5"])
+    with pytest.raises(ConfigError, match="pretrain_vision_positions needs model.pretrain_vision_steps > 0"):
+        load_config(None, [*overrides, "model.pretrain_vision_positions=true"])
 
 
 def test_the_token_grid_follows_the_vision_config(tiny_qwen, tmp_path):
@@ -158,6 +204,6 @@ def test_the_token_grid_follows_the_vision_config(tiny_qwen, tmp_path):
         if overrides:
             build_tiny_vlm(path, image_size=32, corpus=["a b"], seed=0, overrides=overrides)
         model, processor = load_model(str(path), dtype="float32", device="cpu")
-        images, _ = labelled_images(2, step=0, image_size=32, grid=side)
+        images, _, _ = labelled_images(2, step=0, image_size=32, grid=side)
         assert token_grid(model, 32) == side
         assert image_token_features(model, processor, images).shape[:2] == (2, side * side)

@@ -48,7 +48,8 @@ def ensure_tiny_model(cfg: Config, train: list) -> None:
         seed=cfg.run.seed,
     )
     if mc.pretrain_vision_steps:
-        pretrain_tiny_vision(partial, mc.pretrain_vision_steps, image_size, cfg.run.seed, cfg.train.cpu)
+        pretrain_tiny_vision(partial, mc.pretrain_vision_steps, image_size, cfg.run.seed, cfg.train.cpu,
+                             mc.pretrain_vision_positions)  # fmt: skip
     partial.rename(path)
 
 
@@ -71,9 +72,12 @@ VISION_PRETRAIN_BATCH = 32  # images a step
 VISION_PRETRAIN_LR = 1e-3
 
 
-def pretrain_tiny_vision(path: Path, steps: int, image_size: int, seed: int, cpu: bool) -> None:
+def pretrain_tiny_vision(
+    path: Path, steps: int, image_size: int, seed: int, cpu: bool, positions: bool = False
+) -> None:
     """Pretrain the vision tower of the tiny model at ``path`` in place, on token-labelled world
-    images (``curriculum.world.pretraining``); the record goes to ``vision_pretraining.json``."""
+    images (``curriculum.world.pretraining``), the objects' positions too with ``positions``; the
+    record goes to ``vision_pretraining.json``."""
     from curriculum.world.pretraining import TOKEN_ATTRIBUTES, labelled_images
     from models import load_model
     from models.pretrain import pretrain_vision, token_grid
@@ -83,12 +87,13 @@ def pretrain_tiny_vision(path: Path, steps: int, image_size: int, seed: int, cpu
     model, processor = load_model(str(path), dtype="float32", device=device)
     grid = token_grid(model, image_size)
 
-    def batch(step: int) -> tuple[list, dict]:
+    def batch(step: int) -> tuple[list, list, list]:
         return labelled_images(VISION_PRETRAIN_BATCH, seed * 1_000_003 + step, image_size, grid)
 
     record = pretrain_vision(
-        model, processor, batch, TOKEN_ATTRIBUTES, steps, lr=VISION_PRETRAIN_LR, log=log.info, log_every=100
-    )
+        model, processor, batch, TOKEN_ATTRIBUTES, steps, lr=VISION_PRETRAIN_LR, log=log.info, log_every=100,
+        positions=positions,
+    )  # fmt: skip
     model.save_pretrained(path)
     record.update(batch=VISION_PRETRAIN_BATCH, image_size=image_size, seed=seed, device=device)
     (path / "vision_pretraining.json").write_text(json.dumps(record, indent=1))

@@ -5,8 +5,9 @@ A tiny VLM's image tokens each cover one square of a ``grid`` x ``grid`` divisio
 square, the shape and colour class of each object centred in it (usually none or one; with
 overlap two objects can share a square: 15 % of uniform counting scenes have such a square).
 ``token_labels`` keeps only the object drawn on top, one class per attribute and square.
+``token_centres`` gives, in the same order, where each of those objects' centres lies in the image.
 ``labelled_images`` draws object scenes of every skill that has them, from a seed of its own,
-and lists their token objects.
+and lists their token objects and centres.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ SEED_BASE = 7_000_000
 
 # Per token, one tuple of class ids (in TOKEN_ATTRIBUTES order) per object centred in it.
 TokenObjects = list[list[tuple[int, ...]]]
+# Per token, the (x, y) centre of each of those objects, as fractions of the image's width and height.
+TokenCentres = list[list[tuple[float, float]]]
 
 
 def _cell(obj: dict[str, Any], grid: int) -> int:
@@ -52,6 +55,14 @@ def token_objects(scene: dict[str, Any], grid: int) -> TokenObjects:
     return cells
 
 
+def token_centres(scene: dict[str, Any], grid: int) -> TokenCentres:
+    """Per token, in ``token_objects``' order, the centre (x, y) of every object centred in it."""
+    cells: TokenCentres = [[] for _ in range(grid * grid)]
+    for obj in _objects_of(scene):
+        cells[_cell(obj, grid)].append((float(obj["x"]), float(obj["y"])))
+    return cells
+
+
 def token_labels(scene: dict[str, Any], grid: int) -> dict[str, list[int]]:
     """Per attribute, ``grid * grid`` class ids in raster order: the object on top in each token."""
     _objects_of(scene)
@@ -71,12 +82,13 @@ def object_skills() -> tuple[str, ...]:
 
 def labelled_images(
     count: int, step: int, image_size: int, grid: int
-) -> tuple[list[Image.Image], list[TokenObjects]]:
+) -> tuple[list[Image.Image], list[TokenObjects], list[TokenCentres]]:
     """``count`` object-scene images spread over the object skills, with parameters uniform over
-    their full ranges, and each one's token objects; a pure function of the arguments."""
+    their full ranges, and each one's token objects and centres; a pure function of the arguments."""
     skills = object_skills()
     images: list[Image.Image] = []
     objects: list[TokenObjects] = []
+    centres: list[TokenCentres] = []
     for i, skill in enumerate(skills):
         n = count // len(skills) + (i < count % len(skills))
         if not n:
@@ -84,4 +96,5 @@ def labelled_images(
         for ex in generate(Spec(skill, {}, n), seed=SEED_BASE + step, image_size=image_size):
             images.append(ex.image)
             objects.append(token_objects(ex.scene, grid))
-    return images, objects
+            centres.append(token_centres(ex.scene, grid))
+    return images, objects, centres

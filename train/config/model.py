@@ -63,6 +63,9 @@ class ModelConfig(Section):
     """After ``build_tiny`` (Qwen2.5-VL only), train the new model's vision tower for this many steps to name the
     shape and colour under each image token of built-in-world scenes drawn from a seed of their own, as a stand-in for
     a real VLM's pretrained image encoder; the language model is untouched. 0: leave it random."""
+    pretrain_vision_positions: bool = False
+    """With ``pretrain_vision_steps``, each object's token code also says where its centre lies in the image, as a real
+    encoder's features do; without, nothing in the image tokens tells the language model where an object is."""
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     """Weight dtype. ``auto``: bfloat16 on a GPU that supports it, else float32."""
     gradient_checkpointing: bool = False
@@ -85,3 +88,5 @@ class ModelConfig(Section):
         require(self.pretrain_vision_steps >= 0, "pretrain_vision_steps", "must be >= 0")
         require(not self.pretrain_vision_steps or self.build_tiny == "qwen2_5_vl", "pretrain_vision_steps",
                 "needs model.build_tiny: qwen2_5_vl")  # fmt: skip
+        require(not self.pretrain_vision_positions or self.pretrain_vision_steps > 0, "pretrain_vision_positions",
+                "needs model.pretrain_vision_steps > 0")  # fmt: skip
