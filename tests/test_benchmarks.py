@@ -30,6 +30,16 @@ def test_skill_alone_can_pretrain_the_vision_tower_first(tmp_path):
     assert json.loads(out.read_text())["args"]["pretrain_vision"] == 2
 
 
+def test_skill_alone_starts_from_a_saved_model_and_scores_it_first(tmp_path, arch_checkpoints):
+    out = tmp_path / "compare.json"
+    argv = ["--skill", "compare", "--from", arch_checkpoints["qwen2_5_vl"], "--freeze-vision", "--steps", "2",
+            "--eval-every", "2", "--test-size", "8", "--device", "cpu", "--out", str(out)]  # fmt: skip
+    assert _script("skill_alone").main(argv) == 0
+    result = json.loads(out.read_text())
+    assert [point["step"] for point in result["curve"]] == [0, 2]
+    assert result["curve"][0]["loss"] is None and result["curve"][1]["loss"] > 0
+
+
 def test_probe_tower_fits_a_shape_probe_on_the_object_token(tmp_path):
     out = tmp_path / "probe.json"
     argv = ["--train", "40", "--test", "20", "--image-size", "32", "--out", str(out)]
