@@ -85,3 +85,29 @@ def test_prompt_sharing_times_both_ways_of_a_grpo_step(tmp_path):
     assert set(result["median_s"]) == {"rollout_generate", "rollout_shared", "update_full", "update_shared"}
     assert all(v > 0 for v in result["median_s"].values()) and all(r > 0 for r in result["ratios"].values())
     assert result["max_logprob_difference"] < 1e-4  # the two updates compute the same thing
+
+
+def test_world_throughput_measures_each_variant_of_one_built_model(tmp_path):
+    out = tmp_path / "throughput.json"
+    argv = ["--steps", "4", "--log-every", "2", "--batch-size", "4", "--image-size", "32", "--train-size", "40",
+            "--test-size", "9", "--device", "cpu", "--work", str(tmp_path / "work"), "--out", str(out),
+            "--variant", "plain:", "--variant", "small_lr:train.lr=1e-5"]  # fmt: skip
+    assert _script("world_throughput").main(argv) == 0
+    result = json.loads(out.read_text())
+    assert set(result["variants"]) == {"plain", "small_lr"}
+    assert result["variants"]["small_lr"]["overrides"] == ["train.lr=1e-5"]
+    for figures in result["variants"].values():
+        assert figures["samples_per_s"] > 0 and figures["windows"] == 1 and 0 <= figures["data_fraction"] <= 1
+    assert (
+        result["fastest"] in result["variants"] and result["goal_met"] is False
+    )  # 1000 samples/s on a toy CPU run
+    assert len(list((tmp_path / "work").glob("model-tiny"))) == 1  # built once, trained twice
+
+
+def test_world_throughput_refuses_a_malformed_variant():
+    import pytest
+
+    with pytest.raises(SystemExit, match="is not KEY=VALUE"):
+        _script("world_throughput").parse_variant("fast:train.steps")
+    with pytest.raises(SystemExit, match="expected NAME:KEY=VALUE"):
+        _script("world_throughput").parse_variant("fast")
