@@ -47,6 +47,7 @@ from curriculum.types import Example
 from train.collate import VLMCollator
 from train.distributed import backward_pass, shards_parameters, synced_generation
 from train.grpo_objective import group_advantages, group_std, policy_loss, zero_spread
+from train.losses import completion_logprobs
 from train.prompt_sharing import (
     checkpointing,
     full_logits,
@@ -117,9 +118,13 @@ def token_logprobs(
     mask: torch.Tensor,
     temperature: float,
     suppressed: list[int] | None = None,
+    chunk: int = 0,
 ) -> torch.Tensor:
     """Log-probabilities ``[N, T]`` of the completion tokens ``ids`` after their prompts, in the
     distribution the rollouts sampled from (``suppressed`` tokens excluded).
+
+    ``chunk`` > 0: from the final hidden states, ``chunk`` completion tokens at a time, never the
+    whole ``[N, T, vocabulary]`` logits (``train/losses.py``); positions ``mask`` leaves out are 0.
 
     ``inputs`` hold each prompt once (left-padded rows); ``ids`` and ``mask`` hold the same number
     of completions for every prompt, prompt by prompt. Each prompt, its image included, is encoded
@@ -131,6 +136,9 @@ def token_logprobs(
         raise ValueError(
             f"{ids.shape[0]} completions do not split evenly over {inputs['input_ids'].shape[0]} prompts"
         )
+    if chunk:
+        return completion_logprobs(model, inputs, ids, mask, group, temperature, suppressed, chunk,
+                                   shared=not checkpointing(model))  # fmt: skip
     if checkpointing(model):
         logits = full_logits(model, repeat_prompts(inputs, group), ids, mask)
     else:
@@ -153,7 +161,8 @@ class GRPOStep:
 
     ``column_names`` (dataset column -> example field, ``train.data.column_names``) gives reward
     functions the fields under the dataset's names too; ``max_steps`` is the run's length, for
-    rewards that shape by progress (``trainer_state.max_steps``)."""
+    rewards that shape by progress (``trainer_state.max_steps``); ``loss_chunk``: see
+    ``token_logprobs`` (``train.loss_chunk``)."""
 
     def __init__(
         self,
@@ -168,11 +177,13 @@ class GRPOStep:
         lora: bool,
         column_names: dict[str, str] | None = None,
         max_steps: int = 0,
+        loss_chunk: int = 0,
     ) -> None:
         self.gc, self.model, self.collator = gc, model, collator
         self.optimizer, self.accelerator, self.stream = optimizer, accelerator, stream
         self.batch_size, self.max_grad_norm = batch_size, max_grad_norm
         self.column_names, self.max_steps = column_names, max_steps
+        self.chunk = loss_chunk  # log-probabilities from hidden states, this many tokens at a time
         # accelerator.backward divides each loss by this (DeepSpeed's engine by its own value,
         # which Accelerate adopts when it prepares the model): each draw is one of those micro-steps.
         self.draws = int(accelerator.gradient_accumulation_steps)
@@ -290,7 +301,10 @@ class GRPOStep:
         old = ref = None
         with torch.no_grad():
             if gc.updates > 1:  # the sampling policy, before the first update moves it
-                old = [token_logprobs(self.model, *b, gc.temperature, self.suppressed) for b in batches]
+                old = [
+                    token_logprobs(self.model, *b, gc.temperature, self.suppressed, self.chunk)
+                    for b in batches
+                ]
             if gc.kl_coef:
                 ref = [self._reference_logprobs(*b) for b in batches]
         sampled = [torch.cat([groups[i].ro.logprobs[groups[i].rows] for i in chunk]) for chunk in chunks]
@@ -298,7 +312,9 @@ class GRPOStep:
         for update in range(gc.updates):
             for c, (inputs, ids, mask) in enumerate(batches):
                 with backward_pass(acc, self.model, last=c == len(batches) - 1):
-                    logp = token_logprobs(self.model, inputs, ids, mask, gc.temperature, self.suppressed)
+                    logp = token_logprobs(
+                        self.model, inputs, ids, mask, gc.temperature, self.suppressed, self.chunk
+                    )
                     if update == 0:  # sampler and trainer should agree: a gap means they do not
                         gap = torch.where(mask.bool(), (logp.detach() - sampled[c]).abs(), 0.0)
                         gaps.append(float(gap.sum() / mask.sum().clamp(min=1)))
@@ -356,10 +372,13 @@ class GRPOStep:
         self, inputs: dict[str, torch.Tensor], ids: torch.Tensor, mask: torch.Tensor
     ) -> torch.Tensor:
         if self.reference is not None:
-            return token_logprobs(self.reference, inputs, ids, mask, self.gc.temperature, self.suppressed)
+            return token_logprobs(self.reference, inputs, ids, mask, self.gc.temperature, self.suppressed,
+                                  self.chunk)  # fmt: skip
         unwrapped = self.accelerator.unwrap_model(self.model)
         with unwrapped.disable_adapter():
-            return token_logprobs(unwrapped, inputs, ids, mask, self.gc.temperature, self.suppressed)
+            return token_logprobs(
+                unwrapped, inputs, ids, mask, self.gc.temperature, self.suppressed, self.chunk
+            )
 
 
 def forward_chunks(groups: list[Group], size: int) -> list[list[int]]:

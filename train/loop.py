@@ -242,7 +242,7 @@ def run(cfg: Config) -> dict[str, Any]:
 
         train_step: Any = GRPOStep(cfg.grpo, model, collator, optimizer, accelerator, stream, tc.batch_size,
                                    tc.max_grad_norm, cfg.model.lora.enabled, column_names(cfg.data),
-                                   tc.steps)  # fmt: skip
+                                   tc.steps, tc.loss_chunk)  # fmt: skip
     else:
         from train.sft import SFTStep
 

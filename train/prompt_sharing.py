@@ -87,10 +87,11 @@ def _draw(
 
 
 def full_logits(
-    model: Any, inputs: dict[str, torch.Tensor], ids: torch.Tensor, mask: torch.Tensor
+    model: Any, inputs: dict[str, torch.Tensor], ids: torch.Tensor, mask: torch.Tensor, hidden: bool = False
 ) -> torch.Tensor:
     """Next-token logits ``[N, T, V]`` for each completion token, from one forward pass over each
-    prompt row (one per completion) followed by its completion."""
+    prompt row (one per completion) followed by its completion. ``hidden``: the final hidden states
+    ``[N, T, H]`` those logits are projected from instead (no vocabulary-sized tensor is made)."""
     full = torch.cat([inputs["input_ids"], ids], dim=1)
     attention = torch.cat([inputs["attention_mask"], mask.to(inputs["attention_mask"].dtype)], dim=1)
     t = ids.shape[1]
@@ -98,6 +99,11 @@ def full_logits(
     # Per-token fields (token types, ...) continue over the completion as generation continues them.
     per_token = {k: v for k, v in extra.items() if v.shape[:2] == inputs["input_ids"].shape}
     extra.update(continued_inputs(model, per_token, t))
+    if hidden:
+        out = model(
+            input_ids=full, attention_mask=attention, logits_to_keep=1, output_hidden_states=True, **extra
+        )
+        return out.hidden_states[-1][:, -t - 1 : -1]
     logits = model(input_ids=full, attention_mask=attention, logits_to_keep=t + 1, **extra).logits
     return logits[:, -t - 1 : -1]
 
@@ -155,15 +161,20 @@ def encode_once(model: Any, inputs: dict[str, torch.Tensor], group: int) -> Enco
     return Encoded(out.logits[:, -1].repeat_interleave(group, dim=0), cache, cache_key, offset)
 
 
-def continue_from(model: Any, prompts: Encoded, ids: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
+def continue_from(
+    model: Any, prompts: Encoded, ids: torch.Tensor, attention: torch.Tensor, hidden: bool = False
+) -> torch.Tensor:
     """Logits ``[N, k, V]`` of the tokens ``ids`` ``[N, k]`` read after the cached prompts (and what
     was read after them before); ``attention`` covers everything from the prompts' first token. The
-    cache grows by these tokens."""
+    cache grows by these tokens. ``hidden``: the final hidden states ``[N, k, H]`` instead."""
     extra = {}
     if prompts.offset is not None:  # text positions: the count of attended tokens, plus the offset
         text = attention.cumsum(dim=-1)[:, -ids.shape[1] :] - 1
         extra["position_ids"] = text + prompts.offset.to(text.device)
     kwargs = {prompts.cache_key: prompts.cache, **extra}
+    if hidden:
+        kwargs.update(output_hidden_states=True, logits_to_keep=1)
+        return model(input_ids=ids, attention_mask=attention, use_cache=True, **kwargs).hidden_states[-1]
     return model(input_ids=ids, attention_mask=attention, use_cache=True, **kwargs).logits
 
 

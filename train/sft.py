@@ -1,7 +1,8 @@
 """Supervised fine-tuning: the step that ``train.mode: sft`` runs in the loop.
 
 One optimizer step is ``grad_accum`` micro-batches of ``batch_size`` examples from the stream,
-cross-entropy on the answer tokens only (the collator masks everything else).
+cross-entropy on the answer tokens only (the collator masks everything else), computed from
+those tokens' hidden states alone (``train/losses.py``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 import torch
 
 from train.collate import IGNORE_INDEX, VLMCollator
+from train.losses import answer_loss
 
 
 class SFTStep:
@@ -35,7 +37,12 @@ class SFTStep:
             out["tokens"] += int(batch["attention_mask"].sum())
             out["answer_tokens"] += int((batch["labels"] != IGNORE_INDEX).sum())
             with acc.accumulate(self.model):
-                loss = self.model(**batch).loss
+                # The same cross-entropy without the full logits (train.loss_chunk); 0: the model's own.
+                loss = (
+                    answer_loss(self.model, batch, tc.loss_chunk)
+                    if tc.loss_chunk
+                    else self.model(**batch).loss
+                )
                 acc.backward(loss)
                 if acc.sync_gradients and tc.max_grad_norm > 0:
                     # Under DeepSpeed its engine clipped already; this reads the norm (None at first).

@@ -52,6 +52,11 @@ class TrainConfig(Section):
     """Train on CPU even when a GPU is present."""
     save_model: bool = True
     """Write the final model (and processor) to ``<run>/model`` at the end."""
+    loss_chunk: int = 1024
+    """Compute the loss from the final hidden states of the scored tokens only (``sft``: the answer
+    tokens; ``grpo``: the completion tokens), projecting this many at a time onto the vocabulary, so
+    the whole ``[tokens, vocabulary]`` logits are never held; same loss and gradients. 0: the
+    model's own full-logits loss."""
 
     def check(self) -> None:
         require(self.steps > 0, "steps", "must be positive")
@@ -68,6 +73,7 @@ class TrainConfig(Section):
         require(self.log_every > 0, "log_every", "must be positive")
         require(self.save_every >= 0, "save_every", "must be >= 0")
         require(self.keep_checkpoints >= 1, "keep_checkpoints", "must be >= 1")
+        require(self.loss_chunk >= 0, "loss_chunk", "must be >= 0 (0: the model's own full-logits loss)")
         require(bool(self.resume.strip()), "resume", "must be 'auto', 'never' or a checkpoint folder")
 
 
