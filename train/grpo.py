@@ -46,6 +46,7 @@ from curriculum.scoring import is_correct
 from curriculum.types import Example
 from train.collate import VLMCollator
 from train.distributed import backward_pass, shards_parameters, synced_generation
+from train.flops import FlopCounter, rollout_work, update_work
 from train.grpo_objective import group_advantages, group_std, policy_loss, zero_spread
 from train.losses import completion_logprobs
 from train.prompt_sharing import (
@@ -162,7 +163,8 @@ class GRPOStep:
     ``column_names`` (dataset column -> example field, ``train.data.column_names``) gives reward
     functions the fields under the dataset's names too; ``max_steps`` is the run's length, for
     rewards that shape by progress (``trainer_state.max_steps``); ``loss_chunk``: see
-    ``token_logprobs`` (``train.loss_chunk``)."""
+    ``token_logprobs`` (``train.loss_chunk``); ``flops``: a ``FlopCounter`` of the model, for the
+    step's ``model_flops`` (rollouts, the update's passes and their backward)."""
 
     def __init__(
         self,
@@ -178,12 +180,14 @@ class GRPOStep:
         column_names: dict[str, str] | None = None,
         max_steps: int = 0,
         loss_chunk: int = 0,
+        flops: FlopCounter | None = None,
     ) -> None:
         self.gc, self.model, self.collator = gc, model, collator
         self.optimizer, self.accelerator, self.stream = optimizer, accelerator, stream
         self.batch_size, self.max_grad_norm = batch_size, max_grad_norm
         self.column_names, self.max_steps = column_names, max_steps
         self.chunk = loss_chunk  # log-probabilities from hidden states, this many tokens at a time
+        self.flops = flops  # counts each step's model FLOPs (model_flops) when given
         # accelerator.backward divides each loss by this (DeepSpeed's engine by its own value,
         # which Accelerate adopts when it prepares the model): each draw is one of those micro-steps.
         self.draws = int(accelerator.gradient_accumulation_steps)
@@ -239,6 +243,10 @@ class GRPOStep:
             tally["from_pool"] += self.stream.last_from_pool
             ro = rollout(unwrapped, self.collator, prompts, g, gc.max_new_tokens, gc.temperature, gc.top_p,
                          self.accelerator.device, self.synced)  # fmt: skip
+            if self.flops is not None:
+                tally["flops"] += self.flops.flops(
+                    rollout_work(self.flops, ro.inputs, ro.completion_ids), False
+                )
             rewards = self._score(ro, step)
             tally["completions"] += len(rewards)
             tally["unscored"] += self.rewards.unscored
@@ -263,7 +271,7 @@ class GRPOStep:
     def _groups(self, step: int) -> tuple[list[Group], dict[str, float]]:
         """The step's groups, ``draws`` draws of ``batch_size``, and what drawing them took."""
         tally: dict[str, Any] = {"drawn": 0, "from_pool": 0, "completions": 0, "unscored": 0, "dropped": 0,
-                                 "filler": 0, "parts": {}, "metrics": {}}  # fmt: skip
+                                 "filler": 0, "parts": {}, "metrics": {}, "flops": 0.0}  # fmt: skip
         groups = [grp for _ in range(self.draws) for grp in self._draw(step, tally)]
         drawn = max(1, tally["drawn"])
         stats = {
@@ -274,6 +282,8 @@ class GRPOStep:
             "filler_groups": float(tally["filler"]),
             "unscored_fraction": tally["unscored"] / max(1, tally["completions"]),
         }
+        if self.flops is not None:
+            stats["model_flops"] = tally["flops"]
         for name, values in tally["parts"].items():  # each function's mean over what it scored
             scored = [v for v in values if not math.isnan(v)]
             if scored:
@@ -341,6 +351,11 @@ class GRPOStep:
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
         t_update = time.perf_counter() - t0 - t_gen
+        if self.flops is not None:  # each pass trains `updates` times; the old and reference passes
+            works = [update_work(self.flops, *b, not checkpointing(self.model), self.chunk) for b in batches]
+            trained = sum(self.flops.flops(w, True) for w in works) * gc.updates
+            forward = sum(self.flops.flops(w, False) for w in works) * ((gc.updates > 1) + bool(gc.kl_coef))
+            stats["model_flops"] += trained + forward
         passed = [is_correct(grp.ro.texts[k], grp.ro.examples[k].answer) for grp in groups for k in grp.range]
         logged = groups[: gc.log_completions]
         extra = list(dict.fromkeys(k for grp in logged for k in grp.ro.extra))

@@ -13,15 +13,24 @@ from typing import Any
 import torch
 
 from train.collate import IGNORE_INDEX, VLMCollator
+from train.flops import FlopCounter
 from train.losses import answer_loss
 
 
 class SFTStep:
     def __init__(
-        self, model: Any, collator: VLMCollator, optimizer: Any, accelerator: Any, stream: Any, tc: Any
+        self,
+        model: Any,
+        collator: VLMCollator,
+        optimizer: Any,
+        accelerator: Any,
+        stream: Any,
+        tc: Any,
+        flops: FlopCounter | None = None,
     ) -> None:
         self.model, self.collator, self.optimizer = model, collator, optimizer
         self.accelerator, self.stream, self.tc = accelerator, stream, tc
+        self.flops = flops  # counts each step's model FLOPs (model_flops) when given
 
     def __call__(self, step: int) -> dict[str, float]:
         tc, acc = self.tc, self.accelerator
@@ -36,6 +45,10 @@ class SFTStep:
             out["samples"] += len(examples)
             out["tokens"] += int(batch["attention_mask"].sum())
             out["answer_tokens"] += int((batch["labels"] != IGNORE_INDEX).sum())
+            if self.flops is not None:  # the head projects the answer tokens (and one more) or all
+                head = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum()) + len(batch["labels"])
+                work = self.flops.batch(batch, head if tc.loss_chunk else batch["input_ids"].numel())
+                out["model_flops"] = out.get("model_flops", 0.0) + self.flops.flops(work, train=True)
             with acc.accumulate(self.model):
                 # The same cross-entropy without the full logits (train.loss_chunk); 0: the model's own.
                 loss = (

@@ -58,6 +58,11 @@ class TrainConfig(Section):
     the whole ``[tokens, vocabulary]`` logits are never held; same loss and gradients. 0: the
     model's own full-logits loss."""
 
+    peak_flops: float = 0.0
+    """Peak dense bf16 FLOP/s of one device, for the model FLOPs utilisation ``train/mfu``. 0: the
+    ``LESSONLOOP_PEAK_FLOPS`` environment variable, else the vendor figure for the GPU's name
+    (``train/flops.py``); on a device neither names (a CPU), ``train/mfu`` is left out."""
+
     def check(self) -> None:
         require(self.steps > 0, "steps", "must be positive")
         require(self.batch_size > 0, "batch_size", "must be positive")
@@ -73,6 +78,8 @@ class TrainConfig(Section):
         require(self.log_every > 0, "log_every", "must be positive")
         require(self.save_every >= 0, "save_every", "must be >= 0")
         require(self.keep_checkpoints >= 1, "keep_checkpoints", "must be >= 1")
+        require(self.peak_flops >= 0 and math.isfinite(self.peak_flops), "peak_flops",
+                "must be >= 0 (0: by the device's name)")  # fmt: skip
         require(self.loss_chunk >= 0, "loss_chunk", "must be >= 0 (0: the model's own full-logits loss)")
         require(bool(self.resume.strip()), "resume", "must be 'auto', 'never' or a checkpoint folder")
 
