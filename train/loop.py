@@ -176,7 +176,8 @@ def run(cfg: Config) -> dict[str, Any]:
     skill_counts = Counter(ex.skill or "all" for ex in eval_set)
     grpo = tc.mode == "grpo"
     policy = ModelPolicy(model, collator, accelerator, cfg.eval.batch_size, cfg.eval.max_new_tokens,
-                         *((cfg.grpo.temperature, cfg.grpo.max_new_tokens) if grpo else ()))  # fmt: skip
+                         *((cfg.grpo.temperature, cfg.grpo.max_new_tokens) if grpo else (1.0, None)),
+                         cfg.eval.decoder, cfg.eval.compile)  # fmt: skip
     curriculum = None
     if cc.enabled:
         from curriculum.engine import Curriculum
@@ -201,7 +202,7 @@ def run(cfg: Config) -> dict[str, Any]:
     def run_eval(step: int) -> EvalResult:
         ec = cfg.eval
         result = evaluate(model, collator, eval_set, accelerator, ec.batch_size, ec.max_new_tokens,
-                          ec.samples, ec.temperature, ec.sample_seed)  # fmt: skip
+                          ec.samples, ec.temperature, ec.sample_seed, ec.decoder, ec.compile)  # fmt: skip
         tokens_per_s = result.generated_tokens / max(result.seconds, 1e-9)
         tracker.log(
             {

@@ -149,13 +149,16 @@ class Encoded(NamedTuple):
     offset: torch.Tensor | None  # [P * group, 1]: multimodal rotary offset of each prompt
 
 
-def encode_once(model: Any, inputs: dict[str, torch.Tensor], group: int) -> Encoded:
+def encode_once(model: Any, inputs: dict[str, torch.Tensor], group: int, cache: Any = None) -> Encoded:
     """One forward pass over the prompts (images included); its cache, last logits and rotary
-    offsets repeated ``group`` times, prompt by prompt."""
+    offsets repeated ``group`` times, prompt by prompt. ``cache``: an empty cache to fill (a
+    ``StaticCache`` allocated once); none: the model's own."""
     cache_key = _cache_argument(model)
-    out = model(**inputs, use_cache=True, logits_to_keep=1)
+    given = {cache_key: cache} if cache is not None else {}
+    out = model(**inputs, use_cache=True, logits_to_keep=1, **given)
     cache = getattr(out, cache_key)
-    cache.batch_repeat_interleave(group)
+    if group > 1:
+        cache.batch_repeat_interleave(group)
     rope = _multimodal_rope(model)  # its offsets are those of the pass just made
     offset = rope.rope_deltas.repeat_interleave(group, dim=0) if rope is not None else None
     return Encoded(out.logits[:, -1].repeat_interleave(group, dim=0), cache, cache_key, offset)

@@ -161,6 +161,13 @@ class EvalConfig(Section):
     sample_seed: int = 0
     """Seed of the sampled answers: every evaluation draws from the same seed, and the training
     run's random state is left as it was."""
+    decoder: Literal["static", "generate"] = "static"
+    """How greedy answers (evaluation, curriculum probes) are decoded: ``static``, batched with a
+    key-value cache allocated once for the longest answer and written in place
+    (``train/decode.py``); ``generate``, transformers' ``generate``. The answers are the same."""
+    compile: bool = False
+    """With ``decoder: static`` on a GPU: compile the decoding step (``torch.compile``, CUDA graphs);
+    the first evaluation pays for compiling. Elsewhere decoding runs uncompiled."""
 
     def check(self) -> None:
         require(self.every >= 0, "every", "must be >= 0 (0: only at the start and the end)")
