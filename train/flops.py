@@ -32,6 +32,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from train.collate import IGNORE_INDEX
+
 log = logging.getLogger(__name__)
 PEAK_ENV = "LESSONLOOP_PEAK_FLOPS"
 
@@ -153,6 +155,12 @@ class FlopCounter:
         return Work(
             int(sum(lengths)), int(sum(n * (n + 1) // 2 for n in lengths)), head, image_tokens, images
         )
+
+    def sft(self, batch: dict[str, torch.Tensor], chunk: int) -> float:
+        """FLOPs of an SFT micro-batch, forward and backward: the head projects the answer tokens
+        (and each row's last position) with ``train.loss_chunk``, every position without."""
+        head = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum()) + len(batch["labels"])
+        return self.flops(self.batch(batch, head if chunk else batch["input_ids"].numel()), train=True)
 
     @staticmethod
     def continuation(context: torch.Tensor, steps: int, head: int) -> Work:

@@ -255,7 +255,8 @@ def run(cfg: Config) -> dict[str, Any]:
     else:
         from train.sft import SFTStep
 
-        train_step = SFTStep(model, collator, optimizer, accelerator, stream, tc, flops)
+        train_step = SFTStep(model, collator, optimizer, accelerator, stream, tc)
+        train_step.flops = flops
     # A live bar on a terminal; in a log file, one line per log window instead.
     interactive = is_main and sys.stderr.isatty()
     bar = tqdm(total=tc.steps, initial=step, disable=not interactive, desc="train", dynamic_ncols=True)

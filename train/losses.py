@@ -3,9 +3,10 @@
 A causal LM's forward ends in ``lm_head``: a ``[tokens, hidden]`` by ``[hidden, vocabulary]``
 product, kept whole (often upcast to float32, then again for the softmax) until the backward pass.
 At a 152k-row vocabulary that is the largest tensor of a step. Here the model's forward runs with
-``logits_to_keep=1`` (one position's logits) and returns its final hidden states; the loss then
-takes only the positions that are scored (SFT: the answer tokens; GRPO: the completion tokens),
-and projects them onto the vocabulary ``chunk`` positions at a time. Each chunk is recomputed in
+``logits_to_keep=1`` (one position's logits) and the language model's final hidden states are
+taken from it (``train.prompt_sharing.final_hidden``); the loss then takes only the positions
+that are scored (SFT: the answer tokens; GRPO: the completion tokens), and projects them onto the
+vocabulary ``chunk`` positions at a time. Each chunk is recomputed in
 the backward pass (activation checkpointing), so at most one chunk's logits are alive at once.
 The numbers are those of the full-logits path within float rounding (``tests/test_losses.py``).
 
@@ -23,7 +24,7 @@ import torch
 from torch.utils.checkpoint import checkpoint
 
 from train.collate import IGNORE_INDEX
-from train.prompt_sharing import base_model
+from train.prompt_sharing import base_model, final_hidden
 
 # Text-config attributes that change logits after lm_head, and how transformers applies them.
 _SCALE = "logit_scale"  # multiplied (Cohere)
@@ -50,8 +51,8 @@ class OutputHead:
     def __call__(self, hidden: torch.Tensor) -> torch.Tensor:
         weight = getattr(self.module, "weight", None)
         if weight is not None and weight.dtype != hidden.dtype:
-            # Accelerate's mixed precision hands back float32 outputs; the forward's autocast would
-            # have run the head in the weights' (lower) precision, as this does.
+            # Under autocast the final hidden states can be float32 beside bfloat16 weights; the
+            # forward's autocast would have run the head in the weights' precision, as this does.
             hidden = hidden.to(weight.dtype)
         logits = self.module(hidden)
         if self.scale is not None:
@@ -103,21 +104,15 @@ def target_logprobs(
     return torch.cat(parts)
 
 
-def last_hidden(output: Any) -> torch.Tensor:
-    """The final (normed) hidden states of a forward run with ``output_hidden_states=True``."""
-    states = getattr(output, "hidden_states", None)
-    if not states:
-        raise ValueError("the model's forward returned no hidden_states for output_hidden_states=True")
-    return states[-1]
-
-
 def answer_loss(model: Any, batch: dict[str, torch.Tensor], chunk: int) -> torch.Tensor:
     """The SFT loss ``model(**batch).loss`` computes (mean next-token cross-entropy over the
-    labelled tokens), from the hidden states of the labelled positions only, ``chunk`` at a time."""
+    labelled tokens), from the hidden states of the labelled positions only, ``chunk`` at a time;
+    ``chunk`` 0: ``model(**batch).loss`` itself."""
+    if not chunk:
+        return model(**batch).loss
     labels = batch["labels"]
     inputs = {k: v for k, v in batch.items() if k != "labels"}
-    output = model(**inputs, output_hidden_states=True, logits_to_keep=1, use_cache=False)
-    hidden = last_hidden(output)[:, :-1]
+    hidden = final_hidden(model, **inputs, use_cache=False)[:, :-1]
     targets = labels[:, 1:]
     scored = targets != IGNORE_INDEX
     logp = target_logprobs(OutputHead(model), hidden[scored], targets[scored], chunk)

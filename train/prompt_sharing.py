@@ -100,10 +100,7 @@ def full_logits(
     per_token = {k: v for k, v in extra.items() if v.shape[:2] == inputs["input_ids"].shape}
     extra.update(continued_inputs(model, per_token, t))
     if hidden:
-        out = model(
-            input_ids=full, attention_mask=attention, logits_to_keep=1, output_hidden_states=True, **extra
-        )
-        return out.hidden_states[-1][:, -t - 1 : -1]
+        return final_hidden(model, input_ids=full, attention_mask=attention, **extra)[:, -t - 1 : -1]
     logits = model(input_ids=full, attention_mask=attention, logits_to_keep=t + 1, **extra).logits
     return logits[:, -t - 1 : -1]
 
@@ -176,9 +173,31 @@ def continue_from(
         extra["position_ids"] = text + prompts.offset.to(text.device)
     kwargs = {prompts.cache_key: prompts.cache, **extra}
     if hidden:
-        kwargs.update(output_hidden_states=True, logits_to_keep=1)
-        return model(input_ids=ids, attention_mask=attention, use_cache=True, **kwargs).hidden_states[-1]
+        return final_hidden(model, input_ids=ids, attention_mask=attention, use_cache=True, **kwargs)
     return model(input_ids=ids, attention_mask=attention, use_cache=True, **kwargs).logits
+
+
+def final_hidden(model: Any, **inputs: Any) -> torch.Tensor:
+    """The language model's final (normed) hidden states ``[N, L, H]`` over ``inputs``, which the
+    output head would turn into logits. The forward runs through ``model`` as given (DDP, DeepSpeed,
+    PEFT and mixed-precision wrappers see it) with one position's logits; the hidden states are
+    taken from the language model's output by a hook, so no other layer's are returned or copied."""
+    from models.load import find_language_model
+
+    _, language_model = find_language_model(model)
+    captured: list[torch.Tensor] = []
+
+    def keep(module: Any, args: Any, output: Any) -> None:
+        captured.append(output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0])
+
+    handle = language_model.register_forward_hook(keep)
+    try:
+        model(**inputs, logits_to_keep=1)
+    finally:
+        handle.remove()
+    if len(captured) != 1:
+        raise ValueError(f"the language model ran {len(captured)} times in one forward pass, expected once")
+    return captured[0]
 
 
 def per_prompt(inputs: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:

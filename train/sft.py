@@ -18,19 +18,13 @@ from train.losses import answer_loss
 
 
 class SFTStep:
+    flops: FlopCounter | None = None  # given (by the loop), each step reports its model FLOPs
+
     def __init__(
-        self,
-        model: Any,
-        collator: VLMCollator,
-        optimizer: Any,
-        accelerator: Any,
-        stream: Any,
-        tc: Any,
-        flops: FlopCounter | None = None,
+        self, model: Any, collator: VLMCollator, optimizer: Any, accelerator: Any, stream: Any, tc: Any
     ) -> None:
         self.model, self.collator, self.optimizer = model, collator, optimizer
         self.accelerator, self.stream, self.tc = accelerator, stream, tc
-        self.flops = flops  # counts each step's model FLOPs (model_flops) when given
 
     def __call__(self, step: int) -> dict[str, float]:
         tc, acc = self.tc, self.accelerator
@@ -45,17 +39,10 @@ class SFTStep:
             out["samples"] += len(examples)
             out["tokens"] += int(batch["attention_mask"].sum())
             out["answer_tokens"] += int((batch["labels"] != IGNORE_INDEX).sum())
-            if self.flops is not None:  # the head projects the answer tokens (and one more) or all
-                head = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum()) + len(batch["labels"])
-                work = self.flops.batch(batch, head if tc.loss_chunk else batch["input_ids"].numel())
-                out["model_flops"] = out.get("model_flops", 0.0) + self.flops.flops(work, train=True)
+            if self.flops is not None:
+                out["model_flops"] = out.get("model_flops", 0.0) + self.flops.sft(batch, tc.loss_chunk)
             with acc.accumulate(self.model):
-                # The same cross-entropy without the full logits (train.loss_chunk); 0: the model's own.
-                loss = (
-                    answer_loss(self.model, batch, tc.loss_chunk)
-                    if tc.loss_chunk
-                    else self.model(**batch).loss
-                )
+                loss = answer_loss(self.model, batch, tc.loss_chunk)  # no full logits (train.loss_chunk)
                 acc.backward(loss)
                 if acc.sync_gradients and tc.max_grad_norm > 0:
                     # Under DeepSpeed its engine clipped already; this reads the norm (None at first).
