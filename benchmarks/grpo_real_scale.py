@@ -23,8 +23,9 @@ reported as ``peer``) and with GRPOConfig's own default (checkpointing on, ``pee
 
 Reported, in steady state (the first log window is warm-up and left out): completion (rollout)
 tokens/s, completions/s, mean step time and its split into generation (sampling and scoring) and
-update (log-probabilities, backward and optimizer step) seconds, peak GPU memory; lessonloop /
-TRL ratios. If TRL cannot run, its entry holds ``{"error": ...}`` with the reason.
+update (log-probabilities, backward and optimizer step) seconds, peak GPU memory, lessonloop's
+model TFLOP/s and ``mfu``; lessonloop / TRL ratios. If TRL cannot run, its entry holds
+``{"error": ...}`` with the reason. ``--loss-chunk 0`` gives lessonloop's full-logits update.
 """
 
 from __future__ import annotations
@@ -117,6 +118,7 @@ def lessonloop_overrides(args: argparse.Namespace, model_path: Path, work: Path)
         "data.world.probe_size=16",
         f"data.world.test_size={args.eval_items}",
         "train.mode=grpo",
+        f"train.loss_chunk={args.loss_chunk}",
         f"train.steps={args.steps}",
         f"train.batch_size={args.batch_size}",
         "train.lr=1e-6",
@@ -179,6 +181,8 @@ def run_lessonloop(args: argparse.Namespace, model_path: Path, work: Path) -> di
         "generation_fraction": generation / step_time,
         "completion_length": step_mean("train/completion_length"),
         "peak_mem_gib": max(peaks) if peaks else None,
+        "model_tflops_per_s": step_mean("train/model_tflops_per_s"),  # rollouts and update (train/flops.py)
+        "mfu": step_mean("train/mfu") if all("train/mfu" in r for _, _, r in steady) else None,
         "reward_mean": step_mean("train/reward_mean"),
         "zero_spread_fraction": step_mean("train/zero_spread_fraction"),
         # Sampler against update, per token, in bf16: cached decoding against one full pass.
@@ -372,14 +376,8 @@ def spawn_trl(args: argparse.Namespace, settings: dict, model_path: Path, work: 
 
 def ratios(ours: dict, peer: dict, suffix: str) -> dict:
     out = {}
-    for key in (
-        "completions_per_s",
-        "rollout_tokens_per_s",
-        "step_time_s",
-        "generation_s",
-        "update_s",
-        "peak_mem_gib",
-    ):
+    for key in ("completions_per_s", "rollout_tokens_per_s", "step_time_s", "generation_s", "update_s",
+                "peak_mem_gib"):  # fmt: skip
         if ours.get(key) and peer.get(key):
             out[f"{key}_lessonloop_over_{suffix}"] = ours[key] / peer[key]
     return out
@@ -414,6 +412,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=4, help="prompts per optimizer step")
     parser.add_argument("--group-size", type=int, default=8, help="completions per prompt")
     parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--loss-chunk", type=int, default=1024, help="train.loss_chunk (0: full logits)")
     parser.add_argument("--image-size", type=int, default=336)
     parser.add_argument("--train-size", type=int, default=512)
     parser.add_argument("--eval-items", type=int, default=8, help="the final evaluation (outside the timing)")

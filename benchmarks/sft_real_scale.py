@@ -7,7 +7,8 @@ Each trainer runs in its own process so neither sees the other's memory. TRL run
 SFTConfig's defaults (gradient checkpointing on) and matched to lessonloop (checkpointing off).
 Reported: samples/s, tokens/s (all tokens, image tokens included) and answer tokens/s in steady
 state (the first log window is warm-up and left out), peak GPU memory, the share of step time
-spent building batches, evaluation items/s (batched greedy generation); lessonloop / TRL ratios.
+spent building batches, lessonloop's model TFLOP/s and utilisation of the GPU's peak (``mfu``),
+evaluation items/s (batched greedy generation); lessonloop / TRL ratios.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ def run_lessonloop(args: argparse.Namespace, model_path: Path, work: Path) -> di
         f"train.log_every={args.log_every}",
         "train.save_model=false",
         "train.mixed_precision=bf16",
+        f"train.loss_chunk={args.loss_chunk}",
         f"eval.batch_size={args.eval_batch_size}",
         "eval.max_new_tokens=8",
     ]
@@ -77,6 +79,9 @@ def run_lessonloop(args: argparse.Namespace, model_path: Path, work: Path) -> di
         "answer_tokens_per_s": med("train/answer_tokens_per_s"),
         "step_time_s": args.batch_size / med("train/samples_per_s"),
         "data_fraction": med("train/data_fraction"),
+        # Model FLOPs per second and their share of the GPU's dense bf16 peak (train/flops.py).
+        "model_tflops_per_s": med("train/model_tflops_per_s"),
+        "mfu": med("train/mfu") if all("train/mfu" in r for r in train) else None,
         "peak_mem_gib": max(r.get("train/peak_mem_gib", 0.0) for r in train),
         "eval_gen_tokens_per_s": evals[-1]["eval/gen_tokens_per_s"],
         "eval_items_per_s": args.eval_items / evals[-1]["eval/seconds"],
@@ -168,6 +173,7 @@ def main() -> None:
     parser.add_argument("--eval-items", type=int, default=512)
     parser.add_argument("--eval-batch-size", type=int, default=64)
     parser.add_argument("--log-every", type=int, default=25)
+    parser.add_argument("--loss-chunk", type=int, default=1024, help="train.loss_chunk (0: full logits)")
     parser.add_argument("--peer", choices=["trl", "none"], default="trl", help="also run TRL's SFTTrainer")
     parser.add_argument(
         "--trl-checkpointing",

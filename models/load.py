@@ -130,6 +130,60 @@ def freeze_vision_encoder(model: nn.Module) -> int:
     return frozen
 
 
+def _carries_graph(value: Any) -> bool:
+    if isinstance(value, torch.Tensor):
+        return value.grad_fn is not None
+    if isinstance(value, (list, tuple)):
+        return any(_carries_graph(v) for v in value)
+    if isinstance(value, dict):
+        return any(_carries_graph(v) for v in value.values())
+    return False
+
+
+def _grad_off(module: nn.Module, args: tuple, kwargs: dict) -> None:
+    """Forward pre-hook: no autograd graph inside ``module`` when none of its parameters trains
+    and no input carries a graph (nothing before it trains). A leaf input that requires grad
+    (``enable_input_require_grads`` marks every embedding's output so) asks for no graph."""
+    if not torch.is_grad_enabled() or any(p.requires_grad for p in module.parameters()):
+        return
+    if _carries_graph(args) or _carries_graph(kwargs):
+        return
+    module._lessonloop_grad_off = True
+    torch.set_grad_enabled(False)
+
+
+def _grad_back(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+    """Forward hook (also when the forward raises): grad mode back on after ``_grad_off``."""
+    if module.__dict__.pop("_lessonloop_grad_off", False):
+        torch.set_grad_enabled(True)
+
+
+def run_frozen_vision_without_graph(model: nn.Module) -> int:
+    """Run the frozen parts of the vision tower without autograd, so no activation of theirs is
+    kept for a backward pass that would compute nothing from them; return how many modules run so.
+
+    Hooks go on the outermost tower submodules whose parameters are all frozen (the whole tower
+    when nothing in it trains; its patch embedding and blocks when its projector trains, as
+    Qwen2.5-VL's ``visual.merger``). Each call checks again: a module whose parameters train by
+    then, or whose input carries a graph, runs with autograd as usual. Outputs are unchanged."""
+    _, tower = find_vision_tower(model)
+    hooked = 0
+
+    def visit(module: nn.Module) -> None:
+        nonlocal hooked
+        params = list(module.parameters())
+        if isinstance(module, (nn.ModuleList, nn.ModuleDict)) or any(p.requires_grad for p in params):
+            for child in module.children():
+                visit(child)
+        elif params:
+            module.register_forward_pre_hook(_grad_off, with_kwargs=True)
+            module.register_forward_hook(_grad_back, with_kwargs=True, always_call=True)
+            hooked += 1
+
+    visit(tower)
+    return hooked
+
+
 def language_model_lora_targets(model: nn.Module) -> str:
     """A peft ``target_modules`` regex: every linear layer inside the language model.
 
@@ -241,7 +295,8 @@ def load_model(
             ``"bfloat16"``, ``"float16"`` or ``"float32"``.
         gradient_checkpointing: recompute activations in the backward pass
             (non-reentrant, so it works with frozen inputs and LoRA).
-        freeze_vision: freeze the vision encoder (its projector stays trainable).
+        freeze_vision: freeze the vision encoder (its projector stays trainable); its frozen
+            parts then run without autograd (``run_frozen_vision_without_graph``).
         lora: add LoRA adapters (only they train); for an adapter checkpoint, continue
             training its adapter instead of adding a new one.
         attn_implementation: passed to transformers (``"sdpa"``, ``"eager"``,
@@ -299,6 +354,8 @@ def load_model(
             bias="none",
         )
         model = get_peft_model(model, config)
+    if freeze_vision or is_adapter or lora is not None:  # (LoRA freezes the tower too)
+        run_frozen_vision_without_graph(model)
     trainable = count_parameters(model, trainable_only=True) > 0
     model.train(trainable)
     return model, processor

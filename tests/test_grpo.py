@@ -385,6 +385,7 @@ def test_grpo_runs_in_the_loop_logs_and_resumes(tmp_path, tiny_qwen):
             *tiny_run_overrides(tmp_path, tiny_qwen), "run.name=grpo", "train.mode=grpo", f"train.steps={steps}",
             "train.batch_size=2", "train.save_every=1", "grpo.group_size=4", "grpo.max_new_tokens=3",
             "grpo.rewards={correct: 1.0, tests.test_grpo:short: 0.01}", "eval.at_start=false",
+            "train.peak_flops=1e12",
         ])  # fmt: skip
 
     run(cfg(2))
@@ -394,7 +395,8 @@ def test_grpo_runs_in_the_loop_logs_and_resumes(tmp_path, tiny_qwen):
     steps = [m for m in metrics if "train/reward_mean" in m]
     assert [m["step"] for m in steps] == [1, 2, 3]
     for key in ("reward_std", "pass_rate", "zero_spread_fraction", "kl", "clip_fraction", "completion_length",
-                "generation_s", "update_s", "rollout_tokens_per_s", "reward/correct", "reward/tests.test_grpo:short"):  # fmt: skip
+                "generation_s", "update_s", "rollout_tokens_per_s", "reward/correct", "reward/tests.test_grpo:short",
+                "model_tflops_per_s", "mfu"):  # fmt: skip
         assert f"train/{key}" in steps[-1], key
     samples = [json.loads(x) for x in (tmp_path / "grpo" / "samples.jsonl").read_text().splitlines()]
     assert {s["step"] for s in samples} == {1, 2, 3} and all(

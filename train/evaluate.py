@@ -17,6 +17,7 @@ import torch
 from curriculum.scoring import Score, is_correct, score, summarise
 from curriculum.types import Example
 from train.collate import VLMCollator
+from train.decode import greedy_decode
 from train.distributed import agree_on_failure, synced_generation
 from train.prompt_sharing import sample_completions
 
@@ -41,11 +42,15 @@ def generate_answers(
     samples: int = 0,
     temperature: float = 1.0,
     synced: bool = False,
+    decoder: str = "generate",
+    compile: bool = False,
 ) -> tuple[list[str], int]:
     """Answers for ``examples`` (in order) and the number of tokens generated.
 
-    Greedy when ``samples`` is 0 (``generate``); otherwise ``samples`` sampled answers per
-    example, flattened example by example, drawn as GRPO's rollouts are (each prompt encoded once,
+    Greedy when ``samples`` is 0: through ``generate`` (``decoder="generate"``) or the decoder with
+    a cache allocated once (``"static"``, ``train/decode.py``; ``compile``: its steps compiled on
+    CUDA), which give the same answers. Otherwise ``samples`` sampled answers per example,
+    flattened example by example, drawn as GRPO's rollouts are (each prompt encoded once,
     ``sample_completions``). ``synced``: every rank runs each decoding step until all ranks are
     done, which sharded parameters (ZeRO-3, FSDP) need.
     """
@@ -62,6 +67,10 @@ def generate_answers(
             new, _ = sample_completions(model, inputs, samples, max_new_tokens, temperature,
                                         suppressed=collator.media_token_ids, eos_id=eos, pad_id=pad,
                                         synced=synced)  # fmt: skip
+        elif decoder == "static":
+            new = greedy_decode(
+                model, inputs, max_new_tokens, eos, pad, collator.media_token_ids, synced, compile
+            )
         else:
             out = model.generate(**inputs, do_sample=False, max_new_tokens=max_new_tokens, pad_token_id=pad,
                                  eos_token_id=eos, synced_gpus=synced,
@@ -82,6 +91,8 @@ def sharded_answers(
     max_new_tokens: int,
     samples: int = 0,
     temperature: float = 1.0,
+    decoder: str = "generate",
+    compile: bool = False,
 ) -> tuple[list[str], int]:
     """``generate_answers`` split over ranks; every rank gets all answers, in order. When one
     rank's generation raises, every rank raises (``agree_on_failure``) instead of the others
@@ -97,7 +108,7 @@ def sharded_answers(
     try:
         answers, generated = generate_answers(unwrapped, collator, shard, batch_size, max_new_tokens,
                                               accelerator.device, samples, temperature,
-                                              synced_generation(accelerator))  # fmt: skip
+                                              synced_generation(accelerator), decoder, compile)  # fmt: skip
     except Exception as err:  # every rank must hear of it before the gather below
         error = err
     agree_on_failure(accelerator, error, "generation")
@@ -119,15 +130,19 @@ def evaluate(
     samples: int = 0,
     temperature: float = 1.0,
     seed: int = 0,
+    decoder: str = "generate",
+    compile: bool = False,
 ) -> EvalResult:
     """Score ``examples`` with sharded greedy generation; every rank returns the same result.
 
     With ``samples``, also ``samples`` sampled answers per item: ``sampled`` is their mean pass
     rate (pass@1 averaged over the samples) and ``pass_at_k`` the share of items with any right,
     overall and per skill (``sampled/skill/<name>``). They are drawn from ``seed`` (each rank
-    its own stream) inside a forked RNG, so the run's random state is untouched."""
+    its own stream) inside a forked RNG, so the run's random state is untouched. ``decoder`` and
+    ``compile``: how greedy answers are decoded (``generate_answers``)."""
     t0 = time.perf_counter()
-    answers, generated = sharded_answers(model, collator, examples, accelerator, batch_size, max_new_tokens)
+    answers, generated = sharded_answers(model, collator, examples, accelerator, batch_size, max_new_tokens,
+                                         decoder=decoder, compile=compile)  # fmt: skip
     scores = score(
         [ex.id for ex in examples], [ex.skill for ex in examples], answers, [ex.answer for ex in examples]
     )
@@ -162,7 +177,7 @@ def sampled_metrics(examples: list[Example], flat: list[str], samples: int) -> d
 class ModelPolicy:
     """The model under training as the curriculum's ``Policy``: it answers, sharded over ranks.
     ``answer`` is greedy; ``sample`` draws at ``temperature`` with up to ``sample_tokens`` new
-    tokens (GRPO: its rollout settings)."""
+    tokens (GRPO: its rollout settings); ``decoder``, ``compile``: as ``generate_answers``."""
 
     def __init__(
         self,
@@ -173,15 +188,17 @@ class ModelPolicy:
         max_new_tokens: int,
         temperature: float = 1.0,
         sample_tokens: int | None = None,
+        decoder: str = "generate",
+        compile: bool = False,
     ):
         self.model, self.collator, self.accelerator = model, collator, accelerator
+        self.decoder, self.compile = decoder, compile
         self.batch_size, self.max_new_tokens = batch_size, max_new_tokens
         self.temperature, self.sample_tokens = temperature, sample_tokens or max_new_tokens
 
     def answer(self, examples: list[Example]) -> list[str]:
-        return sharded_answers(
-            self.model, self.collator, examples, self.accelerator, self.batch_size, self.max_new_tokens
-        )[0]
+        return sharded_answers(self.model, self.collator, examples, self.accelerator, self.batch_size,
+                               self.max_new_tokens, decoder=self.decoder, compile=self.compile)[0]  # fmt: skip
 
     def sample(self, examples: list[Example], n: int) -> list[list[str]]:
         flat = sharded_answers(self.model, self.collator, examples, self.accelerator, self.batch_size,

@@ -46,7 +46,9 @@ from curriculum.scoring import is_correct
 from curriculum.types import Example
 from train.collate import VLMCollator
 from train.distributed import backward_pass, shards_parameters, synced_generation
+from train.flops import FlopCounter, rollout_work, update_work
 from train.grpo_objective import group_advantages, group_std, policy_loss, zero_spread
+from train.losses import completion_logprobs
 from train.prompt_sharing import (
     checkpointing,
     full_logits,
@@ -117,9 +119,13 @@ def token_logprobs(
     mask: torch.Tensor,
     temperature: float,
     suppressed: list[int] | None = None,
+    chunk: int = 0,
 ) -> torch.Tensor:
     """Log-probabilities ``[N, T]`` of the completion tokens ``ids`` after their prompts, in the
     distribution the rollouts sampled from (``suppressed`` tokens excluded).
+
+    ``chunk`` > 0: from the final hidden states, ``chunk`` completion tokens at a time, never the
+    whole ``[N, T, vocabulary]`` logits (``train/losses.py``); positions ``mask`` leaves out are 0.
 
     ``inputs`` hold each prompt once (left-padded rows); ``ids`` and ``mask`` hold the same number
     of completions for every prompt, prompt by prompt. Each prompt, its image included, is encoded
@@ -131,6 +137,9 @@ def token_logprobs(
         raise ValueError(
             f"{ids.shape[0]} completions do not split evenly over {inputs['input_ids'].shape[0]} prompts"
         )
+    if chunk:
+        return completion_logprobs(model, inputs, ids, mask, group, temperature, suppressed, chunk,
+                                   shared=not checkpointing(model))  # fmt: skip
     if checkpointing(model):
         logits = full_logits(model, repeat_prompts(inputs, group), ids, mask)
     else:
@@ -153,7 +162,9 @@ class GRPOStep:
 
     ``column_names`` (dataset column -> example field, ``train.data.column_names``) gives reward
     functions the fields under the dataset's names too; ``max_steps`` is the run's length, for
-    rewards that shape by progress (``trainer_state.max_steps``)."""
+    rewards that shape by progress (``trainer_state.max_steps``); ``loss_chunk``: see
+    ``token_logprobs`` (``train.loss_chunk``); ``flops``: a ``FlopCounter`` of the model, for the
+    step's ``model_flops`` (rollouts, the update's passes and their backward)."""
 
     def __init__(
         self,
@@ -168,11 +179,15 @@ class GRPOStep:
         lora: bool,
         column_names: dict[str, str] | None = None,
         max_steps: int = 0,
+        loss_chunk: int = 0,
+        flops: FlopCounter | None = None,
     ) -> None:
         self.gc, self.model, self.collator = gc, model, collator
         self.optimizer, self.accelerator, self.stream = optimizer, accelerator, stream
         self.batch_size, self.max_grad_norm = batch_size, max_grad_norm
         self.column_names, self.max_steps = column_names, max_steps
+        self.chunk = loss_chunk  # log-probabilities from hidden states, this many tokens at a time
+        self.flops = flops  # counts each step's model FLOPs (model_flops) when given
         # accelerator.backward divides each loss by this (DeepSpeed's engine by its own value,
         # which Accelerate adopts when it prepares the model): each draw is one of those micro-steps.
         self.draws = int(accelerator.gradient_accumulation_steps)
@@ -228,6 +243,10 @@ class GRPOStep:
             tally["from_pool"] += self.stream.last_from_pool
             ro = rollout(unwrapped, self.collator, prompts, g, gc.max_new_tokens, gc.temperature, gc.top_p,
                          self.accelerator.device, self.synced)  # fmt: skip
+            if self.flops is not None:
+                tally["flops"] += self.flops.flops(
+                    rollout_work(self.flops, ro.inputs, ro.completion_ids), False
+                )
             rewards = self._score(ro, step)
             tally["completions"] += len(rewards)
             tally["unscored"] += self.rewards.unscored
@@ -252,7 +271,7 @@ class GRPOStep:
     def _groups(self, step: int) -> tuple[list[Group], dict[str, float]]:
         """The step's groups, ``draws`` draws of ``batch_size``, and what drawing them took."""
         tally: dict[str, Any] = {"drawn": 0, "from_pool": 0, "completions": 0, "unscored": 0, "dropped": 0,
-                                 "filler": 0, "parts": {}, "metrics": {}}  # fmt: skip
+                                 "filler": 0, "parts": {}, "metrics": {}, "flops": 0.0}  # fmt: skip
         groups = [grp for _ in range(self.draws) for grp in self._draw(step, tally)]
         drawn = max(1, tally["drawn"])
         stats = {
@@ -263,6 +282,8 @@ class GRPOStep:
             "filler_groups": float(tally["filler"]),
             "unscored_fraction": tally["unscored"] / max(1, tally["completions"]),
         }
+        if self.flops is not None:
+            stats["model_flops"] = tally["flops"]
         for name, values in tally["parts"].items():  # each function's mean over what it scored
             scored = [v for v in values if not math.isnan(v)]
             if scored:
@@ -290,7 +311,10 @@ class GRPOStep:
         old = ref = None
         with torch.no_grad():
             if gc.updates > 1:  # the sampling policy, before the first update moves it
-                old = [token_logprobs(self.model, *b, gc.temperature, self.suppressed) for b in batches]
+                old = [
+                    token_logprobs(self.model, *b, gc.temperature, self.suppressed, self.chunk)
+                    for b in batches
+                ]
             if gc.kl_coef:
                 ref = [self._reference_logprobs(*b) for b in batches]
         sampled = [torch.cat([groups[i].ro.logprobs[groups[i].rows] for i in chunk]) for chunk in chunks]
@@ -298,7 +322,9 @@ class GRPOStep:
         for update in range(gc.updates):
             for c, (inputs, ids, mask) in enumerate(batches):
                 with backward_pass(acc, self.model, last=c == len(batches) - 1):
-                    logp = token_logprobs(self.model, inputs, ids, mask, gc.temperature, self.suppressed)
+                    logp = token_logprobs(
+                        self.model, inputs, ids, mask, gc.temperature, self.suppressed, self.chunk
+                    )
                     if update == 0:  # sampler and trainer should agree: a gap means they do not
                         gap = torch.where(mask.bool(), (logp.detach() - sampled[c]).abs(), 0.0)
                         gaps.append(float(gap.sum() / mask.sum().clamp(min=1)))
@@ -325,6 +351,11 @@ class GRPOStep:
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
         t_update = time.perf_counter() - t0 - t_gen
+        if self.flops is not None:  # each pass trains `updates` times; the old and reference passes
+            works = [update_work(self.flops, *b, not checkpointing(self.model), self.chunk) for b in batches]
+            trained = sum(self.flops.flops(w, True) for w in works) * gc.updates
+            forward = sum(self.flops.flops(w, False) for w in works) * ((gc.updates > 1) + bool(gc.kl_coef))
+            stats["model_flops"] += trained + forward
         passed = [is_correct(grp.ro.texts[k], grp.ro.examples[k].answer) for grp in groups for k in grp.range]
         logged = groups[: gc.log_completions]
         extra = list(dict.fromkeys(k for grp in logged for k in grp.ro.extra))
@@ -356,10 +387,13 @@ class GRPOStep:
         self, inputs: dict[str, torch.Tensor], ids: torch.Tensor, mask: torch.Tensor
     ) -> torch.Tensor:
         if self.reference is not None:
-            return token_logprobs(self.reference, inputs, ids, mask, self.gc.temperature, self.suppressed)
+            return token_logprobs(self.reference, inputs, ids, mask, self.gc.temperature, self.suppressed,
+                                  self.chunk)  # fmt: skip
         unwrapped = self.accelerator.unwrap_model(self.model)
         with unwrapped.disable_adapter():
-            return token_logprobs(unwrapped, inputs, ids, mask, self.gc.temperature, self.suppressed)
+            return token_logprobs(
+                unwrapped, inputs, ids, mask, self.gc.temperature, self.suppressed, self.chunk
+            )
 
 
 def forward_chunks(groups: list[Group], size: int) -> list[list[int]]:

@@ -34,6 +34,7 @@ from train.config import Config, TrainConfig, dump
 from train.data import column_names, describe_skipped, load_eval_sets, load_splits
 from train.distributed import fill_deepspeed_config, full_state_dict
 from train.evaluate import EvalResult, ModelPolicy, evaluate, prior_baseline, skill_table
+from train.flops import flop_counter, peak_flops
 from train.setup import preflight, prepare_model, world_skills_of
 from train.tracking import Tracker
 
@@ -64,11 +65,12 @@ COUNTS = ("samples", "tokens", "answer_tokens", "rollout_tokens")  # reported pe
 
 
 def window_metrics(
-    window: dict[str, float], reported: dict[str, int], seconds: float, world: int
+    window: dict[str, float], reported: dict[str, int], seconds: float, world: int, peak: float | None = None
 ) -> dict[str, float]:
     """A log window's sums as metrics: counts per second (all ranks), ``data_s`` and
-    ``pool_samples`` as fractions, everything else averaged over the steps that reported it
-    (``reported[key]``: a reward function that scored nothing, or a gradient norm DeepSpeed has
+    ``pool_samples`` as fractions, ``model_flops`` as this device's model TFLOP/s and, given the
+    device's ``peak`` FLOP/s, its utilisation ``train/mfu``; everything else averaged over the
+    steps that reported it (``reported[key]``: a reward function that scored nothing, or a gradient norm DeepSpeed has
     not computed yet, is missing from some steps and must not pull the mean towards 0)."""
     out = {}
     for key, total in window.items():
@@ -76,6 +78,10 @@ def window_metrics(
             out[f"train/{key}_per_s"] = total * world / seconds
         elif key == "data_s":
             out["train/data_fraction"] = total / seconds
+        elif key == "model_flops":
+            out["train/model_tflops_per_s"] = total / seconds / 1e12
+            if peak:
+                out["train/mfu"] = total / seconds / peak
         elif key == "pool_samples":
             out["train/pool_fraction"] = total / max(1.0, window.get("samples", 0.0))
         else:
@@ -170,7 +176,8 @@ def run(cfg: Config) -> dict[str, Any]:
     skill_counts = Counter(ex.skill or "all" for ex in eval_set)
     grpo = tc.mode == "grpo"
     policy = ModelPolicy(model, collator, accelerator, cfg.eval.batch_size, cfg.eval.max_new_tokens,
-                         *((cfg.grpo.temperature, cfg.grpo.max_new_tokens) if grpo else ()))  # fmt: skip
+                         *((cfg.grpo.temperature, cfg.grpo.max_new_tokens) if grpo else (1.0, None)),
+                         cfg.eval.decoder, cfg.eval.compile)  # fmt: skip
     curriculum = None
     if cc.enabled:
         from curriculum.engine import Curriculum
@@ -195,7 +202,7 @@ def run(cfg: Config) -> dict[str, Any]:
     def run_eval(step: int) -> EvalResult:
         ec = cfg.eval
         result = evaluate(model, collator, eval_set, accelerator, ec.batch_size, ec.max_new_tokens,
-                          ec.samples, ec.temperature, ec.sample_seed)  # fmt: skip
+                          ec.samples, ec.temperature, ec.sample_seed, ec.decoder, ec.compile)  # fmt: skip
         tokens_per_s = result.generated_tokens / max(result.seconds, 1e-9)
         tracker.log(
             {
@@ -237,16 +244,19 @@ def run(cfg: Config) -> dict[str, Any]:
 
     # ---- train
     model.train()
+    flops = flop_counter(accelerator.unwrap_model(model))
+    peak = peak_flops(accelerator.device, tc.peak_flops)
     if grpo:
         from train.grpo import GRPOStep
 
         train_step: Any = GRPOStep(cfg.grpo, model, collator, optimizer, accelerator, stream, tc.batch_size,
                                    tc.max_grad_norm, cfg.model.lora.enabled, column_names(cfg.data),
-                                   tc.steps)  # fmt: skip
+                                   tc.steps, tc.loss_chunk, flops)  # fmt: skip
     else:
         from train.sft import SFTStep
 
         train_step = SFTStep(model, collator, optimizer, accelerator, stream, tc)
+        train_step.flops = flops
     # A live bar on a terminal; in a log file, one line per log window instead.
     interactive = is_main and sys.stderr.isatty()
     bar = tqdm(total=tc.steps, initial=step, disable=not interactive, desc="train", dynamic_ncols=True)
@@ -267,7 +277,7 @@ def run(cfg: Config) -> dict[str, Any]:
 
         if step % tc.log_every == 0 or step == tc.steps:
             metrics = window_metrics(
-                window, reported, time.perf_counter() - t_window, accelerator.num_processes
+                window, reported, time.perf_counter() - t_window, accelerator.num_processes, peak
             )
             metrics["train/lr"] = scheduler.get_last_lr()[0]
             metrics["train/epoch"] = stream.epoch

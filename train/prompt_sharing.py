@@ -87,10 +87,11 @@ def _draw(
 
 
 def full_logits(
-    model: Any, inputs: dict[str, torch.Tensor], ids: torch.Tensor, mask: torch.Tensor
+    model: Any, inputs: dict[str, torch.Tensor], ids: torch.Tensor, mask: torch.Tensor, hidden: bool = False
 ) -> torch.Tensor:
     """Next-token logits ``[N, T, V]`` for each completion token, from one forward pass over each
-    prompt row (one per completion) followed by its completion."""
+    prompt row (one per completion) followed by its completion. ``hidden``: the final hidden states
+    ``[N, T, H]`` those logits are projected from instead (no vocabulary-sized tensor is made)."""
     full = torch.cat([inputs["input_ids"], ids], dim=1)
     attention = torch.cat([inputs["attention_mask"], mask.to(inputs["attention_mask"].dtype)], dim=1)
     t = ids.shape[1]
@@ -98,6 +99,8 @@ def full_logits(
     # Per-token fields (token types, ...) continue over the completion as generation continues them.
     per_token = {k: v for k, v in extra.items() if v.shape[:2] == inputs["input_ids"].shape}
     extra.update(continued_inputs(model, per_token, t))
+    if hidden:
+        return final_hidden(model, input_ids=full, attention_mask=attention, **extra)[:, -t - 1 : -1]
     logits = model(input_ids=full, attention_mask=attention, logits_to_keep=t + 1, **extra).logits
     return logits[:, -t - 1 : -1]
 
@@ -143,28 +146,58 @@ class Encoded(NamedTuple):
     offset: torch.Tensor | None  # [P * group, 1]: multimodal rotary offset of each prompt
 
 
-def encode_once(model: Any, inputs: dict[str, torch.Tensor], group: int) -> Encoded:
+def encode_once(model: Any, inputs: dict[str, torch.Tensor], group: int, cache: Any = None) -> Encoded:
     """One forward pass over the prompts (images included); its cache, last logits and rotary
-    offsets repeated ``group`` times, prompt by prompt."""
+    offsets repeated ``group`` times, prompt by prompt. ``cache``: an empty cache to fill (a
+    ``StaticCache`` allocated once); none: the model's own."""
     cache_key = _cache_argument(model)
-    out = model(**inputs, use_cache=True, logits_to_keep=1)
+    given = {cache_key: cache} if cache is not None else {}
+    out = model(**inputs, use_cache=True, logits_to_keep=1, **given)
     cache = getattr(out, cache_key)
-    cache.batch_repeat_interleave(group)
+    if group > 1:
+        cache.batch_repeat_interleave(group)
     rope = _multimodal_rope(model)  # its offsets are those of the pass just made
     offset = rope.rope_deltas.repeat_interleave(group, dim=0) if rope is not None else None
     return Encoded(out.logits[:, -1].repeat_interleave(group, dim=0), cache, cache_key, offset)
 
 
-def continue_from(model: Any, prompts: Encoded, ids: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
+def continue_from(
+    model: Any, prompts: Encoded, ids: torch.Tensor, attention: torch.Tensor, hidden: bool = False
+) -> torch.Tensor:
     """Logits ``[N, k, V]`` of the tokens ``ids`` ``[N, k]`` read after the cached prompts (and what
     was read after them before); ``attention`` covers everything from the prompts' first token. The
-    cache grows by these tokens."""
+    cache grows by these tokens. ``hidden``: the final hidden states ``[N, k, H]`` instead."""
     extra = {}
     if prompts.offset is not None:  # text positions: the count of attended tokens, plus the offset
         text = attention.cumsum(dim=-1)[:, -ids.shape[1] :] - 1
         extra["position_ids"] = text + prompts.offset.to(text.device)
     kwargs = {prompts.cache_key: prompts.cache, **extra}
+    if hidden:
+        return final_hidden(model, input_ids=ids, attention_mask=attention, use_cache=True, **kwargs)
     return model(input_ids=ids, attention_mask=attention, use_cache=True, **kwargs).logits
+
+
+def final_hidden(model: Any, **inputs: Any) -> torch.Tensor:
+    """The language model's final (normed) hidden states ``[N, L, H]`` over ``inputs``, which the
+    output head would turn into logits. The forward runs through ``model`` as given (DDP, DeepSpeed,
+    PEFT and mixed-precision wrappers see it) with one position's logits; the hidden states are
+    taken from the language model's output by a hook, so no other layer's are returned or copied."""
+    from models.load import find_language_model
+
+    _, language_model = find_language_model(model)
+    captured: list[torch.Tensor] = []
+
+    def keep(module: Any, args: Any, output: Any) -> None:
+        captured.append(output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0])
+
+    handle = language_model.register_forward_hook(keep)
+    try:
+        model(**inputs, logits_to_keep=1)
+    finally:
+        handle.remove()
+    if len(captured) != 1:
+        raise ValueError(f"the language model ran {len(captured)} times in one forward pass, expected once")
+    return captured[0]
 
 
 def per_prompt(inputs: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:

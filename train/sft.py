@@ -1,7 +1,8 @@
 """Supervised fine-tuning: the step that ``train.mode: sft`` runs in the loop.
 
 One optimizer step is ``grad_accum`` micro-batches of ``batch_size`` examples from the stream,
-cross-entropy on the answer tokens only (the collator masks everything else).
+cross-entropy on the answer tokens only (the collator masks everything else), computed from
+those tokens' hidden states alone (``train/losses.py``).
 """
 
 from __future__ import annotations
@@ -12,9 +13,13 @@ from typing import Any
 import torch
 
 from train.collate import IGNORE_INDEX, VLMCollator
+from train.flops import FlopCounter
+from train.losses import answer_loss
 
 
 class SFTStep:
+    flops: FlopCounter | None = None  # given (by the loop), each step reports its model FLOPs
+
     def __init__(
         self, model: Any, collator: VLMCollator, optimizer: Any, accelerator: Any, stream: Any, tc: Any
     ) -> None:
@@ -34,8 +39,10 @@ class SFTStep:
             out["samples"] += len(examples)
             out["tokens"] += int(batch["attention_mask"].sum())
             out["answer_tokens"] += int((batch["labels"] != IGNORE_INDEX).sum())
+            if self.flops is not None:
+                out["model_flops"] = out.get("model_flops", 0.0) + self.flops.sft(batch, tc.loss_chunk)
             with acc.accumulate(self.model):
-                loss = self.model(**batch).loss
+                loss = answer_loss(self.model, batch, tc.loss_chunk)  # no full logits (train.loss_chunk)
                 acc.backward(loss)
                 if acc.sync_gradients and tc.max_grad_norm > 0:
                     # Under DeepSpeed its engine clipped already; this reads the norm (None at first).

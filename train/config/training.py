@@ -52,6 +52,16 @@ class TrainConfig(Section):
     """Train on CPU even when a GPU is present."""
     save_model: bool = True
     """Write the final model (and processor) to ``<run>/model`` at the end."""
+    loss_chunk: int = 1024
+    """Compute the loss from the final hidden states of the scored tokens only (``sft``: the answer
+    tokens; ``grpo``: the completion tokens), projecting this many at a time onto the vocabulary, so
+    the whole ``[tokens, vocabulary]`` logits are never held; same loss and gradients. 0: the
+    model's own full-logits loss."""
+
+    peak_flops: float = 0.0
+    """Peak dense bf16 FLOP/s of one device, for the model FLOPs utilisation ``train/mfu``. 0: the
+    ``LESSONLOOP_PEAK_FLOPS`` environment variable, else the vendor figure for the GPU's name
+    (``train/flops.py``); on a device neither names (a CPU), ``train/mfu`` is left out."""
 
     def check(self) -> None:
         require(self.steps > 0, "steps", "must be positive")
@@ -68,6 +78,9 @@ class TrainConfig(Section):
         require(self.log_every > 0, "log_every", "must be positive")
         require(self.save_every >= 0, "save_every", "must be >= 0")
         require(self.keep_checkpoints >= 1, "keep_checkpoints", "must be >= 1")
+        require(self.peak_flops >= 0 and math.isfinite(self.peak_flops), "peak_flops",
+                "must be >= 0 (0: by the device's name)")  # fmt: skip
+        require(self.loss_chunk >= 0, "loss_chunk", "must be >= 0 (0: the model's own full-logits loss)")
         require(bool(self.resume.strip()), "resume", "must be 'auto', 'never' or a checkpoint folder")
 
 
@@ -148,6 +161,13 @@ class EvalConfig(Section):
     sample_seed: int = 0
     """Seed of the sampled answers: every evaluation draws from the same seed, and the training
     run's random state is left as it was."""
+    decoder: Literal["static", "generate"] = "static"
+    """How greedy answers (evaluation, curriculum probes) are decoded: ``static``, batched with a
+    key-value cache allocated once for the longest answer and written in place
+    (``train/decode.py``); ``generate``, transformers' ``generate``. The answers are the same."""
+    compile: bool = False
+    """With ``decoder: static`` on a GPU: compile the decoding step (``torch.compile``, CUDA graphs);
+    the first evaluation pays for compiling. Elsewhere decoding runs uncompiled."""
 
     def check(self) -> None:
         require(self.every >= 0, "every", "must be >= 0 (0: only at the start and the end)")

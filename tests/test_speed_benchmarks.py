@@ -1,0 +1,37 @@
+"""The speed benchmarks run end to end on CPU at toy sizes: benchmarks/generation.py answers every
+item every way (lessonloop's decoder with batched generate's answers), benchmarks/loss_memory.py
+finds the hidden-state losses lighter than the full logits with the same numbers."""
+
+import json
+
+import pytest
+
+from tests.helpers import benchmark
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_the_generation_benchmark_times_each_way_and_checks_the_answers_agree(tmp_path, arch_checkpoints):
+    out = tmp_path / "gen.json"
+    argv = ["--model", arch_checkpoints["llava"], "--device", "cpu", "--items", "6", "--batch-size", "4",
+            "--one-at-a-time-items", "2", "--image-size", "64", "--max-new-tokens", "3", "--out", str(out)]  # fmt: skip
+    assert benchmark("generation").main(argv) == 0
+    result = json.loads(out.read_text())
+    ways = result["ways"]
+    assert set(ways) == {"one_at_a_time", "batched_generate", "static"}  # no compiled way on a CPU
+    assert ways["one_at_a_time"]["items"] == 2 and ways["static"]["items"] == 6
+    assert ways["static"]["agree_with_batched_generate"] == 1.0
+    assert all(w["items_per_s"] > 0 for w in ways.values())
+    assert result["speedup_over_batched_generate"]["batched_generate"] == 1.0
+
+
+def test_the_loss_memory_benchmark_measures_less_memory_for_the_same_numbers(tmp_path):
+    out = tmp_path / "memory.json"
+    argv = ["--preset", "tiny", "--vocab", "16384", "--device", "cpu", "--image-size", "32", "--batch-size", "2",
+            "--group-size", "2", "--completion-tokens", "8", "--chunk", "4", "--out", str(out)]  # fmt: skip
+    assert benchmark("loss_memory").main(argv) == 0
+    result = json.loads(out.read_text())
+    for name in ("sft", "grpo"):
+        row = result[name]
+        assert 0 < row["hidden_states_peak_mib"] < row["full_logits_peak_mib"], name
+        assert row["max_abs_difference"] < 1e-4, name
