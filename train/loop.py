@@ -34,6 +34,7 @@ from train.config import Config, TrainConfig, dump
 from train.data import column_names, describe_skipped, load_eval_sets, load_splits
 from train.distributed import fill_deepspeed_config, full_state_dict
 from train.evaluate import EvalResult, ModelPolicy, evaluate, prior_baseline, skill_table
+from train.prefetch import BatchSource
 from train.setup import preflight, prepare_model, world_skills_of
 from train.tracking import Tracker
 
@@ -246,7 +247,9 @@ def run(cfg: Config) -> dict[str, Any]:
     else:
         from train.sft import SFTStep
 
-        train_step = SFTStep(model, collator, optimizer, accelerator, stream, tc)
+        on_gpu = accelerator.device.type == "cuda"
+        stream = BatchSource(stream, collator, tc.grad_accum, tc.prefetch, on_gpu, tc.steps)
+        train_step = SFTStep(model, optimizer, accelerator, stream, tc)
     # A live bar on a terminal; in a log file, one line per log window instead.
     interactive = is_main and sys.stderr.isatty()
     bar = tqdm(total=tc.steps, initial=step, disable=not interactive, desc="train", dynamic_ncols=True)
@@ -306,6 +309,8 @@ def run(cfg: Config) -> dict[str, Any]:
             save_checkpoint(accelerator, run_dir, step, checkpoint_state(), tc.keep_checkpoints)
             saved_step = step
     bar.close()
+    if isinstance(stream, BatchSource):
+        stream.close()
     if curriculum is not None:
         curriculum.close()
 

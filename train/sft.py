@@ -1,7 +1,8 @@
 """Supervised fine-tuning: the step that ``train.mode: sft`` runs in the loop.
 
 One optimizer step is ``grad_accum`` micro-batches of ``batch_size`` examples from the stream,
-cross-entropy on the answer tokens only (the collator masks everything else).
+cross-entropy on the answer tokens only (the collator masks everything else). The batches come
+collated from a ``BatchSource`` (train/prefetch.py), built ahead in the background when asked.
 """
 
 from __future__ import annotations
@@ -11,15 +12,13 @@ from typing import Any
 
 import torch
 
-from train.collate import IGNORE_INDEX, VLMCollator
+from train.prefetch import BatchSource
 
 
 class SFTStep:
-    def __init__(
-        self, model: Any, collator: VLMCollator, optimizer: Any, accelerator: Any, stream: Any, tc: Any
-    ) -> None:
-        self.model, self.collator, self.optimizer = model, collator, optimizer
-        self.accelerator, self.stream, self.tc = accelerator, stream, tc
+    def __init__(self, model: Any, optimizer: Any, accelerator: Any, source: BatchSource, tc: Any) -> None:
+        self.model, self.optimizer = model, optimizer
+        self.accelerator, self.source, self.tc = accelerator, source, tc
 
     def __call__(self, step: int) -> dict[str, float]:
         tc, acc = self.tc, self.accelerator
@@ -27,15 +26,17 @@ class SFTStep:
         step_loss = torch.zeros((), device=acc.device)
         for _ in range(tc.grad_accum):
             t_data = time.perf_counter()
-            examples = self.stream.next_batch(tc.batch_size, step)
-            out["pool_samples"] += self.stream.last_from_pool
-            batch = {k: v.to(acc.device) for k, v in self.collator(examples).items()}
+            built = self.source.next_collated(tc.batch_size, step)
+            # Counted on the host when built: on a GPU reading them here would wait for the step before.
+            out["pool_samples"] += built.from_pool
+            out["samples"] += built.samples
+            out["tokens"] += built.tokens
+            out["answer_tokens"] += built.answer_tokens
+            batch = {k: v.to(acc.device, non_blocking=True) for k, v in built.batch.items()}
             out["data_s"] += time.perf_counter() - t_data
-            out["samples"] += len(examples)
-            out["tokens"] += int(batch["attention_mask"].sum())
-            out["answer_tokens"] += int((batch["labels"] != IGNORE_INDEX).sum())
             with acc.accumulate(self.model):
-                loss = self.model(**batch).loss
+                # No key/value cache: training never reads it.
+                loss = self.model(**batch, use_cache=False).loss
                 acc.backward(loss)
                 if acc.sync_gradients and tc.max_grad_norm > 0:
                     # Under DeepSpeed its engine clipped already; this reads the norm (None at first).

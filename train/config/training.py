@@ -52,6 +52,9 @@ class TrainConfig(Section):
     """Train on CPU even when a GPU is present."""
     save_model: bool = True
     """Write the final model (and processor) to ``<run>/model`` at the end."""
+    prefetch: bool = True
+    """SFT: build the next micro-batch in a background thread while this one trains (the same
+    batches as without; on a GPU its tensors are pinned and copied without blocking)."""
 
     def check(self) -> None:
         require(self.steps > 0, "steps", "must be positive")
