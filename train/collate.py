@@ -102,7 +102,17 @@ def image_count(turns: list[dict[str, Any]]) -> int:
 class VLMCollator:
     """Callable on a list of Examples; ``prompts`` builds left-padded generation inputs."""
 
-    def __init__(self, processor: Any, question_first: bool = False, question_suffix: str = "") -> None:
+    def __init__(
+        self,
+        processor: Any,
+        question_first: bool = False,
+        question_suffix: str = "",
+        image_cache_mib: int = 0,
+    ) -> None:
+        if image_cache_mib:
+            from train.image_cache import with_image_cache
+
+            processor = with_image_cache(processor, image_cache_mib * 2**20)
         self.processor = processor
         self.question_first = question_first
         self.question_suffix = question_suffix

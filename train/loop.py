@@ -131,7 +131,9 @@ def run(cfg: Config) -> dict[str, Any]:
         f", skipped rows: {describe_skipped(splits.skipped)}" if splits.skipped else "",
     )
     model, processor = prepare_model(cfg, splits, accelerator)
-    collator = VLMCollator(processor, cfg.data.question_first, cfg.data.question_suffix)
+    collator = VLMCollator(
+        processor, cfg.data.question_first, cfg.data.question_suffix, cfg.data.image_cache_mib
+    )
     from models import count_parameters
 
     trainable = [p for p in model.parameters() if p.requires_grad]
