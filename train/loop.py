@@ -250,7 +250,13 @@ def run(cfg: Config) -> dict[str, Any]:
         from train.sft import SFTStep
 
         on_gpu = accelerator.device.type == "cuda"
-        stream = BatchSource(stream, collator, tc.grad_accum, tc.prefetch, on_gpu, tc.steps)
+        packer = None
+        if tc.packing:
+            from train.packing import Packer
+
+            pad = collator.tokenizer.pad_token_id
+            packer = Packer(accelerator.unwrap_model(model), pad, tc.pack_tokens)
+        stream = BatchSource(stream, collator, tc.grad_accum, tc.prefetch, on_gpu, tc.steps, packer)
         train_step = SFTStep(model, optimizer, accelerator, stream, tc)
     # A live bar on a terminal; in a log file, one line per log window instead.
     interactive = is_main and sys.stderr.isatty()

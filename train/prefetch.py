@@ -3,7 +3,7 @@
 ``BatchSource`` stands between the loop and the mixer: the SFT step asks it for the collated
 micro-batch of a step, and with ``background`` on it starts building the next one (drawing from
 the mixer, running the collator, pinning the tensors when they go to a GPU) while the model trains
-on this one. The next request is predicted as the same step again until ``grad_accum``
+on this one (and packing it, with ``transform``). The next request is predicted as the same step again until ``grad_accum``
 micro-batches were taken, then the step after; a request for anything else, a changed pool (a
 curriculum round), a restored stream or a checkpoint's state first waits for the batch in flight,
 puts the stream back where it stood before that batch was drawn and builds on demand. The mixer's
@@ -19,6 +19,7 @@ evaluation and the curriculum's probes, in the main thread.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -50,6 +51,7 @@ class BatchSource:
         background: bool = False,
         pin_memory: bool = False,
         last_step: int | None = None,
+        transform: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None,
     ) -> None:
         self.mixer = mixer
         self.collator = copy.deepcopy(collator) if background else collator
@@ -57,6 +59,7 @@ class BatchSource:
         self.background = background
         self.pin_memory = pin_memory
         self.last_step = last_step  # no batch is built ahead for a step at or past it
+        self.transform = transform  # applied to each collated batch (packing)
         self._executor: ThreadPoolExecutor | None = None
         self._pending: Future | None = None
         self._pending_key: tuple[int, int] | None = None
@@ -119,6 +122,8 @@ class BatchSource:
         batch = self.collator(examples)
         tokens = int(batch["attention_mask"].sum())
         answer_tokens = int((batch["labels"] != IGNORE_INDEX).sum())
+        if self.transform is not None:
+            batch = self.transform(batch)
         if self.pin_memory:
             batch = {k: v.pin_memory() for k, v in batch.items()}
         position = self.mixer.stream.position

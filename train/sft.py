@@ -35,7 +35,8 @@ class SFTStep:
             batch = {k: v.to(acc.device, non_blocking=True) for k, v in built.batch.items()}
             out["data_s"] += time.perf_counter() - t_data
             with acc.accumulate(self.model):
-                # No key/value cache: training never reads it.
+                # No key/value cache: training never reads it, and with one a packed batch's
+                # positions would not be read as separate samples.
                 loss = self.model(**batch, use_cache=False).loss
                 acc.backward(loss)
                 if acc.sync_gradients and tc.max_grad_norm > 0:

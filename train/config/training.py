@@ -55,6 +55,13 @@ class TrainConfig(Section):
     prefetch: bool = True
     """SFT: build the next micro-batch in a background thread while this one trains (the same
     batches as without; on a GPU its tensors are pinned and copied without blocking)."""
+    packing: bool = False
+    """SFT: lay the samples of each micro-batch end to end instead of padding them, each with its
+    own positions and no token attending to another sample's (the same loss and gradients, no
+    compute on padding). Qwen2-VL, Qwen2.5-VL, LLaVA, Idefics3 and SmolVLM; others are refused."""
+    pack_tokens: int = 0
+    """With ``packing``: the most tokens in one packed row (0: the whole micro-batch in one row);
+    a sample longer than that has a row of its own."""
 
     def check(self) -> None:
         require(self.steps > 0, "steps", "must be positive")
@@ -72,6 +79,9 @@ class TrainConfig(Section):
         require(self.save_every >= 0, "save_every", "must be >= 0")
         require(self.keep_checkpoints >= 1, "keep_checkpoints", "must be >= 1")
         require(bool(self.resume.strip()), "resume", "must be 'auto', 'never' or a checkpoint folder")
+        require(not self.packing or self.mode == "sft", "packing", "is for train.mode=sft only")
+        require(self.pack_tokens >= 0, "pack_tokens", "must be >= 0 (0: one row per micro-batch)")
+        require(self.pack_tokens == 0 or self.packing, "pack_tokens", "needs train.packing=true")
 
 
 @dataclass
