@@ -6,11 +6,12 @@ that of the prompt alone, so any chat template whose prompt is a prefix of the f
 works, whatever it looks like. It is measured without running the processor (its images) again:
 the prompt's text is tokenized without images and its end found in the encoded row past each
 image's expansion (a prefix-LM row marks its answer itself); a processor whose rows do not line
-up with their text that way is measured by encoding the prompt again, with the same result. A conversational example (``Example.messages``: several
-turns, several images) is trained on every assistant turn: each one's span runs from the end of
-the conversation before it, rendered with the generation prompt, to the end of the conversation
-through it, each measured the same way; the user turns stay masked. Generation prompts end with
-the last user turn, so evaluation answers the last turn with the earlier ones as context.
+up with their text that way is measured by encoding the prompt again, with the same result. A
+conversational example (``Example.messages``: several turns, several images) is trained on every
+assistant turn: each one's span runs from the end of the conversation before it, rendered with
+the generation prompt, to the end of the conversation through it, each measured the same way; the
+user turns stay masked. Generation prompts end with the last user turn, so evaluation answers the
+last turn with the earlier ones as context.
 
 A training row is the prompt for generation followed by the answer, and every input the processor
 adds besides the token ids (token types, image masks, multimodal positions) must say so. For most
