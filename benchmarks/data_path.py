@@ -13,7 +13,8 @@ Three parts, written to one JSON (``--out``):
 * ``padding``: the share of a padded micro-batch's positions that are padding, which packing
   (``train.packing``) does not compute.
 * ``runs``: ``python -m train`` on ``--config`` with the curriculum off, once per variant (data
-  built on demand, built ahead, built ahead and packed), ``--runs`` times each in turn: the median
+  built on demand, built ahead, packed in rows of at most 128 tokens), ``--runs`` times each in
+  turn: the median
   of ``train/samples_per_s`` and ``train/data_fraction`` over the log windows after the first.
 """
 
@@ -31,9 +32,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = {
-    "on_demand": ["train.prefetch=false"],
-    "prefetch": ["train.prefetch=true"],
-    "prefetch_packed": ["train.prefetch=true", "train.packing=true"],
+    "on_demand": ["train.prefetch=never"],
+    "prefetch": ["train.prefetch=always"],
+    "packed_128": ["train.prefetch=never", "train.packing=true", "train.pack_tokens=128"],
 }
 
 

@@ -4,6 +4,7 @@ pool changes (curriculum rounds), a checkpoint's state and a resume, and in a wh
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -72,19 +73,28 @@ def test_batches_built_ahead_are_the_batches_built_on_demand(tiny_qwen, world_sm
 
 
 def test_a_run_with_batches_built_ahead_trains_as_one_without(tmp_path, tiny_qwen):
+    """Also when resumed from a checkpoint written with a batch built ahead, across a round."""
     losses = {}
-    for prefetch in (True, False):
-        name = f"prefetch_{prefetch}"
+    for name, prefetch in (("always", "always"), ("never", "never"), ("resumed", "always")):
+        extra = []
+        if name == "resumed":  # the run "always" as it stood at its checkpoint of step 4
+            shutil.copytree(tmp_path / "always", tmp_path / name)
+            (tmp_path / name / "metrics.jsonl").unlink()
+            extra = [f"train.resume={tmp_path / name / 'checkpoints' / 'step_00000004'}"]
         cfg = load_config(None, [f"run.name={name}", *tiny_run_overrides(tmp_path, tiny_qwen),
                                  "train.steps=7", "train.grad_accum=2", "train.batch_size=4", "eval.at_start=false",
-                                 "eval.max_examples=8", f"train.prefetch={str(prefetch).lower()}",
+                                 "eval.max_examples=8", f"train.prefetch={prefetch}",
                                  "curriculum.enabled=true", "curriculum.every=3", "curriculum.budget=16",
-                                 "curriculum.mix.ratio=0.5", "train.save_every=2"])  # fmt: skip
+                                 "curriculum.mix.ratio=0.5", "train.save_every=2", "train.keep_checkpoints=4",
+                                 *extra])  # fmt: skip
         run(cfg)
         lines = [json.loads(x) for x in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
-        losses[prefetch] = [(m["step"], m["train/loss"], m["train/pool_fraction"], m["train/epoch"])
-                            for m in lines if "train/loss" in m]  # fmt: skip
-    assert any(pool > 0 for _, _, pool, _ in losses[False])  # a round's pool reached the stream
-    assert len(losses[True]) == 7
-    for got, want in zip(losses[True], losses[False], strict=True):
+        losses[name] = [(m["step"], m["train/loss"], m["train/pool_fraction"], m["train/epoch"])
+                        for m in lines if "train/loss" in m]  # fmt: skip
+    assert any(pool > 0 for _, _, pool, _ in losses["never"])  # a round's pool reached the stream
+    assert len(losses["always"]) == 7
+    assert [m[0] for m in losses["resumed"]] == [5, 6, 7]
+    for got, want in zip(
+        losses["always"] + losses["resumed"], losses["never"] + losses["never"][4:], strict=True
+    ):
         assert got == pytest.approx(want, rel=1e-6, abs=1e-7)

@@ -256,7 +256,8 @@ def run(cfg: Config) -> dict[str, Any]:
 
             pad = collator.tokenizer.pad_token_id
             packer = Packer(accelerator.unwrap_model(model), pad, tc.pack_tokens)
-        stream = BatchSource(stream, collator, tc.grad_accum, tc.prefetch, on_gpu, tc.steps, packer)
+        ahead = tc.prefetch == "always" or (tc.prefetch == "auto" and on_gpu)
+        stream = BatchSource(stream, collator, tc.grad_accum, ahead, on_gpu, tc.steps, packer)
         train_step = SFTStep(model, optimizer, accelerator, stream, tc)
     # A live bar on a terminal; in a log file, one line per log window instead.
     interactive = is_main and sys.stderr.isatty()

@@ -52,9 +52,10 @@ class TrainConfig(Section):
     """Train on CPU even when a GPU is present."""
     save_model: bool = True
     """Write the final model (and processor) to ``<run>/model`` at the end."""
-    prefetch: bool = True
+    prefetch: Literal["auto", "always", "never"] = "auto"
     """SFT: build the next micro-batch in a background thread while this one trains (the same
-    batches as without; on a GPU its tensors are pinned and copied without blocking)."""
+    batches as without; on a GPU its tensors are pinned and copied without blocking). ``auto``:
+    on a GPU only (on a CPU the thread takes cores from the step itself)."""
     packing: bool = False
     """SFT: lay the samples of each micro-batch end to end instead of padding them, each with its
     own positions and no token attending to another sample's (the same loss and gradients, no
