@@ -61,6 +61,7 @@ def run_lessonloop(args: argparse.Namespace, model_path: Path, work: Path) -> di
         f"train.loss_chunk={args.loss_chunk}",
         f"eval.batch_size={args.eval_batch_size}",
         "eval.max_new_tokens=8",
+        *args.set,
     ]
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-m", "train", *overrides], check=True, cwd=ROOT)
@@ -175,6 +176,10 @@ def main() -> None:
     parser.add_argument("--log-every", type=int, default=25)
     parser.add_argument("--loss-chunk", type=int, default=1024, help="train.loss_chunk (0: full logits)")
     parser.add_argument("--peer", choices=["trl", "none"], default="trl", help="also run TRL's SFTTrainer")
+    parser.add_argument(
+        "--set", nargs="*", default=[], metavar="KEY=VALUE",
+        help="more config overrides for the lessonloop run, e.g. train.packing=true model.attn_implementation=flash_attention_2",
+    )  # fmt: skip
     parser.add_argument(
         "--trl-checkpointing",
         choices=["default", "off"],

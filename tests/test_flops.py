@@ -78,13 +78,15 @@ def test_the_peak_is_configured_or_known_never_guessed(monkeypatch):
     assert out["train/model_tflops_per_s"] == 3.0 and out["train/mfu"] == pytest.approx(0.3)
 
 
-def test_mfu_reaches_the_metrics_when_a_peak_is_given(tmp_path, tiny_qwen):
+@pytest.mark.parametrize("packing", [False, True])
+def test_mfu_reaches_the_metrics_when_a_peak_is_given(tmp_path, tiny_qwen, packing):
     from tests.conftest import tiny_run_overrides
     from train.config import load_config
     from train.loop import run
 
     overrides = [*tiny_run_overrides(tmp_path, tiny_qwen), "run.name=mfu", "train.steps=2",
-                 "train.peak_flops=1e12", "eval.at_start=false", "eval.max_examples=4"]  # fmt: skip
+                 "train.peak_flops=1e12", "eval.at_start=false", "eval.max_examples=4",
+                 f"train.packing={str(packing).lower()}"]  # fmt: skip
     run(load_config(None, overrides))
     metrics = [json.loads(x) for x in (tmp_path / "mfu" / "metrics.jsonl").read_text().splitlines()]
     train = [m for m in metrics if "train/loss" in m]
@@ -109,3 +111,16 @@ def test_rollouts_count_each_prompt_once_and_each_decoding_step_against_its_cach
     assert shared == Work(8 + 12, 21 + 16 * 3 + 4 * 6, 2 + 7 + 4, 0, ())  # 7 scored after the first
     repeated = update_work(counter, inputs, ids, done, shared=False, chunk=0)  # logits at every position
     assert repeated == Work(16 + 16, 2 * (15 + 15 + 6 + 6) // 2 + 16 * 4 + 4 * 10, 4 * 5, 0, ())
+
+
+def test_sample_lengths_of_padded_and_packed_batches():
+    from train.flops import sample_lengths
+
+    padded = {"attention_mask": torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]])}
+    assert sample_lengths(padded) == [3, 4]
+    packed = {"position_ids": torch.tensor([[0, 1, 2, 0, 1, 2, 3, 0, 1]])}  # three samples in one row
+    assert sample_lengths(packed) == [3, 4, 2]
+    mrope = {
+        "position_ids": torch.stack([packed["position_ids"], *[torch.zeros(1, 9, dtype=torch.long)] * 3])
+    }
+    assert sample_lengths(mrope) == [3, 4, 2]  # (4, rows, tokens): the 1D positions mark the samples

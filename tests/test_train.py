@@ -36,7 +36,9 @@ def test_steps_lower_the_loss_and_write_records(tmp_path, tiny_qwen):
     assert len((run_dir / "eval_predictions.jsonl").read_text().splitlines()) == 54
     assert (run_dir / "model" / "config.json").is_file()
     card = (run_dir / "model" / "README.md").read_text()  # the model card, as the hub renders it
-    assert card.startswith("---\n") and "sft" in card.lower() and "| overall |" in card.lower().replace("**", "")
+    assert (
+        card.startswith("---\n") and "sft" in card.lower() and "| overall |" in card.lower().replace("**", "")
+    )
     assert [p.name for p in (run_dir / "checkpoints").iterdir()] == ["step_00000040"]
 
 

@@ -2,12 +2,16 @@
 
 Training batches put the loss on the answer tokens only: everything up to and including the
 template's generation prompt is masked with -100, as is padding. The prompt length of each row is
-measured by encoding the prompt alone, so any chat template whose prompt is a prefix of the full
-conversation works, whatever it looks like. A conversational example (``Example.messages``: several
-turns, several images) is trained on every assistant turn: each one's span runs from the end of
-the conversation before it, rendered with the generation prompt, to the end of the conversation
-through it, each measured the same way; the user turns stay masked. Generation prompts end with
-the last user turn, so evaluation answers the last turn with the earlier ones as context.
+that of the prompt alone, so any chat template whose prompt is a prefix of the full conversation
+works, whatever it looks like. It is measured without running the processor (its images) again:
+the prompt's text is tokenized without images and its end found in the encoded row past each
+image's expansion (a prefix-LM row marks its answer itself); a processor whose rows do not line
+up with their text that way is measured by encoding the prompt again, with the same result. A
+conversational example (``Example.messages``: several turns, several images) is trained on every
+assistant turn: each one's span runs from the end of the conversation before it, rendered with
+the generation prompt, to the end of the conversation through it, each measured the same way; the
+user turns stay masked. Generation prompts end with the last user turn, so evaluation answers the
+last turn with the earlier ones as context.
 
 A training row is the prompt for generation followed by the answer, and every input the processor
 adds besides the token ids (token types, image masks, multimodal positions) must say so. For most
@@ -61,6 +65,36 @@ def prompt_turns(ex: Example, question_first: bool = False, suffix: str = "") ->
     return turns
 
 
+def _text_positions(text: list[int], row: list[int], placeholders: set[int]) -> dict[int, int] | None:
+    """Where each position of ``text`` (token ids of a rendering without images) lies in ``row``
+    (the same rendering encoded with its images, each placeholder token expanded into several):
+    ``{text position: row position}`` for the positions inside or at the end of a run of text,
+    None when ``row`` is not ``text`` with its placeholders expanded."""
+    runs, start = [], 0  # (start in text, tokens) of each run between placeholders
+    for i, token in enumerate(text):
+        if token in placeholders:
+            runs.append((start, text[start:i]))
+            start = i + 1
+    runs.append((start, text[start:]))
+    out: dict[int, int] = {}
+    at = 0  # where the next run may start in the row
+    for k, (begin, run) in enumerate(runs):
+        if k == len(runs) - 1:  # the last run ends the row
+            found = len(row) - len(run)
+            ok = found >= at and row[found:] == run and (k == 0) == (found == 0)
+        else:
+            found = at
+            while found + len(run) <= len(row) and row[found : found + len(run)] != run:
+                found += 1
+            ok = found + len(run) <= len(row) and (k == 0) == (found == 0)
+        if not ok:
+            return None
+        if run or k == 0:
+            out.update({begin + j: found + j for j in range(len(run) + 1)})
+        at = found + len(run) + 1  # a placeholder expands into at least one token
+    return out
+
+
 def image_count(turns: list[dict[str, Any]]) -> int:
     """How many image placeholders ``turns`` hold."""
     return sum(1 for turn in turns for part in turn["content"] if part.get("type") == "image")
@@ -69,7 +103,17 @@ def image_count(turns: list[dict[str, Any]]) -> int:
 class VLMCollator:
     """Callable on a list of Examples; ``prompts`` builds left-padded generation inputs."""
 
-    def __init__(self, processor: Any, question_first: bool = False, question_suffix: str = "") -> None:
+    def __init__(
+        self,
+        processor: Any,
+        question_first: bool = False,
+        question_suffix: str = "",
+        image_cache_mib: int = 0,
+    ) -> None:
+        if image_cache_mib:
+            from train.image_cache import with_image_cache
+
+            processor = with_image_cache(processor, image_cache_mib * 2**20)
         self.processor = processor
         self.question_first = question_first
         self.question_suffix = question_suffix
@@ -118,16 +162,85 @@ class VLMCollator:
             batch = self._encode(prompts, images, "right", answers)
         else:
             batch = self._encode(fulls, images, "right")
-        prompt_lens = self._encode(prompts, images, "right")["attention_mask"].sum(dim=1)
-        labels = batch["input_ids"].clone()
+        spans = self._spans_from_text(batch, turns, prompts, fulls)
+        if spans is None:  # a processor the text-only measure cannot follow: encode again
+            spans = self._spans_reencoded(batch, turns, images, prompts)
+        labels = torch.full_like(batch["input_ids"], IGNORE_INDEX)
+        for row, row_spans in enumerate(spans):
+            for start, end in row_spans:
+                labels[row, start:end] = batch["input_ids"][row, start:end]
         labels[batch["attention_mask"] == 0] = IGNORE_INDEX
-        for row, n in enumerate(prompt_lens.tolist()):
-            labels[row, :n] = IGNORE_INDEX
-            if not self.answer_as_suffix:
-                for start, end in self._earlier_answers(turns[row], images[row], batch["input_ids"][row]):
-                    labels[row, start:end] = batch["input_ids"][row, start:end]
         batch["labels"] = labels
         return batch
+
+    def _spans_reencoded(
+        self,
+        batch: dict[str, torch.Tensor],
+        turns: list[list[dict[str, Any]]],
+        images: list[list],
+        prompts: list[str],
+    ) -> list[list[tuple[int, int]]]:
+        """The supervised spans of every row, measured by encoding each prompt (and each earlier
+        turn of a conversation) again, images included: exact for any processor, and slow."""
+        prompt_lens = self._encode(prompts, images, "right")["attention_mask"].sum(dim=1)
+        width = batch["input_ids"].shape[1]
+        out = []
+        for row, n in enumerate(prompt_lens.tolist()):
+            ids = batch["input_ids"][row]
+            earlier = [] if self.answer_as_suffix else self._earlier_answers(turns[row], images[row], ids)
+            out.append([*earlier, (n, width)])
+        return out
+
+    def _spans_from_text(
+        self,
+        batch: dict[str, torch.Tensor],
+        turns: list[list[dict[str, Any]]],
+        prompts: list[str],
+        fulls: list[str],
+    ) -> list[list[tuple[int, int]]] | None:
+        """The supervised spans of every row without running the processor again.
+
+        A prefix-LM processor marks the answer it took as a suffix with token type 1, so the prompt
+        is the rest of the row. Otherwise each boundary (end of the prompt, start and end of an
+        earlier answer) is a prefix of the rendered conversation; its length in tokens is read
+        from the text tokenized without images (one fast tokenizer call for the whole batch) and
+        moved to the encoded row by the image expansions before it: the row is the text's
+        tokens with each image placeholder replaced by its expansion, so every run of text
+        between placeholders is found in the row, in order. None when anything does not line up
+        (the caller then measures by encoding again, as exactly as before)."""
+        width = batch["input_ids"].shape[1]
+        if self.answer_as_suffix:
+            types = batch.get("token_type_ids")
+            if types is None:
+                return None
+            real = batch["attention_mask"].sum(dim=1)
+            return [[(int(real[r] - types[r].sum()), width)] for r in range(len(prompts))]
+        if not self.media_token_ids:
+            return None
+        texts, bounds = [], []
+        for conv, prompt, full in zip(turns, prompts, fulls, strict=True):
+            row_bounds = []
+            for i, turn in enumerate(conv):
+                if turn["role"] == "assistant":
+                    row_bounds.append((len(texts), len(texts) + 1))
+                    texts += [self._render(conv[:i], prompt=True), self._render(conv[: i + 1])]
+            row_bounds.append((len(texts), None))
+            texts += [prompt, full]
+            bounds.append(row_bounds)
+        tokens = self.tokenizer(texts)["input_ids"]
+        out = []
+        for row, row_bounds in enumerate(bounds):
+            full = tokens[row_bounds[-1][0] + 1]
+            ids = batch["input_ids"][row][batch["attention_mask"][row].bool()].tolist()
+            where = _text_positions(full, ids, set(self.media_token_ids))
+            row_spans = []
+            for start, end in row_bounds:
+                pieces = [tokens[start]] + ([] if end is None else [tokens[end]])
+                if where is None or any(full[: len(p)] != p or len(p) not in where for p in pieces):
+                    return None
+                row_spans.append((where[len(pieces[0])], width if end is None else where[len(pieces[1])]))
+            out.append(row_spans)
+        return out
 
     def _earlier_answers(
         self, turns: list[dict[str, Any]], images: list, ids: torch.Tensor

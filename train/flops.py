@@ -105,6 +105,21 @@ def _width(config: Any) -> int:
     return heads * (getattr(config, "head_dim", None) or hidden // heads)
 
 
+def sample_lengths(inputs: dict[str, torch.Tensor]) -> list[int]:
+    """Each sample's attended tokens: a padded batch's rows (its attention mask), or the segments
+    of a packed one (no mask; a sample starts wherever its 1D positions do not go up by one)."""
+    if "attention_mask" in inputs:
+        return [int(n) for n in inputs["attention_mask"].sum(dim=1).tolist()]
+    positions = inputs["position_ids"]
+    if positions.dim() == 3:  # (4, rows, tokens): the 1D positions first, then M-RoPE's three
+        positions = positions[0]
+    lengths = []
+    for row in positions:
+        starts = [0, *((row[1:] != row[:-1] + 1).nonzero().flatten() + 1).tolist(), len(row)]
+        lengths += [b - a for a, b in zip(starts[:-1], starts[1:], strict=True) if b > a]
+    return lengths
+
+
 class FlopCounter:
     """The FLOPs of forward (and backward) passes of one model, from its modules and config."""
 
@@ -143,7 +158,7 @@ class FlopCounter:
     def batch(self, inputs: dict[str, torch.Tensor], head: int) -> Work:
         """A forward pass over ``inputs`` (each row causal over its attended tokens, images
         included) with ``head`` positions projected onto the vocabulary."""
-        lengths = inputs["attention_mask"].sum(dim=1).tolist()
+        lengths = sample_lengths(inputs)
         images: tuple[int, ...] = ()
         if "image_grid_thw" in inputs:  # Qwen2-VL style: patches (t x h x w) of each image
             images = tuple(int(n) for n in inputs["image_grid_thw"].prod(dim=1).tolist())

@@ -35,6 +35,7 @@ from train.data import column_names, describe_skipped, load_eval_sets, load_spli
 from train.distributed import fill_deepspeed_config, full_state_dict
 from train.evaluate import EvalResult, ModelPolicy, evaluate, prior_baseline, skill_table
 from train.flops import flop_counter, peak_flops
+from train.prefetch import BatchSource
 from train.setup import preflight, prepare_model, world_skills_of
 from train.tracking import Tracker
 
@@ -136,7 +137,9 @@ def run(cfg: Config) -> dict[str, Any]:
         f", skipped rows: {describe_skipped(splits.skipped)}" if splits.skipped else "",
     )
     model, processor = prepare_model(cfg, splits, accelerator)
-    collator = VLMCollator(processor, cfg.data.question_first, cfg.data.question_suffix)
+    collator = VLMCollator(
+        processor, cfg.data.question_first, cfg.data.question_suffix, cfg.data.image_cache_mib
+    )
     from models import count_parameters
 
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -255,7 +258,16 @@ def run(cfg: Config) -> dict[str, Any]:
     else:
         from train.sft import SFTStep
 
-        train_step = SFTStep(model, collator, optimizer, accelerator, stream, tc)
+        on_gpu = accelerator.device.type == "cuda"
+        packer = None
+        if tc.packing:
+            from train.packing import Packer
+
+            pad = collator.tokenizer.pad_token_id
+            packer = Packer(accelerator.unwrap_model(model), pad, tc.pack_tokens)
+        ahead = tc.prefetch == "always" or (tc.prefetch == "auto" and on_gpu)
+        stream = BatchSource(stream, collator, tc.grad_accum, ahead, on_gpu, tc.steps, packer)
+        train_step = SFTStep(model, optimizer, accelerator, stream, tc)
         train_step.flops = flops
     # A live bar on a terminal; in a log file, one line per log window instead.
     interactive = is_main and sys.stderr.isatty()
@@ -316,6 +328,8 @@ def run(cfg: Config) -> dict[str, Any]:
             save_checkpoint(accelerator, run_dir, step, checkpoint_state(), tc.keep_checkpoints)
             saved_step = step
     bar.close()
+    if isinstance(stream, BatchSource):
+        stream.close()
     if curriculum is not None:
         curriculum.close()
 

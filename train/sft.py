@@ -2,7 +2,8 @@
 
 One optimizer step is ``grad_accum`` micro-batches of ``batch_size`` examples from the stream,
 cross-entropy on the answer tokens only (the collator masks everything else), computed from
-those tokens' hidden states alone (``train/losses.py``).
+those tokens' hidden states alone (``train/losses.py``). The batches come collated from a
+``BatchSource`` (train/prefetch.py), built ahead in the background when asked.
 """
 
 from __future__ import annotations
@@ -12,19 +13,17 @@ from typing import Any
 
 import torch
 
-from train.collate import IGNORE_INDEX, VLMCollator
 from train.flops import FlopCounter
 from train.losses import answer_loss
+from train.prefetch import BatchSource
 
 
 class SFTStep:
     flops: FlopCounter | None = None  # given (by the loop), each step reports its model FLOPs
 
-    def __init__(
-        self, model: Any, collator: VLMCollator, optimizer: Any, accelerator: Any, stream: Any, tc: Any
-    ) -> None:
-        self.model, self.collator, self.optimizer = model, collator, optimizer
-        self.accelerator, self.stream, self.tc = accelerator, stream, tc
+    def __init__(self, model: Any, optimizer: Any, accelerator: Any, source: BatchSource, tc: Any) -> None:
+        self.model, self.optimizer = model, optimizer
+        self.accelerator, self.source, self.tc = accelerator, source, tc
 
     def __call__(self, step: int) -> dict[str, float]:
         tc, acc = self.tc, self.accelerator
@@ -32,17 +31,20 @@ class SFTStep:
         step_loss = torch.zeros((), device=acc.device)
         for _ in range(tc.grad_accum):
             t_data = time.perf_counter()
-            examples = self.stream.next_batch(tc.batch_size, step)
-            out["pool_samples"] += self.stream.last_from_pool
-            batch = {k: v.to(acc.device) for k, v in self.collator(examples).items()}
+            built = self.source.next_collated(tc.batch_size, step)
+            # Counted on the host when built: on a GPU reading them here would wait for the step before.
+            out["pool_samples"] += built.from_pool
+            out["samples"] += built.samples
+            out["tokens"] += built.tokens
+            out["answer_tokens"] += built.answer_tokens
+            if self.flops is not None:  # from the batch on the host, before it moves
+                out["model_flops"] = out.get("model_flops", 0.0) + self.flops.sft(built.batch, tc.loss_chunk)
+            batch = {k: v.to(acc.device, non_blocking=True) for k, v in built.batch.items()}
             out["data_s"] += time.perf_counter() - t_data
-            out["samples"] += len(examples)
-            out["tokens"] += int(batch["attention_mask"].sum())
-            out["answer_tokens"] += int((batch["labels"] != IGNORE_INDEX).sum())
-            if self.flops is not None:
-                out["model_flops"] = out.get("model_flops", 0.0) + self.flops.sft(batch, tc.loss_chunk)
             with acc.accumulate(self.model):
-                loss = answer_loss(self.model, batch, tc.loss_chunk)  # no full logits (train.loss_chunk)
+                # No full logits (train.loss_chunk), no key/value cache: training never reads it, and
+                # with one a packed batch's positions would not be read as separate samples.
+                loss = answer_loss(self.model, batch, tc.loss_chunk)
                 acc.backward(loss)
                 if acc.sync_gradients and tc.max_grad_norm > 0:
                     # Under DeepSpeed its engine clipped already; this reads the norm (None at first).

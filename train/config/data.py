@@ -156,9 +156,15 @@ class DataConfig(Section):
     """Text appended to every question the model reads (training, evaluation, rollouts), e.g.
     an instruction to reason and end with ``Answer: <answer>``; scoring reads the last
     ``Answer:`` of a reply when there is one."""
+    image_cache_mib: int = 0
+    """Keep processed pictures (resized, normalised pixel tensors) up to this many MiB per
+    collator and reuse them when the same picture comes again (later epochs, every evaluation);
+    keyed by the pixels, so a changed picture is processed again. 0: off. Processors that pad a
+    batch's pictures together (Idefics3, SmolVLM) are refused."""
 
     def check(self) -> None:
         require(self.source != "hf" or bool(self.hf.path), "hf.path", "is required when data.source is 'hf'")
+        require(self.image_cache_mib >= 0, "image_cache_mib", "must be >= 0 (0: off)")
         require(self.max_image_pixels > 0, "max_image_pixels", "must be positive")
         require(self.min_image_side >= 1, "min_image_side", "must be >= 1")
         require(self.min_image_side**2 <= self.max_image_pixels, "min_image_side",

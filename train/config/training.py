@@ -62,6 +62,17 @@ class TrainConfig(Section):
     """Peak dense bf16 FLOP/s of one device, for the model FLOPs utilisation ``train/mfu``. 0: the
     ``LESSONLOOP_PEAK_FLOPS`` environment variable, else the vendor figure for the GPU's name
     (``train/flops.py``); on a device neither names (a CPU), ``train/mfu`` is left out."""
+    prefetch: Literal["auto", "always", "never"] = "auto"
+    """SFT: build the next micro-batch in a background thread while this one trains (the same
+    batches as without; on a GPU its tensors are pinned and copied without blocking). ``auto``:
+    on a GPU only (on a CPU the thread takes cores from the step itself)."""
+    packing: bool = False
+    """SFT: lay the samples of each micro-batch end to end instead of padding them, each with its
+    own positions and no token attending to another sample's (the same loss and gradients, no
+    compute on padding). Qwen2-VL, Qwen2.5-VL, LLaVA, Idefics3 and SmolVLM; others are refused."""
+    pack_tokens: int = 0
+    """With ``packing``: the most tokens in one packed row (0: the whole micro-batch in one row);
+    a sample longer than that has a row of its own."""
 
     def check(self) -> None:
         require(self.steps > 0, "steps", "must be positive")
@@ -82,6 +93,9 @@ class TrainConfig(Section):
                 "must be >= 0 (0: by the device's name)")  # fmt: skip
         require(self.loss_chunk >= 0, "loss_chunk", "must be >= 0 (0: the model's own full-logits loss)")
         require(bool(self.resume.strip()), "resume", "must be 'auto', 'never' or a checkpoint folder")
+        require(not self.packing or self.mode == "sft", "packing", "is for train.mode=sft only")
+        require(self.pack_tokens >= 0, "pack_tokens", "must be >= 0 (0: one row per micro-batch)")
+        require(self.pack_tokens == 0 or self.packing, "pack_tokens", "needs train.packing=true")
 
 
 @dataclass
