@@ -89,7 +89,7 @@ def test_prompt_sharing_times_both_ways_of_a_grpo_step(tmp_path):
 
 def test_world_throughput_measures_each_variant_of_one_built_model(tmp_path):
     out = tmp_path / "throughput.json"
-    argv = ["--steps", "4", "--log-every", "2", "--batch-size", "4", "--image-size", "32", "--train-size", "40",
+    argv = ["--steps", "2", "--log-every", "1", "--batch-size", "4", "--image-size", "32", "--train-size", "16",
             "--test-size", "9", "--device", "cpu", "--work", str(tmp_path / "work"), "--out", str(out),
             "--variant", "plain:", "--variant", "small_lr:train.lr=1e-5"]  # fmt: skip
     assert _script("world_throughput").main(argv) == 0
