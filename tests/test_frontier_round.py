@@ -344,9 +344,11 @@ def test_a_long_retry_after_cannot_hold_a_round_past_its_bound(tmp_path, world_s
 
     monkeypatch.setenv("LL_TEST_KEY", KEY)
     # Every request is told to come back in 30 s. The round's bound is round_seconds + timeout x
-    # (max_retries + 1) = 0.3 + 0.5 x 2 = 1.3 s of API work: no call waits for the server.
+    # (max_retries + 1) = 5 + 3 x 2 = 11 s of API work: no call waits for the server, so the round
+    # ends in far less. (With 0.3 s and 0.5 s a loaded machine passed the round's time before the
+    # first call, or timed the local request out before its 429 came back.)
     with FakeOpenAI(default=lambda path, body: {"status": 429, "retry_after": 30}) as server:
-        cfg = _config(server.url, None, round_seconds=0.3, timeout=0.5, max_retries=1, concurrency=1)
+        cfg = _config(server.url, None, round_seconds=5.0, timeout=3.0, max_retries=1, concurrency=1)
         cur = _curriculum(cfg, tmp_path / "run", world_small)
         t0 = time.perf_counter()
         result = cur.update(10, ScriptedPolicy())
@@ -355,4 +357,4 @@ def test_a_long_retry_after_cannot_hold_a_round_past_its_bound(tmp_path, world_s
         asked = server.calls
     assert result.status == "failed" and "HTTP 429" in result.error and seconds < 10 and asked >= 1
     record = json.loads((tmp_path / "run" / "round_00001" / "round.json").read_text())
-    assert "asks to wait 30.0s, past the call's time limit of 1.0s" in record["error"]
+    assert "asks to wait 30.0s, past the call's time limit of 6.0s" in record["error"]
