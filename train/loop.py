@@ -18,6 +18,7 @@ import shutil
 import sys
 import time
 from collections import Counter
+from functools import partial
 from typing import Any
 
 import torch
@@ -266,9 +267,9 @@ def run(cfg: Config) -> dict[str, Any]:
             pad = collator.tokenizer.pad_token_id
             packer = Packer(accelerator.unwrap_model(model), pad, tc.pack_tokens)
         ahead = tc.prefetch == "always" or (tc.prefetch == "auto" and on_gpu)
-        stream = BatchSource(stream, collator, tc.grad_accum, ahead, on_gpu, tc.steps, packer)
+        count = partial(flops.sft, chunk=tc.loss_chunk) if flops is not None else None
+        stream = BatchSource(stream, collator, tc.grad_accum, ahead, on_gpu, tc.steps, packer, count)
         train_step = SFTStep(model, optimizer, accelerator, stream, tc)
-        train_step.flops = flops
     # A live bar on a terminal; in a log file, one line per log window instead.
     interactive = is_main and sys.stderr.isatty()
     bar = tqdm(total=tc.steps, initial=step, disable=not interactive, desc="train", dynamic_ncols=True)

@@ -3,7 +3,8 @@
 ``BatchSource`` stands between the loop and the mixer: the SFT step asks it for the collated
 micro-batch of a step, and with ``background`` on it starts building the next one (drawing from
 the mixer, running the collator, pinning the tensors when they go to a GPU) while the model trains
-on this one (and packing it, with ``transform``). The next request is predicted as the same step again until ``grad_accum``
+on this one (and packing it, with ``transform``, and counting its model FLOPs, with
+``count_flops``: host work kept off the step). The next request is predicted as the same step again until ``grad_accum``
 micro-batches were taken, then the step after; a request for anything else, a changed pool (a
 curriculum round), a restored stream or a checkpoint's state first waits for the batch in flight,
 puts the stream back where it stood before that batch was drawn and builds on demand. The mixer's
@@ -40,6 +41,7 @@ class Built:
     position: int  # the stream's position after drawing it
     tokens: int  # real (unpadded) tokens
     answer_tokens: int  # supervised tokens
+    model_flops: float | None = None  # the model FLOPs of training on it, when counted
 
 
 class BatchSource:
@@ -52,6 +54,7 @@ class BatchSource:
         pin_memory: bool = False,
         last_step: int | None = None,
         transform: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None,
+        count_flops: Callable[[dict[str, torch.Tensor]], float] | None = None,
     ) -> None:
         self.mixer = mixer
         self.collator = copy.deepcopy(collator) if background else collator
@@ -60,6 +63,7 @@ class BatchSource:
         self.pin_memory = pin_memory
         self.last_step = last_step  # no batch is built ahead for a step at or past it
         self.transform = transform  # applied to each collated batch (packing)
+        self.count_flops = count_flops  # the model FLOPs of training on a batch as the model reads it
         self._executor: ThreadPoolExecutor | None = None
         self._pending: Future | None = None
         self._pending_key: tuple[int, int] | None = None
@@ -124,10 +128,11 @@ class BatchSource:
         answer_tokens = int((batch["labels"] != IGNORE_INDEX).sum())
         if self.transform is not None:
             batch = self.transform(batch)
+        flops = self.count_flops(batch) if self.count_flops is not None else None
         if self.pin_memory:
             batch = {k: v.pin_memory() for k, v in batch.items()}
         position = self.mixer.stream.position
-        return Built(batch, len(examples), self.mixer.last_from_pool, position, tokens, answer_tokens)
+        return Built(batch, len(examples), self.mixer.last_from_pool, position, tokens, answer_tokens, flops)
 
     def _discard(self) -> None:
         """Drop the batch built ahead, if any, and put the stream back before its draw."""

@@ -13,14 +13,11 @@ from typing import Any
 
 import torch
 
-from train.flops import FlopCounter
 from train.losses import answer_loss
 from train.prefetch import BatchSource
 
 
 class SFTStep:
-    flops: FlopCounter | None = None  # given (by the loop), each step reports its model FLOPs
-
     def __init__(self, model: Any, optimizer: Any, accelerator: Any, source: BatchSource, tc: Any) -> None:
         self.model, self.optimizer = model, optimizer
         self.accelerator, self.source, self.tc = accelerator, source, tc
@@ -37,8 +34,8 @@ class SFTStep:
             out["samples"] += built.samples
             out["tokens"] += built.tokens
             out["answer_tokens"] += built.answer_tokens
-            if self.flops is not None:  # from the batch on the host, before it moves
-                out["model_flops"] = out.get("model_flops", 0.0) + self.flops.sft(built.batch, tc.loss_chunk)
+            if built.model_flops is not None:
+                out["model_flops"] = out.get("model_flops", 0.0) + built.model_flops
             batch = {k: v.to(acc.device, non_blocking=True) for k, v in built.batch.items()}
             out["data_s"] += time.perf_counter() - t_data
             with acc.accumulate(self.model):
