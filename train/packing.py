@@ -111,12 +111,7 @@ class Packer:
         if self.rope_index is None:
             out["position_ids"] = positions
             return out
-        args = {
-            "input_ids": ids,
-            "attention_mask": mask,
-            **{k: v for k, v in batch.items() if k in self._rope_args},
-        }
-        rope, _ = self.rope_index(**{k: v for k, v in args.items() if k in self._rope_args})
+        rope, _ = self.rope_index(**{k: v for k, v in batch.items() if k in self._rope_args})
         packed = positions.new_zeros(4, len(rows), width)
         packed[0] = positions
         for r, row in enumerate(rows):
