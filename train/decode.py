@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from transformers import StaticCache
 
-from train.prompt_sharing import Encoded, _cache_argument, base_model, encode_once
+from train.prompt_sharing import Encoded, _cache_argument, base_model, encode_once, end_rows
 
 log = logging.getLogger(__name__)
 
@@ -107,10 +107,7 @@ def greedy_decode(
         scores = logits.to(torch.float32, copy=True)  # a compiled step's output is overwritten next step
         if suppressed:
             scores[:, suppressed] = float("-inf")
-        token = scores.argmax(dim=-1)
-        if eos_id is not None:
-            token = torch.where(ended, torch.full_like(token, pad_id), token)
-            ended |= token == eos_id
+        token = end_rows(scores.argmax(dim=-1), ended, eos_id, pad_id)
         tokens.append(token)
         if t == max_new_tokens - 1 or (bool(ended.all()) and not synced):
             break

@@ -57,15 +57,23 @@ def sample_completions(
     for t in range(max_new_tokens):
         token, logprob = _draw(logits, temperature, top_p, suppressed)
         logprobs.append(logprob)
-        if eos_id is not None:
-            token = torch.where(ended, torch.full_like(token, pad_id), token)
-            ended |= token == eos_id
+        token = end_rows(token, ended, eos_id, pad_id)
         tokens.append(token)
         if t == max_new_tokens - 1 or (bool(ended.all()) and not synced):
             break
         attention = torch.cat([attention, attention.new_ones(len(attention), 1)], dim=1)
         logits = continue_from(model, prompts, token[:, None], attention)[:, -1]
     return torch.stack(tokens, dim=1), torch.stack(logprobs, dim=1)
+
+
+def end_rows(token: torch.Tensor, ended: torch.Tensor, eos_id: int | None, pad_id: int) -> torch.Tensor:
+    """A decoding step's ``token`` per row, ``pad_id`` in the rows that had ended; ``ended`` (in
+    place) also marks the rows that end with this token (``eos_id``; None: no row ever ends)."""
+    if eos_id is None:
+        return token
+    token = torch.where(ended, torch.full_like(token, pad_id), token)
+    ended |= token == eos_id
+    return token
 
 
 def _draw(
