@@ -22,6 +22,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForImageTextToText
 
 from .processing import load_processor
+from .vision_attention import group_vision_attention
 
 VISION_TOWER_NAMES = ("visual", "vision_tower", "vision_model", "vision_encoder", "image_tower")
 PROJECTOR_NAMES = ("merger", "multi_modal_projector", "connector", "mm_projector")
@@ -300,7 +301,8 @@ def load_model(
         lora: add LoRA adapters (only they train); for an adapter checkpoint, continue
             training its adapter instead of adding a new one.
         attn_implementation: passed to transformers (``"sdpa"``, ``"eager"``,
-            ``"flash_attention_2"``); ``None`` keeps the default.
+            ``"flash_attention_2"``); ``None`` keeps the default. Under SDPA a Qwen-VL vision
+            tower attends to all pictures of a size in one call (``group_vision_attention``).
         device: where the weights go; ``None`` means the current CUDA device when CUDA is
             available, else the CPU.
 
@@ -325,6 +327,7 @@ def load_model(
     if torch.device(device).type != "cpu" and not is_deepspeed_zero3_enabled():
         load_kwargs["device_map"] = device
     model = AutoModelForImageTextToText.from_pretrained(base_source, **load_kwargs)
+    group_vision_attention(model)
     try:
         processor = load_processor(source, **hub_kwargs)
     except Exception:

@@ -35,3 +35,18 @@ def test_the_loss_memory_benchmark_measures_less_memory_for_the_same_numbers(tmp
         row = result[name]
         assert 0 < row["hidden_states_peak_mib"] < row["full_logits_peak_mib"], name
         assert row["max_abs_difference"] < 1e-4, name
+
+
+def test_the_vision_tower_benchmark_counts_fewer_attention_calls_for_the_same_features(
+    tmp_path, arch_checkpoints
+):
+    out = tmp_path / "tower.json"
+    argv = ["--model", arch_checkpoints["qwen2_5_vl"], "--device", "cpu", "--dtype", "float32",
+            "--pictures", "3", "--repeats", "1", "--out", str(out)]  # fmt: skip
+    assert benchmark("vision_tower").main(argv) == 0
+    result = json.loads(out.read_text())
+    native, grouped = result["ways"]["native"], result["ways"]["grouped"]
+    assert grouped["attention_calls_per_forward"] == 4  # one per layer: every picture is one size
+    assert native["attention_calls_per_forward"] > 3 * grouped["attention_calls_per_forward"]
+    assert result["max_abs_difference"] < 1e-5
+    assert all(v > 0 for v in (*native.values(), *grouped.values()))
