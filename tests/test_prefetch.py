@@ -24,8 +24,9 @@ def _walk(source: BatchSource, world, restore_at: int | None = None) -> list:
     for step in range(6):
         if restore_at is not None and step == restore_at:
             fresh = BatchSource(
-                Mixer(world["train"], 0, lambda s: 0.5), source.collator, 2, source.background
-            )
+                Mixer(world["train"], 0, lambda s: 0.5), source.collator, 2, source.background,
+                workers=source.workers,
+            )  # fmt: skip
             fresh.load_state_dict(saved)
             fresh.set_pool(*pool)
             source.close()
@@ -62,21 +63,25 @@ def test_batches_built_ahead_are_the_batches_built_on_demand(tiny_qwen, world_sm
 
     collator = VLMCollator(load_model(str(tiny_qwen), device="cpu")[1])
 
-    def source(background):
-        return BatchSource(Mixer(world_small["train"], 0, lambda s: 0.5), collator, 2, background)
+    def source(background, workers=0):
+        mixer = Mixer(world_small["train"], 0, lambda s: 0.5)
+        return BatchSource(mixer, collator, 2, background, workers=workers)
 
     on_demand = _walk(source(False), world_small)
     assert sum(x[2] for x in on_demand[:-1]) > 0  # the pool was drawn from
     _same(_walk(source(True), world_small), on_demand)
     _same(_walk(source(True), world_small, restore_at=3), on_demand)
     _same(_walk(source(False), world_small, restore_at=3), on_demand)
+    # collated in two worker processes, four micro-batches in flight
+    _same(_walk(source(False, workers=2), world_small), on_demand)
 
 
 def test_a_run_with_batches_built_ahead_trains_as_one_without(tmp_path, tiny_qwen):
     """Also when resumed from a checkpoint written with a batch built ahead, across a round."""
     losses = {}
-    for name, prefetch in (("always", "always"), ("never", "never"), ("resumed", "always")):
-        extra = []
+    runs = (("always", "always"), ("never", "never"), ("resumed", "always"), ("workers", "auto"))
+    for name, prefetch in runs:
+        extra = ["train.data_workers=2"] if name == "workers" else []
         if name == "resumed":  # the run "always" as it stood at its checkpoint of step 4
             shutil.copytree(tmp_path / "always", tmp_path / name)
             (tmp_path / name / "metrics.jsonl").unlink()
@@ -93,8 +98,24 @@ def test_a_run_with_batches_built_ahead_trains_as_one_without(tmp_path, tiny_qwe
                         for m in lines if "train/loss" in m]  # fmt: skip
     assert any(pool > 0 for _, _, pool, _ in losses["never"])  # a round's pool reached the stream
     assert len(losses["always"]) == 7
+    assert len(losses["workers"]) == 7
     assert [m[0] for m in losses["resumed"]] == [5, 6, 7]
     for got, want in zip(
-        losses["always"] + losses["resumed"], losses["never"] + losses["never"][4:], strict=True
+        losses["always"] + losses["resumed"] + losses["workers"],
+        losses["never"] + losses["never"][4:] + losses["never"],
+        strict=True,
     ):
         assert got == pytest.approx(want, rel=1e-6, abs=1e-7)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["train.data_workers=-1"],
+        ["train.data_workers=2", "train.mode=grpo"],
+        ["train.data_workers=2", "train.prefetch=never"],
+    ],
+)
+def test_worker_settings_that_cannot_work_are_refused(overrides):
+    with pytest.raises(ValueError, match=r"^train\.data_workers "):
+        load_config(None, overrides)

@@ -268,7 +268,8 @@ def run(cfg: Config) -> dict[str, Any]:
             packer = Packer(accelerator.unwrap_model(model), pad, tc.pack_tokens)
         ahead = tc.prefetch == "always" or (tc.prefetch == "auto" and on_gpu)
         count = partial(flops.sft, chunk=tc.loss_chunk) if flops is not None else None
-        stream = BatchSource(stream, collator, tc.grad_accum, ahead, on_gpu, tc.steps, packer, count)
+        stream = BatchSource(stream, collator, tc.grad_accum, ahead, on_gpu, tc.steps, packer, count,
+                             workers=tc.data_workers)  # fmt: skip
         train_step = SFTStep(model, optimizer, accelerator, stream, tc)
     # A live bar on a terminal; in a log file, one line per log window instead.
     interactive = is_main and sys.stderr.isatty()

@@ -15,13 +15,23 @@ the one built ahead.
 The background thread has a collator of its own (a copy of the processor): a fast tokenizer used
 from two threads at once can fail ("Already borrowed"), and the loop's collator also serves
 evaluation and the curriculum's probes, in the main thread.
+
+With ``workers`` (``train.data_workers``) the collating moves to that many processes, each with
+its own copy of the collator, and ``2 x workers`` micro-batches are kept in flight: the examples
+are still drawn here, in order, when a batch is sent off (so the stream is the same), the worker
+processes the pictures and tokenizes, its tensors come back through shared memory, and the
+background thread packs, counts and pins them. On a host whose cores outnumber what the step
+uses, building batches then takes nothing from the process that launches the model's work.
 """
 
 from __future__ import annotations
 
 import copy
+import multiprocessing
+import pickle
+from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
@@ -55,18 +65,22 @@ class BatchSource:
         last_step: int | None = None,
         transform: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None,
         count_flops: Callable[[dict[str, torch.Tensor]], float] | None = None,
+        workers: int = 0,
     ) -> None:
         self.mixer = mixer
-        self.collator = copy.deepcopy(collator) if background else collator
+        self.background = background or workers > 0
+        self.collator = copy.deepcopy(collator) if self.background else collator
         self.grad_accum = grad_accum
-        self.background = background
+        self.workers = workers
+        self.depth = 2 * workers if workers else 1  # micro-batches in flight
         self.pin_memory = pin_memory
         self.last_step = last_step  # no batch is built ahead for a step at or past it
         self.transform = transform  # applied to each collated batch (packing)
         self.count_flops = count_flops  # the model FLOPs of training on a batch as the model reads it
         self._executor: ThreadPoolExecutor | None = None
-        self._pending: Future | None = None
-        self._pending_key: tuple[int, int] | None = None
+        self._processes: ProcessPoolExecutor | None = None
+        # in flight, in order: (batch size, step), (step, micro-batches of it taken by then), its Built
+        self._ahead: deque[tuple[tuple[int, int], tuple[int, int], Future]] = deque()
         self._consumed = mixer.stream.position  # the position after the batches handed out
         self._step, self._taken = -1, 0  # micro-batches handed out for ``_step``
         self.last_from_pool = 0
@@ -101,10 +115,8 @@ class BatchSource:
     # ---- collated batches
     def next_collated(self, batch_size: int, step: int) -> Built:
         """The collated micro-batch the synchronous path gives at this point of the stream."""
-        key = (batch_size, step)
-        if self._pending is not None and self._pending_key == key:
-            built = self._pending.result()
-            self._pending = self._pending_key = None
+        if self._ahead and self._ahead[0][0] == (batch_size, step):
+            built = self._ahead.popleft()[2].result()
         else:
             self._discard()
             built = self._build(batch_size, step)
@@ -114,16 +126,42 @@ class BatchSource:
         self._taken = self._taken + 1 if step == self._step else 1
         self._step = step
         if self.background:
-            following = step if self._taken < self.grad_accum else step + 1
-            if self.last_step is None or following < self.last_step:
-                self._executor = self._executor or ThreadPoolExecutor(1, thread_name_prefix="batches")
-                self._pending_key = (batch_size, following)
-                self._pending = self._executor.submit(self._build, batch_size, following)
+            self._fill(batch_size)
         return built
+
+    def _fill(self, batch_size: int) -> None:
+        """Keep ``depth`` micro-batches in flight: the next ones this loop will ask for."""
+        step, taken = self._ahead[-1][1] if self._ahead else (self._step, self._taken)
+        while len(self._ahead) < self.depth:
+            step, taken = (step, taken + 1) if taken < self.grad_accum else (step + 1, 1)
+            if self.last_step is not None and step >= self.last_step:
+                return
+            self._executor = self._executor or ThreadPoolExecutor(1, thread_name_prefix="batches")
+            if self.workers:  # drawn here, in order; collated in a worker process
+                examples = self.mixer.next_batch(batch_size, step)
+                drawn = (len(examples), self.mixer.last_from_pool, self.mixer.stream.position)
+                collated = self._worker_pool().submit(_collate_in_worker, examples)
+                future = self._executor.submit(lambda c=collated, d=drawn: self._finish(c.result(), *d))
+            else:
+                future = self._executor.submit(self._build, batch_size, step)
+            self._ahead.append(((batch_size, step), (step, taken), future))
+
+    def _worker_pool(self) -> ProcessPoolExecutor:
+        if self._processes is None:
+            self._processes = ProcessPoolExecutor(
+                self.workers,
+                mp_context=multiprocessing.get_context("spawn"),  # no fork of a process with CUDA or threads
+                initializer=_start_worker,
+                initargs=(pickle.dumps(self.collator),),
+            )
+        return self._processes
 
     def _build(self, batch_size: int, step: int) -> Built:
         examples = self.mixer.next_batch(batch_size, step)
         batch = self.collator(examples)
+        return self._finish(batch, len(examples), self.mixer.last_from_pool, self.mixer.stream.position)
+
+    def _finish(self, batch: dict[str, torch.Tensor], samples: int, from_pool: int, position: int) -> Built:
         tokens = int(batch["attention_mask"].sum())
         answer_tokens = int((batch["labels"] != IGNORE_INDEX).sum())
         if self.transform is not None:
@@ -131,18 +169,18 @@ class BatchSource:
         flops = self.count_flops(batch) if self.count_flops is not None else None
         if self.pin_memory:
             batch = {k: v.pin_memory() for k, v in batch.items()}
-        position = self.mixer.stream.position
-        return Built(batch, len(examples), self.mixer.last_from_pool, position, tokens, answer_tokens, flops)
+        return Built(batch, samples, from_pool, position, tokens, answer_tokens, flops)
 
     def _discard(self) -> None:
-        """Drop the batch built ahead, if any, and put the stream back before its draw."""
-        if self._pending is None:
+        """Drop the batches built ahead, if any, and put the stream back before their draws."""
+        if not self._ahead:
             return
-        try:
-            self._pending.result()
-        except Exception:  # noqa: BLE001 - the same draw on demand raises it again where it matters
-            pass
-        self._pending = self._pending_key = None
+        for _, _, future in self._ahead:
+            try:
+                future.result()
+            except Exception:  # noqa: BLE001 - the same draw on demand raises it again where it matters
+                pass
+        self._ahead.clear()
         self.mixer.stream.position = self._consumed
 
     def close(self) -> None:
@@ -150,3 +188,20 @@ class BatchSource:
         if self._executor is not None:
             self._executor.shutdown(wait=True)
             self._executor = None
+        if self._processes is not None:
+            self._processes.shutdown(wait=True)
+            self._processes = None
+
+
+_worker_collator: VLMCollator | None = None
+
+
+def _start_worker(collator: bytes) -> None:
+    global _worker_collator
+    torch.set_num_threads(1)  # one core per worker: the workers run side by side
+    _worker_collator = pickle.loads(collator)
+
+
+def _collate_in_worker(examples: list[Example]) -> dict[str, torch.Tensor]:
+    assert _worker_collator is not None
+    return _worker_collator(examples)

@@ -66,6 +66,11 @@ class TrainConfig(Section):
     """SFT: build the next micro-batch in a background thread while this one trains (the same
     batches as without; on a GPU its tensors are pinned and copied without blocking). ``auto``:
     on a GPU only (on a CPU the thread takes cores from the step itself)."""
+    data_workers: int = 0
+    """SFT: processes that collate micro-batches ahead (pictures processed, text tokenized), each
+    with its own copy of the processor, ``2 x data_workers`` batches in flight; the same batches
+    as without. For a GPU host whose cores outnumber what the step uses. 0: batches are built in
+    the training process (ahead in a thread, per ``prefetch``)."""
     packing: bool = False
     """SFT: lay the samples of each micro-batch end to end instead of padding them, each with its
     own positions and no token attending to another sample's (the same loss and gradients, no
@@ -94,6 +99,10 @@ class TrainConfig(Section):
         require(self.loss_chunk >= 0, "loss_chunk", "must be >= 0 (0: the model's own full-logits loss)")
         require(bool(self.resume.strip()), "resume", "must be 'auto', 'never' or a checkpoint folder")
         require(not self.packing or self.mode == "sft", "packing", "is for train.mode=sft only")
+        require(self.data_workers >= 0, "data_workers", "must be >= 0 (0: batches built in this process)")
+        require(not self.data_workers or self.mode == "sft", "data_workers", "is for train.mode=sft only")
+        require(not self.data_workers or self.prefetch != "never", "data_workers",
+                "builds batches ahead; it cannot be used with train.prefetch=never")  # fmt: skip
         require(self.pack_tokens >= 0, "pack_tokens", "must be >= 0 (0: one row per micro-batch)")
         require(self.pack_tokens == 0 or self.packing, "pack_tokens", "needs train.packing=true")
 
