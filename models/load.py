@@ -185,6 +185,19 @@ def run_frozen_vision_without_graph(model: nn.Module) -> int:
     return hooked
 
 
+def compile_blocks(model: nn.Module) -> int:
+    """``torch.compile`` every transformer block of ``model`` (transformers' decoder layers and
+    vision blocks are ``GradientCheckpointingLayer``s); return how many. Regional compilation: the
+    blocks of a kind share one compiled graph, so a model compiles in the time of one block of
+    each kind, and with dynamic shapes a new sequence length reuses it."""
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    blocks = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
+    for block in blocks:
+        block.compile(dynamic=True)
+    return len(blocks)
+
+
 def language_model_lora_targets(model: nn.Module) -> str:
     """A peft ``target_modules`` regex: every linear layer inside the language model.
 
@@ -286,6 +299,7 @@ def load_model(
     lora: LoraSettings | None = None,
     attn_implementation: str | None = None,
     device: str | None = None,
+    compile: bool = False,
 ) -> tuple[Any, Any]:
     """Load an image-text-to-text model and its processor, ready to train or evaluate.
 
@@ -305,6 +319,7 @@ def load_model(
             tower attends to all pictures of a size in one call (``group_vision_attention``).
         device: where the weights go; ``None`` means the current CUDA device when CUDA is
             available, else the CPU.
+        compile: compile each transformer block (:func:`compile_blocks`), after LoRA is added.
 
     Returns:
         ``(model, processor)``; the model is in train mode when anything in it is trainable.
@@ -359,6 +374,8 @@ def load_model(
         model = get_peft_model(model, config)
     if freeze_vision or is_adapter or lora is not None:  # (LoRA freezes the tower too)
         run_frozen_vision_without_graph(model)
+    if compile:
+        compile_blocks(model)
     trainable = count_parameters(model, trainable_only=True) > 0
     model.train(trainable)
     return model, processor

@@ -434,3 +434,17 @@ def test_preset_sizes(preset, low, high):
     for arch in ARCHS:
         model, _ = build_vlm(arch, preset, device="meta")
         assert low < count_parameters(model) < high, (arch, preset, count_parameters(model))
+
+
+def test_compile_compiles_every_block_of_both_towers_after_lora(arch_checkpoints):
+    from models.load import find_language_model, find_vision_tower
+
+    model, _ = load_model(arch_checkpoints["qwen2_5_vl"], device="cpu", freeze_vision=True, compile=True,
+                          lora=LoraSettings(r=4))  # fmt: skip
+    _, language = find_language_model(model)
+    _, tower = find_vision_tower(model)
+    for blocks in (language.layers, tower.blocks):
+        assert len(blocks) > 0 and all(b._compiled_call_impl is not None for b in blocks)
+    assert any("lora" in name for name, _ in language.layers[0].named_modules())  # compiled with its adapters
+    plain, _ = load_model(arch_checkpoints["qwen2_5_vl"], device="cpu")
+    assert all(getattr(m, "_compiled_call_impl", None) is None for m in plain.modules())

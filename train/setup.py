@@ -151,4 +151,5 @@ def prepare_model(cfg: Config, splits: Splits, accelerator: Accelerator) -> tupl
         lora=lora,
         attn_implementation=mc.attn_implementation,
         device=str(accelerator.device),
+        compile=mc.compile,
     )

@@ -74,6 +74,11 @@ class ModelConfig(Section):
     """Keep the vision encoder's weights fixed."""
     attn_implementation: str | None = None
     """``sdpa``, ``eager``, ``flash_attention_2``; null lets transformers choose."""
+    compile: bool = False
+    """``torch.compile`` each transformer block of the language model and the vision tower
+    (regional: one graph serves every block of a kind, dynamic shapes so new lengths do not
+    compile again); the same outputs. Pays where a step is many small kernels (a GPU); the first
+    steps compile (tens of seconds)."""
     lora: LoraOptions = field(default_factory=LoraOptions)
 
     def check(self) -> None:
