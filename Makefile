@@ -18,14 +18,15 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
-# The base student (configs/base_tiny.yaml) rebuilt from scratch, installed as
-# models/bases/tiny-qwen2_5_vl and measured into benchmarks/results/base_tiny.json.
-# On a GPU: make base BASE_ARGS=train.cpu=false
+# The base student (configs/base_$(BASE).yaml) rebuilt from scratch, installed as
+# models/bases/$(BASE)-qwen2_5_vl and measured into benchmarks/results/base_$(BASE).json.
+# On a GPU: make base BASE_ARGS=train.cpu=false; the medium one: make base BASE=medium
+BASE ?= tiny
 base: setup
-	rm -rf runs/models/tiny-qwen2_5_vl-base-init runs/base-tiny
-	$(BIN)/python -m train --config configs/base_tiny.yaml $(BASE_ARGS)
-	$(BIN)/python benchmarks/base_student.py --from-run runs/base-tiny --model models/bases/tiny-qwen2_5_vl \
-		--out benchmarks/results/base_tiny.json
+	rm -rf runs/models/$(BASE)-qwen2_5_vl-base-init runs/base-$(BASE)
+	$(BIN)/python -m train --config configs/base_$(BASE).yaml $(BASE_ARGS)
+	$(BIN)/python benchmarks/base_student.py --from-run runs/base-$(BASE) --model models/bases/$(BASE)-qwen2_5_vl \
+		--out benchmarks/results/base_$(BASE).json
 
 demo: setup
 	$(BIN)/python -m train.demo --config configs/demo.yaml
