@@ -64,15 +64,19 @@ def attend_segments(
     return out
 
 
-def _grouped_forward(rotary: Callable) -> Callable:
+def _grouped_forward(rotary: Callable, native: Callable) -> Callable:
     def forward(
         self: nn.Module,
         hidden_states: torch.Tensor,
         cu_seqlens: torch.Tensor,
+        *args: Any,
         position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
-        max_seqlen: int | None = None,
         **kwargs: Any,
     ) -> torch.Tensor:
+        if args or position_embeddings is None:  # a call this forward does not know: the class's own
+            return native(
+                self, hidden_states, cu_seqlens, *args, position_embeddings=position_embeddings, **kwargs
+            )
         tokens = hidden_states.shape[0]
         q, k, v = self.qkv(hidden_states).reshape(tokens, 3, self.num_heads, -1).permute(1, 0, 2, 3).unbind(0)
         cos, sin = position_embeddings
@@ -85,12 +89,14 @@ def _grouped_forward(rotary: Callable) -> Callable:
 
 def _rotary_of(module: nn.Module) -> Callable | None:
     """The vision rotary function of the module's own modeling file, when the module is one of
-    the Qwen-VL family's vision attentions whose forward this file reproduces."""
+    the Qwen-VL family's vision attentions whose forward this file reproduces: a ``qkv`` and a
+    ``proj`` projection, and a forward taking ``hidden_states``, ``cu_seqlens`` and
+    ``position_embeddings`` (the cosines and sines of its rotary positions)."""
     rotary = getattr(sys.modules.get(type(module).__module__), "apply_rotary_pos_emb_vision", None)
     if rotary is None or not all(hasattr(module, name) for name in ("qkv", "proj", "num_heads", "scaling")):
         return None
-    params = list(inspect.signature(type(module).forward).parameters)[1:4]
-    return rotary if tuple(params) == _EXPECTED else None
+    params = list(inspect.signature(type(module).forward).parameters)[1:]
+    return rotary if params[:2] == list(_EXPECTED[:2]) and _EXPECTED[2] in params else None
 
 
 def group_vision_attention(model: nn.Module) -> int:
@@ -104,6 +110,6 @@ def group_vision_attention(model: nn.Module) -> int:
             continue
         rotary = _rotary_of(module)
         if rotary is not None:
-            module.forward = MethodType(_grouped_forward(rotary), module)
+            module.forward = MethodType(_grouped_forward(rotary, type(module).forward), module)
             grouped += 1
     return grouped

@@ -2,13 +2,15 @@
 per-picture loop of transformers' SDPA path, on both Qwen-VL architectures, with pictures of
 several sizes in one batch."""
 
+from types import MethodType
+
 import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
 from models import load_model
-from models.vision_attention import attend_segments, group_vision_attention
+from models.vision_attention import _grouped_forward, _rotary_of, attend_segments, group_vision_attention
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -77,3 +79,21 @@ def test_eager_attention_keeps_its_own_forward(arch_checkpoints):
     model, _ = load_model(arch_checkpoints["qwen2_5_vl"], device="cpu", attn_implementation="eager")
     assert group_vision_attention(model) == 0
     assert not any("forward" in vars(m) for m in model.modules())
+
+
+def test_a_call_the_grouped_forward_does_not_know_goes_to_the_class_forward(arch_checkpoints):
+    """Older transformers passed ``rotary_pos_emb`` before ``position_embeddings``: a positional
+    argument, or no position embeddings, is handed to transformers' own forward unchanged."""
+    model, _ = load_model(arch_checkpoints["qwen2_5_vl"], device="cpu", dtype="float32")
+    attn = next(m for m in model.modules() if "forward" in vars(m))
+    seen = []
+    native = type(attn).forward
+    type(attn).forward = lambda self, *a, **kw: seen.append((a, kw)) or "native"
+    try:
+        attn.forward = MethodType(_grouped_forward(_rotary_of(attn), type(attn).forward), attn)
+        hidden, cu = torch.zeros(4, attn.qkv.in_features), torch.tensor([0, 4])
+        assert attn(hidden, cu, "rotary") == "native"
+        assert attn(hidden, cu) == "native"
+        assert len(seen) == 2
+    finally:
+        type(attn).forward = native
