@@ -3,8 +3,11 @@ by lessonloop's loop on the built-in world, and the same model and data through 
 
     python benchmarks/sft_real_scale.py --out benchmarks/results/sft_real_scale.json
 
-Each trainer runs in its own process so neither sees the other's memory. TRL runs twice: with
-SFTConfig's defaults (gradient checkpointing on) and matched to lessonloop (checkpointing off).
+Each trainer runs in its own process so neither sees the other's memory. TRL runs three times:
+with SFTConfig's defaults (gradient checkpointing on), matched to lessonloop (checkpointing off),
+and at its fastest setting for a vision dataset (checkpointing off, Liger's layer kernels through
+``use_liger_kernel``, which needs ``liger-kernel`` installed; TRL 1.x refuses ``padding_free`` for
+vision data and fuses the LM head's loss itself). A TRL run that fails is recorded with its error.
 Reported: samples/s, tokens/s (all tokens, image tokens included) and answer tokens/s in steady
 state (the first log window is warm-up and left out), peak GPU memory, the share of step time
 spent building batches, lessonloop's model TFLOP/s and utilisation of the GPU's peak (``mfu``),
@@ -98,7 +101,7 @@ def run_trl(args: argparse.Namespace, model_path: Path, work: Path) -> dict:
     """TRL's SFTTrainer on the same model, data, batch size and precision, completion-only loss.
 
     ``--trl-checkpointing default`` keeps SFTConfig's own default (gradient checkpointing on in
-    TRL 1.x), ``off`` matches lessonloop's setting (off)."""
+    TRL 1.x), ``off`` matches lessonloop's setting (off), ``fastest`` is off with Liger's kernels."""
     import torch
     from datasets import Dataset
     from transformers import TrainerCallback
@@ -141,7 +144,8 @@ def run_trl(args: argparse.Namespace, model_path: Path, work: Path) -> dict:
         max_length=None,
         dataloader_num_workers=0,
         seed=0,
-        **({"gradient_checkpointing": False} if args.trl_checkpointing == "off" else {}),
+        **({"gradient_checkpointing": False} if args.trl_checkpointing in ("off", "fastest") else {}),
+        **({"use_liger_kernel": True} if args.trl_checkpointing == "fastest" else {}),
     )
     torch.cuda.reset_peak_memory_stats()
     trainer = SFTTrainer(
@@ -156,6 +160,7 @@ def run_trl(args: argparse.Namespace, model_path: Path, work: Path) -> dict:
     steady = (len(stamps) - 1 - skip) / (stamps[-1] - stamps[skip])
     return {
         "gradient_checkpointing": bool(config.gradient_checkpointing),
+        "use_liger_kernel": bool(config.use_liger_kernel),
         "samples_per_s": steady * args.batch_size,
         "step_time_s": 1 / steady,
         "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30,
@@ -182,9 +187,9 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument(
         "--trl-checkpointing",
-        choices=["default", "off"],
+        choices=["default", "off", "fastest"],
         default="default",
-        help="internal: TRL's gradient checkpointing setting for one TRL run",
+        help="internal: one TRL run's setting (checkpointing as TRL's default, off, or off with Liger)",
     )
     parser.add_argument("--only", choices=["trl"], help="internal: run TRL alone")
     parser.add_argument("--model", help="internal: the built checkpoint")
@@ -218,7 +223,7 @@ def main() -> None:
     }
     torch.cuda.empty_cache()
     result["lessonloop"] = run_lessonloop(args, model_path, work)
-    for mode in ("default", "off") if args.peer == "trl" else ():
+    for mode in ("default", "off", "fastest") if args.peer == "trl" else ():
         key = f"trl_checkpointing_{mode}"
         try:
             proc = subprocess.run(
