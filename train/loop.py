@@ -49,17 +49,14 @@ def lr_scheduler(optimizer: Any, tc: TrainConfig) -> Any:
     then ``cosine`` or ``linear`` decay to ``min_lr_ratio`` x ``lr`` at ``steps``, or ``constant``."""
     decay = tc.steps - tc.warmup_steps
     constant = tc.schedule == "constant"
-    return transformers.get_scheduler(
-        "warmup_stable_decay",
+    # The stable and decay lengths given, not the total: with both, transformers warns on every run.
+    return transformers.optimization.get_wsd_schedule(
         optimizer,
         num_warmup_steps=tc.warmup_steps,
-        num_training_steps=tc.steps,
-        scheduler_specific_kwargs={
-            "num_stable_steps": decay if constant else 0,
-            "num_decay_steps": 0 if constant else decay,
-            "decay_type": "linear" if tc.schedule == "linear" else "cosine",
-            "min_lr_ratio": tc.min_lr_ratio,
-        },
+        num_stable_steps=decay if constant else 0,
+        num_decay_steps=0 if constant else decay,
+        decay_type="linear" if tc.schedule == "linear" else "cosine",
+        min_lr_ratio=tc.min_lr_ratio,
     )
 
 
