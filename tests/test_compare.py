@@ -7,6 +7,7 @@ import json
 import math
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -144,6 +145,21 @@ def test_matched_arms_add_what_the_curriculum_added(compared):
         mix = kept_by_skill(root / f"targeted-s{seed}")
         assert sum(mix[0].values()) == target[0] and len(mix) == 2
         assert kept_by_skill(root / f"rebalanced-s{seed}") == mix
+
+
+@pytest.mark.slow
+def test_the_report_says_what_each_arm_added_per_skill(compared):
+    root, _ = compared
+    result = json.loads((root / "compare.json").read_text())
+    for name, run in result["runs"].items():
+        by_round = kept_by_skill(root / name)
+        assert run["added_by_skill"] == dict(sum((Counter(r) for r in by_round), Counter()))
+    rebalanced, targeted = result["arms"]["rebalanced"], result["arms"]["targeted"]
+    assert rebalanced["added_by_skill"] == targeted["added_by_skill"] and targeted["added_by_skill"]
+    assert result["arms"]["base"]["added_by_skill"] == {}
+    report = (root / "report.md").read_text()
+    section = report.split("What each arm added, per skill")[1].split("\n\n")[1]
+    assert "| targeted |" in section and "| base |" not in section
 
 
 @pytest.mark.slow

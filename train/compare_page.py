@@ -36,7 +36,7 @@ from curriculum.report_html import (
     write_atomic,
 )
 from curriculum.stats import t_interval
-from train.compare_tables import interval_text, paired_table, run_table
+from train.compare_tables import added_table, interval_text, paired_table, run_table
 from train.compare_tables import table as arms_table
 
 # One colour per arm, the same in every plot of the page.
@@ -247,7 +247,11 @@ def _skills_table(result: dict[str, Any]) -> str:
     arms = result["arms"]
     skills = sorted({s for a in arms.values() for s in a["skills"]})
     rows = [[s, *(_pm(a["skills"].get(s)) for a in arms.values())] for s in skills]
-    return table(["skill", *arms], rows, range(1, len(arms) + 1), open_rows=0, what="skills as a table")
+    out = table(["skill", *arms], rows, range(1, len(arms) + 1), open_rows=0, what="skills as a table")
+    columns, added = added_table(result)
+    if added:
+        out += table(columns, added, range(1, len(columns)), open_rows=0, what="examples added per skill")
+    return out
 
 
 def _pm(stat: dict[str, float] | None) -> str:

@@ -15,10 +15,19 @@ from pathlib import Path
 from typing import Any
 
 from train.compare_page import CURVES, curve_png, write_page
-from train.compare_tables import interval_text, paired_table, run_table, summary_lines, table
+from train.compare_tables import added_table, interval_text, paired_table, run_table, summary_lines, table
 from train.config import Config
 
-__all__ = ["interval_text", "paired_table", "plots", "run_table", "summary_lines", "table", "write_report"]
+__all__ = [
+    "added_table",
+    "interval_text",
+    "paired_table",
+    "plots",
+    "run_table",
+    "summary_lines",
+    "table",
+    "write_report",
+]
 
 
 def _markdown(columns: list[str], rows: list[list[Any]]) -> list[str]:
@@ -62,6 +71,14 @@ def write_report(root: Path, cfg: Config, result: dict[str, Any]) -> None:
         *_markdown(columns, rows),
         "",
     ]
+    added_columns, added_rows = added_table(result)
+    if added_rows:
+        md += [
+            "What each arm added, per skill (examples kept by its rounds, mean over seeds):",
+            "",
+            *_markdown(added_columns, added_rows),
+            "",
+        ]
     if result["paired"]:
         md += [
             "Targeted minus each arm, seed by seed (same initialisation and data order): the mean paired "

@@ -118,6 +118,7 @@ def run_result(run_dir: Path, weak: list[str]) -> dict[str, Any]:
         "test_items": sum(items.values()) if items else None,
         "skills": skills,
         "added": sum(n for _, n in added_at),
+        "added_by_skill": dict(sum((Counter(r) for r in kept_by_skill(run_dir)), Counter())),
         "rounds": len(rounds),
         "wall_s": summary.get("wall_seconds"),
         "api_cost_usd": cost,
@@ -161,6 +162,11 @@ def collect(root: Path, cfg: Config, weak: list[str]) -> dict[str, Any]:
             "under_served": _stats(weak_rs) if weak_rs else None,
             "skills": {s: _stats([r["skills"][s] for r in rs if s in r["skills"]]) for s in skills},
             "added": _stats([r["added"] for r in rs]),
+            # examples added per skill, mean over seeds (a seed that added none of a skill counts 0)
+            "added_by_skill": {
+                s: statistics.mean(r["added_by_skill"].get(s, 0) for r in rs)
+                for s in sorted({s for r in rs for s in r["added_by_skill"]})
+            },
             "wall_s": _stats([r["wall_s"] or 0.0 for r in rs]),
             "api_cost_usd": _stats([r["api_cost_usd"] for r in rs]),
             "seeds": [r["seed"] for r in rs],

@@ -42,6 +42,17 @@ def table(result: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
     return columns, rows
 
 
+def added_table(result: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
+    """What each arm that added examples added, per skill (mean over seeds; an older
+    ``compare.json`` without the counts gives no rows): beside the per-skill accuracies it says
+    where an arm's gains and losses could come from."""
+    arms = {n: a for n, a in result["arms"].items() if a.get("added_by_skill")}
+    skills = sorted({s for a in arms.values() for s in a["added_by_skill"]})
+    rows = [[n, *(f"{a['added_by_skill'].get(s, 0):.0f}" for s in skills), f"{a['added']['mean']:.0f}"]
+            for n, a in arms.items()]  # fmt: skip
+    return ["arm", *skills, "all"], rows
+
+
 def interval_text(p: dict[str, Any]) -> str:
     """``+0.012 [-0.020, +0.044]``: a mean difference and its interval (none from one seed)."""
     if p["low"] is None:
