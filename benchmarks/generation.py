@@ -8,7 +8,8 @@ Four ways, the same prompts and greedy decoding (``eval.max_new_tokens`` new tok
 * ``batched_generate``: ``generate`` on ``--batch-size`` left-padded prompts at once (lessonloop's
   ``eval.decoder: generate``);
 * ``static``: lessonloop's decoder (``train/decode.py``, ``eval.decoder: static``): the key-value
-  cache allocated once for the longest answer and written in place;
+  cache allocated once for the longest answer and written in place, and on a GPU the next batch's
+  prompts built in a thread meanwhile, as evaluation does;
 * ``static_compiled`` (CUDA only): the same with the decoding step compiled (``eval.compile``).
 
 Each way answers its items twice and the second pass is timed (the first, ``first_pass_s``, meets
@@ -71,8 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     test = items["test"]
 
     def answer(examples, batch, decoder="generate", compile=False):
+        # The two generate ways are the peer (transformers alone): no prompts built ahead for them.
         return generate_answers(model, collator, examples, batch, args.max_new_tokens, device,
-                                decoder=decoder, compile=compile)  # fmt: skip
+                                decoder=decoder, compile=compile, ahead=None if decoder == "static" else False)  # fmt: skip
 
     ways = {
         "one_at_a_time": (test[: args.one_at_a_time_items], 1, "generate", False),

@@ -43,3 +43,6 @@ def test_static_cache_decoding_gives_generates_greedy_answers(arch, arch_checkpo
     assert synced.shape[1] == 6 and torch.equal(synced[:, : want.shape[1]], want)
     answers = generate_answers(model, collator, examples, 3, 4, torch.device("cpu"), decoder="static")
     assert answers == generate_answers(model, collator, examples, 3, 4, torch.device("cpu"))
+    # the next batch's prompts built in a thread while this one decodes: the same answers
+    assert answers == generate_answers(model, collator, examples, 3, 4, torch.device("cpu"), decoder="static",
+                                       ahead=True)  # fmt: skip

@@ -7,8 +7,12 @@ forward passes.
 
 from __future__ import annotations
 
+import copy
 import time
+import weakref
 from collections import Counter, defaultdict
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +48,7 @@ def generate_answers(
     synced: bool = False,
     decoder: str = "generate",
     compile: bool = False,
+    ahead: bool | None = None,
 ) -> tuple[list[str], int]:
     """Answers for ``examples`` (in order) and the number of tokens generated.
 
@@ -52,7 +57,9 @@ def generate_answers(
     CUDA), which give the same answers. Otherwise ``samples`` sampled answers per example,
     flattened example by example, drawn as GRPO's rollouts are (each prompt encoded once,
     ``sample_completions``). ``synced``: every rank runs each decoding step until all ranks are
-    done, which sharded parameters (ZeRO-3, FSDP) need.
+    done, which sharded parameters (ZeRO-3, FSDP) need. ``ahead`` (default: on a GPU) builds the
+    next batch's prompts in a thread while this one decodes, with a copy of the collator kept for
+    that (a fast tokenizer must not serve two threads at once); the same answers either way.
     """
     was_training = model.training
     model.eval()
@@ -60,9 +67,10 @@ def generate_answers(
     generated = 0
     tokenizer = collator.tokenizer
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
-    for start in range(0, len(examples), batch_size):
-        chunk = examples[start : start + batch_size]
-        inputs = {k: v.to(device) for k, v in collator.prompts(chunk).items()}
+    chunks = [examples[start : start + batch_size] for start in range(0, len(examples), batch_size)]
+    ahead = device.type == "cuda" if ahead is None else ahead
+    for inputs in _prompt_batches(collator, chunks, ahead):
+        inputs = {k: v.to(device, non_blocking=True) for k, v in inputs.items()}
         if samples:
             new, _ = sample_completions(model, inputs, samples, max_new_tokens, temperature,
                                         suppressed=collator.media_token_ids, eos_id=eos, pad_id=pad,
@@ -80,6 +88,33 @@ def generate_answers(
         generated += int((new != pad).sum())
     model.train(was_training)
     return answers, generated
+
+
+_twins: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # collator -> its copy for the thread
+
+
+def _prompt_batches(collator: VLMCollator, chunks: list[list[Example]], ahead: bool) -> Iterator[dict]:
+    """Each chunk's collated prompts, in order; ``ahead``: the next one built in a thread (pinned)
+    while the caller decodes this one."""
+    if not ahead or len(chunks) < 2:
+        yield from (collator.prompts(chunk) for chunk in chunks)
+        return
+    twin = _twins.get(collator)
+    if twin is None:
+        twin = _twins[collator] = copy.deepcopy(collator)
+    pin = torch.cuda.is_available()
+
+    def build(chunk: list[Example]) -> dict:
+        batch = twin.prompts(chunk)
+        return {k: v.pin_memory() for k, v in batch.items()} if pin else batch
+
+    with ThreadPoolExecutor(1, thread_name_prefix="prompts") as pool:
+        pending = pool.submit(build, chunks[0])
+        for following in [*chunks[1:], None]:
+            batch = pending.result()
+            if following is not None:
+                pending = pool.submit(build, following)
+            yield batch
 
 
 def sharded_answers(
