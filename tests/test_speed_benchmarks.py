@@ -50,3 +50,15 @@ def test_the_vision_tower_benchmark_counts_fewer_attention_calls_for_the_same_fe
     assert native["attention_calls_per_forward"] > 3 * grouped["attention_calls_per_forward"]
     assert result["max_abs_difference"] < 1e-5
     assert all(v > 0 for v in (*native.values(), *grouped.values()))
+
+
+def test_the_step_profile_times_each_phase_and_lists_the_costliest_operators(tmp_path, arch_checkpoints):
+    out = tmp_path / "profile.json"
+    argv = ["--model", arch_checkpoints["qwen2_5_vl"], "--device", "cpu", "--dtype", "float32", "--batch-size", "2",
+            "--steps", "1", "--warmup", "1", "--freeze-vision", "--top", "5", "--out", str(out)]  # fmt: skip
+    assert benchmark("step_profile").main(argv) == 0
+    result = json.loads(out.read_text())
+    assert set(result["phase_ms_synchronised"]) == {"batch", "to_device", "forward", "backward", "optimizer"}
+    assert result["step_ms"] > 0 and result["trainable_parameters"] < result["parameters"]  # the tower frozen
+    assert 0 < len(result["host_ops"]) <= 5 and all(op["ms_per_step"] > 0 for op in result["host_ops"])
+    assert "device_ops" not in result  # no device on a CPU
