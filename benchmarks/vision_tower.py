@@ -29,6 +29,7 @@ from curriculum.types import as_pil  # noqa: E402
 from curriculum.world import build_splits  # noqa: E402
 from models import load_model  # noqa: E402
 from models.load import find_vision_tower  # noqa: E402
+from models.vision_attention import group_vision_attention, ungroup_vision_attention  # noqa: E402
 
 
 def _features(out) -> torch.Tensor:
@@ -50,8 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(args.device)
     model, processor = load_model(args.model, dtype=args.dtype, device=args.device)
     _, tower = find_vision_tower(model)
-    grouped = {name: module.forward for name, module in tower.named_modules() if "forward" in vars(module)}
-    if not grouped:
+    if not group_vision_attention(tower):
         raise SystemExit(f"{args.model}: no vision attention to group (a Qwen-VL model under SDPA is needed)")
     world = build_splits(
         seed=0, train_size=args.pictures, probe_size=0, test_size=0, image_size=args.image_size
@@ -63,12 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     grid = pixels["image_grid_thw"].to(device)
 
     def set_way(way: str) -> None:
-        for name, module in tower.named_modules():
-            if name in grouped:
-                if way == "grouped":
-                    module.forward = grouped[name]
-                elif "forward" in vars(module):
-                    del module.forward
+        (group_vision_attention if way == "grouped" else ungroup_vision_attention)(tower)
 
     def forward() -> torch.Tensor:
         with torch.no_grad():

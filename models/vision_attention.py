@@ -113,3 +113,12 @@ def group_vision_attention(model: nn.Module) -> int:
             module.forward = MethodType(_grouped_forward(rotary, type(module).forward), module)
             grouped += 1
     return grouped
+
+
+def ungroup_vision_attention(model: nn.Module) -> int:
+    """Give the vision attention modules that :func:`group_vision_attention` changed their class's
+    forward back (transformers' per-segment loop); return how many. Grouping again reinstalls it."""
+    grouped = [m for m in model.modules() if isinstance(vars(m).get("forward"), MethodType)]
+    for module in grouped:
+        del module.forward
+    return len(grouped)
