@@ -35,6 +35,7 @@ from curriculum.world import build_splits  # noqa: E402
 from models import build_tiny_vlm, count_parameters, load_model  # noqa: E402
 from train.collate import VLMCollator  # noqa: E402
 from train.losses import answer_loss  # noqa: E402
+from train.packing import RopePositions  # noqa: E402
 
 PHASES = ("batch", "to_device", "forward", "backward", "optimizer")
 
@@ -76,6 +77,12 @@ def main(argv: list[str] | None = None) -> int:
         )
     model.train()
     collator = VLMCollator(processor, question_first=True)
+    positions = RopePositions.of(model)  # the loop's batches carry their M-RoPE positions
+
+    def build(examples: list) -> dict[str, torch.Tensor]:
+        batch = collator(examples)
+        return positions(batch) if positions is not None else batch
+
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     batches = iter(world["train"][i : i + args.batch_size] for i in range(0, n_items, args.batch_size))
 
@@ -91,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
                 sync()
                 marks.append(time.perf_counter())
 
-        built = collator(next(batches))
+        built = build(next(batches))
         mark()
         batch = {k: v.to(device, non_blocking=True) for k, v in built.items()}
         mark()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -189,13 +190,30 @@ def compile_blocks(model: nn.Module) -> int:
     """``torch.compile`` every transformer block of ``model`` (transformers' decoder layers and
     vision blocks are ``GradientCheckpointingLayer``s); return how many. Regional compilation: the
     blocks of a kind share one compiled graph, so a model compiles in the time of one block of
-    each kind, and with dynamic shapes a new sequence length reuses it."""
+    each kind, and with dynamic shapes a new sequence length reuses it.
+
+    Only calls with gradients on (training steps) take the compiled graph; calls without them
+    (generation, probes, evaluation) run eagerly. Decoding with a key-value cache changes what the
+    graph guards on at every step (a cache layer filled or not, its length), and sent through the
+    compiled blocks it recompiled until dynamo's limit and then evaluated several times slower
+    (medium preset, one H200)."""
     from transformers.modeling_layers import GradientCheckpointingLayer
 
     blocks = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
     for block in blocks:
         block.compile(dynamic=True)
+        block._compiled_call_impl = _with_grad_only(block._compiled_call_impl, block._call_impl)
     return len(blocks)
+
+
+def _with_grad_only(compiled: Callable[..., Any], eager: Callable[..., Any]) -> Callable[..., Any]:
+    """``compiled`` where autograd records (``torch.is_grad_enabled``), ``eager`` elsewhere."""
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return (compiled if torch.is_grad_enabled() else eager)(*args, **kwargs)
+
+    call.compiled, call.eager = compiled, eager  # type: ignore[attr-defined]
+    return call
 
 
 def language_model_lora_targets(model: nn.Module) -> str:

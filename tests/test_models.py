@@ -445,6 +445,20 @@ def test_compile_compiles_every_block_of_both_towers_after_lora(arch_checkpoints
     _, tower = find_vision_tower(model)
     for blocks in (language.layers, tower.blocks):
         assert len(blocks) > 0 and all(b._compiled_call_impl is not None for b in blocks)
+        assert all(b._compiled_call_impl.eager == b._call_impl for b in blocks)  # generation runs these
     assert any("lora" in name for name, _ in language.layers[0].named_modules())  # compiled with its adapters
     plain, _ = load_model(arch_checkpoints["qwen2_5_vl"], device="cpu")
     assert all(getattr(m, "_compiled_call_impl", None) is None for m in plain.modules())
+
+
+def test_compiled_blocks_run_eagerly_without_gradients():
+    from models.load import _with_grad_only
+
+    calls = []
+    call = _with_grad_only(lambda x: calls.append("compiled") or x, lambda x: calls.append("eager") or x)
+    call(1)
+    with torch.no_grad():
+        call(2)
+    with torch.inference_mode():
+        call(3)
+    assert calls == ["compiled", "eager", "eager"]

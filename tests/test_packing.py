@@ -9,7 +9,7 @@ import torch
 from models.tiny import ARCHS
 from tests.test_conversations import conversation
 from train.collate import VLMCollator
-from train.packing import PACKABLE, Packer
+from train.packing import PACKABLE, Packer, RopePositions
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -51,6 +51,30 @@ def test_packed_batches_train_as_padded_ones(arch, arch_checkpoints, arch_world)
             torch.testing.assert_close(grad, want_grads[name], rtol=1e-4, atol=1e-6, msg=name)
 
 
+@pytest.mark.parametrize("arch", ARCHS)
+def test_positions_computed_with_the_batch_train_as_the_forward_computes_them(
+    arch, arch_checkpoints, arch_world
+):
+    from models import load_model
+
+    model, processor = load_model(arch_checkpoints[arch], device="cpu")
+    rope = RopePositions.of(model)
+    if arch not in ("qwen2_vl", "qwen2_5_vl"):  # no M-RoPE: the model counts positions itself
+        assert rope is None
+        return
+    model.eval()
+    batch = VLMCollator(processor)([*arch_world["train"][:3], conversation(arch_world)])
+    with_positions = rope(batch)
+    assert (
+        with_positions["position_ids"].shape == (3, *batch["input_ids"].shape) and "position_ids" not in batch
+    )
+    want_loss, want_grads = _loss_and_grads(model, batch)
+    loss, grads = _loss_and_grads(model, with_positions)
+    assert torch.equal(loss, want_loss) and grads.keys() == want_grads.keys()
+    for name, grad in grads.items():
+        assert torch.equal(grad, want_grads[name]), name
+
+
 def test_positions_restart_in_every_sample_and_rows_keep_to_the_budget(arch_checkpoints, arch_world):
     from models import load_model
 
@@ -65,7 +89,7 @@ def test_positions_restart_in_every_sample_and_rows_keep_to_the_budget(arch_chec
     text = packed["position_ids"][0, 0]
     assert text[lengths[0]] == 0 and text[lengths[0] - 1] == lengths[0] - 1
     alone = collator(arch_world["train"][1:2])  # the second sample's M-RoPE positions, computed alone
-    rope, _ = packer.rope_index(alone["input_ids"], mm_token_type_ids=alone["mm_token_type_ids"],
+    rope, _ = packer.rope.rope_index(alone["input_ids"], mm_token_type_ids=alone["mm_token_type_ids"],
                                 image_grid_thw=alone["image_grid_thw"], attention_mask=alone["attention_mask"])  # fmt: skip
     assert torch.equal(
         packed["position_ids"][1:, 0, lengths[0] : lengths[0] + lengths[1]], rope[:, 0, : lengths[1]]

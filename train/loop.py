@@ -257,15 +257,14 @@ def run(cfg: Config) -> dict[str, Any]:
         from train.sft import SFTStep
 
         on_gpu = accelerator.device.type == "cuda"
-        packer = None
-        if tc.packing:
-            from train.packing import Packer
+        from train.packing import Packer, RopePositions
 
-            pad = collator.tokenizer.pad_token_id
-            packer = Packer(accelerator.unwrap_model(model), pad, tc.pack_tokens)
+        unwrapped = accelerator.unwrap_model(model)
+        shape = Packer(unwrapped, collator.tokenizer.pad_token_id, tc.pack_tokens) if tc.packing else None
+        shape = shape or RopePositions.of(unwrapped)  # packed or not, positions come with the batch
         ahead = tc.prefetch == "always" or (tc.prefetch == "auto" and on_gpu)
         count = partial(flops.sft, chunk=tc.loss_chunk) if flops is not None else None
-        stream = BatchSource(stream, collator, tc.grad_accum, ahead, on_gpu, tc.steps, packer, count,
+        stream = BatchSource(stream, collator, tc.grad_accum, ahead, on_gpu, tc.steps, shape, count,
                              workers=tc.data_workers)  # fmt: skip
         train_step = SFTStep(model, optimizer, accelerator, stream, tc)
     # A live bar on a terminal; in a log file, one line per log window instead.
