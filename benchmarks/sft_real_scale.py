@@ -182,6 +182,9 @@ def main() -> None:
     parser.add_argument("--loss-chunk", type=int, default=1024, help="train.loss_chunk (0: full logits)")
     parser.add_argument("--peer", choices=["trl", "none"], default="trl", help="also run TRL's SFTTrainer")
     parser.add_argument(
+        "--trl-modes", default="default,off,fastest", help="the TRL runs, in order (comma-separated)"
+    )
+    parser.add_argument(
         "--set", nargs="*", default=[], metavar="KEY=VALUE",
         help="more config overrides for the lessonloop run, e.g. train.packing=true model.attn_implementation=flash_attention_2",
     )  # fmt: skip
@@ -212,9 +215,15 @@ def main() -> None:
         "settings": {
             k: v
             for k, v in vars(args).items()
-            if k not in {"only", "model", "work", "out", "trl_checkpointing", "peer"}
+            if k not in {"only", "model", "work", "out", "trl_checkpointing", "peer", "trl_modes"}
         },
     }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def save() -> None:  # after every run: a command cut short keeps what finished
+        out.write_text(json.dumps(result, indent=1))
+
     result["model"] = {
         "arch": "qwen2_5_vl",
         "preset": "qwen2_5_vl_3b",
@@ -223,7 +232,11 @@ def main() -> None:
     }
     torch.cuda.empty_cache()
     result["lessonloop"] = run_lessonloop(args, model_path, work)
-    for mode in ("default", "off", "fastest") if args.peer == "trl" else ():
+    save()
+    modes = [m for m in args.trl_modes.split(",") if m]
+    if unknown := set(modes) - {"default", "off", "fastest"}:
+        raise SystemExit(f"--trl-modes: unknown {sorted(unknown)}; choose from default, off, fastest")
+    for mode in modes if args.peer == "trl" else ():
         key = f"trl_checkpointing_{mode}"
         try:
             proc = subprocess.run(
@@ -254,9 +267,7 @@ def main() -> None:
             )
         except Exception as err:  # the peer is a comparison, not the subject: record why it failed
             result[key] = {"error": repr(err)}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1))
+        save()
     print(json.dumps(result, indent=1))
 
 
