@@ -91,9 +91,11 @@ class BatchSource:
     def epoch(self) -> float:
         return self._consumed / self.mixer.stream.num_items
 
-    def set_pool(self, examples: list[Example], weights: list[float]) -> None:
+    def set_pool(
+        self, examples: list[Example], weights: list[float], known: dict[str, float] | None = None
+    ) -> None:
         self._discard()
-        self.mixer.set_pool(examples, weights)
+        self.mixer.set_pool(examples, weights, known)
 
     def state_dict(self) -> dict[str, int]:
         self._discard()
