@@ -39,7 +39,7 @@ from curriculum.baselines import baseline_generators, baseline_weaknesses, cap_b
 from curriculum.budget import hash_seed, make_candidates, split_budget, take_image_errors
 from curriculum.filters import AnswerCheck, Decontaminate, Dedup, RationaleCheck, StudentCheck, VerifiedOnly
 from curriculum.generators import Generator, default_generators
-from curriculum.mining import answer_probe, mine, probe_items
+from curriculum.mining import answer_priors, answer_probe, mine, probe_items
 from curriculum.pool import Pool
 from curriculum.ranks import Ranks, RanksDisagree
 from curriculum.records import write_round
@@ -104,6 +104,7 @@ class Curriculum:
         offline = OfflineAnalyzer(max_weaknesses=cfg.max_weaknesses)
         self.frontier = frontier
         self.world_data = any(ex.scene is not None for ex in train[:100])
+        self.priors = answer_priors(train) if cfg.failure_pass_rate == "prior" else None
         # External data's skills, over which its uniform baseline draws the reserve (None: the world).
         self.data_skills = None if self.world_data else sorted({ex.skill for ex in reserve or [] if ex.skill})
         if analyzer is None and frontier is None and cfg.analyzer == "openai":
@@ -237,7 +238,8 @@ class Curriculum:
         else:
             try:
                 with self._own_rng(k, "probe"):
-                    samples, rate = self.cfg.probe_samples, self.cfg.failure_pass_rate
+                    samples = self.cfg.probe_samples
+                    rate = self.priors if self.priors is not None else self.cfg.failure_pass_rate
                     predictions, correct = answer_probe(items, policy, samples, rate)
             except Exception:  # the model could not be asked: record, skip the round
                 error = traceback.format_exc()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections import Counter
 
 import numpy as np
 from PIL import Image
@@ -42,12 +43,25 @@ def probe_items(probe: list[Example], most: int, seed: int, round: int) -> list[
     return probe
 
 
+def answer_priors(items: list[Example]) -> dict[str | None, float]:
+    """Per skill, the share of its most common answer: the pass rate of a model that answers
+    without looking at the image (a yes/no skill about 0.5, a count of 0 to 9 about 0.1-0.2)."""
+    by_skill: dict[str | None, Counter] = {}
+    for ex in items:
+        by_skill.setdefault(ex.skill, Counter())[normalise(ex.answer)] += 1
+    return {s: c.most_common(1)[0][1] / c.total() for s, c in by_skill.items()}
+
+
 def answer_probe(
-    items: list[Example], policy: Policy, samples: int = 0, failure_pass_rate: float = 0.0
+    items: list[Example],
+    policy: Policy,
+    samples: int = 0,
+    failure_pass_rate: float | dict[str | None, float] = 0.0,
 ) -> tuple[list[str], list[bool]]:
     """The model's answer to each item and whether it is right. With ``samples``, an item is
     wrong when the pass rate of its sampled answers is at most ``failure_pass_rate`` (GRPO: all
-    rollouts fail), and the answer recorded is a wrong sample when there is one."""
+    rollouts fail; a mapping: its value for the item's skill, 0 for a skill it does not name),
+    and the answer recorded is a wrong sample when there is one."""
     if not samples:
         predictions = policy.answer(items)
         return predictions, [is_correct(p, ex.answer) for p, ex in zip(predictions, items, strict=True)]
@@ -57,7 +71,11 @@ def answer_probe(
         next((p for p, ok in zip(ps, m, strict=True) if not ok), ps[0])
         for ps, m in zip(drawn, marks, strict=True)
     ]
-    return predictions, [sum(m) / len(m) > failure_pass_rate for m in marks]
+    if isinstance(failure_pass_rate, dict):
+        bars = [failure_pass_rate.get(ex.skill, 0.0) for ex in items]
+    else:
+        bars = [failure_pass_rate] * len(items)
+    return predictions, [sum(m) / len(m) > bar for m, bar in zip(marks, bars, strict=True)]
 
 
 def mine(

@@ -185,8 +185,11 @@ class CurriculumConfig(Section):
     probe_samples: int = 0
     """Sampled answers per probe item (0: one greedy answer). With samples, an item fails when its
     pass rate is at most ``failure_pass_rate`` (GRPO: all of its rollouts fail)."""
-    failure_pass_rate: float = 0.0
-    """With ``probe_samples``: the pass rate at or below which a probe item counts as failed."""
+    failure_pass_rate: float | Literal["prior"] = 0.0
+    """With ``probe_samples``: the pass rate at or below which a probe item counts as failed.
+    ``prior``: per skill, the share of its most common answer in the train data (what answering
+    blind scores): an item fails when the student does no better than that. With ``0`` an item
+    of a yes/no skill almost never fails (every one of its samples would have to miss)."""
     max_failures: int = 64
     """Failures analysed per round: new ones first, then a random sample of repeated ones."""
     analyzer: Literal["offline", "openai"] = "offline"
@@ -241,7 +244,8 @@ class CurriculumConfig(Section):
                     f"round {k} asks for {sum(mix.values())} examples, more than curriculum.quota keeps ({cap})")  # fmt: skip
         require(self.probe_max >= 0, "probe_max", "must be >= 0 (0: the whole probe split)")
         require(self.probe_samples >= 0, "probe_samples", "must be >= 0")
-        require(0.0 <= self.failure_pass_rate < 1.0, "failure_pass_rate", "must lie in [0, 1)")
+        require(self.failure_pass_rate == "prior" or 0.0 <= self.failure_pass_rate < 1.0,  # type: ignore[operator]
+                "failure_pass_rate", "must lie in [0, 1) or be 'prior'")  # fmt: skip
         require(self.max_failures >= 1, "max_failures", "must be >= 1")
         require(self.max_weaknesses >= 1, "max_weaknesses", "must be >= 1")
         require(self.budget >= 0, "budget", "must be >= 0")
