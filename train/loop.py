@@ -260,11 +260,12 @@ def run(cfg: Config) -> dict[str, Any]:
         from train.packing import Packer, RopePositions
 
         unwrapped = accelerator.unwrap_model(model)
-        shape = Packer(unwrapped, collator.tokenizer.pad_token_id, tc.pack_tokens) if tc.packing else None
-        shape = shape or RopePositions.of(unwrapped)  # packed or not, positions come with the batch
+        # Packed or not, M-RoPE positions come with the batch, computed off the step.
+        transform = Packer(unwrapped, collator.tokenizer.pad_token_id, tc.pack_tokens) if tc.packing else None
+        transform = transform or RopePositions.of(unwrapped)
         ahead = tc.prefetch == "always" or (tc.prefetch == "auto" and on_gpu)
         count = partial(flops.sft, chunk=tc.loss_chunk) if flops is not None else None
-        stream = BatchSource(stream, collator, tc.grad_accum, ahead, on_gpu, tc.steps, shape, count,
+        stream = BatchSource(stream, collator, tc.grad_accum, ahead, on_gpu, tc.steps, transform, count,
                              workers=tc.data_workers)  # fmt: skip
         train_step = SFTStep(model, optimizer, accelerator, stream, tc)
     # A live bar on a terminal; in a log file, one line per log window instead.
