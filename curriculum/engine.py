@@ -185,18 +185,10 @@ class Curriculum:
         """The curriculum pool as of the last round this run applied."""
         return self.store.pool
 
-    def pool_view(self) -> tuple[list[Example], list[float], dict[str, float] | None]:
-        """The live pool examples, their sampling weights and, with ``mix.displace: known``, each
-        skill's accuracy on the last probe (the real items the pool takes the place of), for the
-        mixer."""
+    def pool_view(self) -> tuple[list[Example], list[float]]:
+        """The live pool examples and their sampling weights, for the mixer."""
         examples = self.pool.examples
-        known = self.known_skills() if self.cfg.mix.displace == "known" else None
-        return examples, [self.pool.weights[ex.id] for ex in examples], known
-
-    def known_skills(self) -> dict[str, float] | None:
-        """Each skill's accuracy on the probe of the last round that completed (None before one)."""
-        done = [h for h in self.history if h.get("probe_skills")]
-        return dict(done[-1]["probe_skills"]) if done else None
+        return examples, [self.pool.weights[ex.id] for ex in examples]
 
     def close(self) -> None:
         if self._executor is not None:

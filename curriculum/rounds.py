@@ -110,13 +110,7 @@ def ok_outcome(
         "step": work.step,
         "inject_step": inject_step,
         "failures": [f.example.id for f in work.failures],
-        "history": {
-            "round": work.round,
-            "step": work.step,
-            "status": "ok",
-            "kept": kept,
-            "probe_skills": dict(work.probe_skills),
-        },  # fmt: skip
+        "history": {"round": work.round, "step": work.step, "status": "ok", "kept": kept},
         "metrics": metrics,
         "spent": spent,
     }

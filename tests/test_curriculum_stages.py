@@ -204,40 +204,6 @@ def test_mixer_draws_pool_by_ratio_and_weight_reproducibly(world_small):
     assert ramp(0) == 0.0 and ramp(5) == pytest.approx(0.5) and ramp(20) == 1.0
 
 
-def test_mixer_pool_takes_the_place_of_the_skills_the_student_knows(world_small):
-    from collections import Counter
-
-    from curriculum.mixer import _chances
-
-    train, pool = world_small["train"], world_small["probe"][:2]
-    skills = Counter(ex.skill for ex in train)
-    known = {s: (0.9 if s in ("colour", "shape") else 0.1) for s in skills}
-
-    def displaced(known_skills):
-        m = Mixer(train, 0, ratio_schedule(0.3, None, 0))
-        m.set_pool(pool, [1.0, 1.0], known_skills)
-        kept, drawn = Counter(), 0
-        for step in range(300):
-            batch = m.next_batch(8, step)
-            drawn += len(batch)
-            kept.update(e.skill for e in batch if e.id not in {p.id for p in pool})
-        return kept, drawn
-
-    kept, drawn = displaced(known)
-    uniform, _ = displaced(None)
-    assert 0.26 < 1 - sum(kept.values()) / drawn < 0.34  # the pool's share stays the ratio
-    # The skills answered right give way; those answered wrong keep nearly all their items.
-    assert kept["colour"] < 0.85 * uniform["colour"] and kept["count_attr"] > 1.1 * uniform["count_attr"]
-    chances = _chances(0.3, known, skills)
-    assert sum(chances[s] * n for s, n in skills.items()) / sum(skills.values()) == pytest.approx(0.3)
-    assert chances["colour"] / chances["count_attr"] == pytest.approx(9.0)
-    # No chance above 1: what a skill cannot give goes to the others, the share still the ratio.
-    high = _chances(0.95, known, skills)
-    assert max(high.values()) == 1.0
-    assert sum(high[s] * n for s, n in skills.items()) / sum(skills.values()) == pytest.approx(0.95)
-    assert _chances(0.4, {s: 0.0 for s in skills}, skills) == {s: pytest.approx(0.4) for s in skills}
-
-
 def test_mixer_ranks_split_the_global_batch(world_small):
     train, pool = world_small["train"], world_small["probe"][:4]
     single = Mixer(train, 0, ratio_schedule(0.5, None, 0))

@@ -91,11 +91,9 @@ class BatchSource:
     def epoch(self) -> float:
         return self._consumed / self.mixer.stream.num_items
 
-    def set_pool(
-        self, examples: list[Example], weights: list[float], known: dict[str, float] | None = None
-    ) -> None:
+    def set_pool(self, examples: list[Example], weights: list[float]) -> None:
         self._discard()
-        self.mixer.set_pool(examples, weights, known)
+        self.mixer.set_pool(examples, weights)
 
     def state_dict(self) -> dict[str, int]:
         self._discard()

@@ -23,10 +23,6 @@ class MixConfig(Section):
     """If set, the share moves linearly from ``ratio`` to this value over ``ramp_steps``."""
     ramp_steps: int = 0
     """Steps of the linear move from ``ratio`` to ``ratio_end``."""
-    displace: Literal["known", "uniform"] = "known"
-    """Which real items a pool draw takes the place of: ``known``, those of the skills the student
-    answered right on the last probe, in proportion to that accuracy (the pool's share of all
-    draws stays ``ratio``); ``uniform``, any real item alike."""
 
     def check(self) -> None:
         require(0.0 <= self.ratio <= 1.0, "ratio", "must lie in [0, 1]")
