@@ -198,6 +198,9 @@ def main() -> None:
     parser.add_argument("--model", help="internal: the built checkpoint")
     parser.add_argument("--work", help="internal: scratch folder")
     args = parser.parse_args()
+    modes = [m for m in args.trl_modes.split(",") if m]
+    if unknown := set(modes) - {"default", "off", "fastest"}:
+        parser.error(f"--trl-modes: unknown {sorted(unknown)}; choose from default, off, fastest")
     if args.only == "trl":
         print("TRL_RESULT " + json.dumps(run_trl(args, Path(args.model), Path(args.work))), flush=True)
         return
@@ -233,9 +236,6 @@ def main() -> None:
     torch.cuda.empty_cache()
     result["lessonloop"] = run_lessonloop(args, model_path, work)
     save()
-    modes = [m for m in args.trl_modes.split(",") if m]
-    if unknown := set(modes) - {"default", "off", "fastest"}:
-        raise SystemExit(f"--trl-modes: unknown {sorted(unknown)}; choose from default, off, fastest")
     for mode in modes if args.peer == "trl" else ():
         key = f"trl_checkpointing_{mode}"
         try:

@@ -261,8 +261,8 @@ def run(cfg: Config) -> dict[str, Any]:
 
         unwrapped = accelerator.unwrap_model(model)
         # Packed or not, M-RoPE positions come with the batch, computed off the step.
-        transform = Packer(unwrapped, collator.tokenizer.pad_token_id, tc.pack_tokens) if tc.packing else None
-        transform = transform or RopePositions.of(unwrapped)
+        pad = collator.tokenizer.pad_token_id
+        transform = Packer(unwrapped, pad, tc.pack_tokens) if tc.packing else RopePositions.of(unwrapped)
         ahead = tc.prefetch == "always" or (tc.prefetch == "auto" and on_gpu)
         count = partial(flops.sft, chunk=tc.loss_chunk) if flops is not None else None
         stream = BatchSource(stream, collator, tc.grad_accum, ahead, on_gpu, tc.steps, transform, count,

@@ -67,9 +67,12 @@ class RopePositions:
         rope_index = _rope_index(model)
         return cls(rope_index) if rope_index is not None else None
 
-    def __call__(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def positions(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         rope, _ = self.rope_index(**{k: v for k, v in batch.items() if k in self._args})
-        return {**batch, "position_ids": rope}
+        return rope
+
+    def __call__(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {**batch, "position_ids": self.positions(batch)}
 
 
 class Packer:
@@ -131,7 +134,7 @@ class Packer:
         if self.rope is None:
             out["position_ids"] = positions
             return out
-        rope = self.rope(batch)["position_ids"]
+        rope = self.rope.positions(batch)
         packed = positions.new_zeros(4, len(rows), width)
         packed[0] = positions
         for r, row in enumerate(rows):
