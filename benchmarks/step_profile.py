@@ -11,7 +11,8 @@ runs train). After ``--warmup`` steps, ``--steps`` steps are timed twice: once a
 (no synchronisation inside a step: the wall time per step), once with the device synchronised at
 each phase boundary (the time of each phase), and once more under ``torch.profiler``: the operators
 with the most host time and the most device time, the kernels launched per step, and the share of
-the step's wall time the device was busy. A small model whose device is idle most of the step is
+the step's wall time the device was busy. ``--sdpa-backends flash,efficient,math`` limits the
+attention kernels PyTorch may pick (``model.sdpa_backends`` in a run). A small model whose device is idle most of the step is
 bound by the host (launching kernels, building batches); the operator tables say which.
 """
 
@@ -33,6 +34,7 @@ import torch  # noqa: E402
 
 from curriculum.world import build_splits  # noqa: E402
 from models import build_tiny_vlm, count_parameters, load_model  # noqa: E402
+from models.sdpa import allow_sdpa_backends, allowed_sdpa_backends  # noqa: E402
 from train.collate import VLMCollator  # noqa: E402
 from train.losses import answer_loss  # noqa: E402
 from train.packing import RopePositions  # noqa: E402
@@ -58,9 +60,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--freeze-vision", action="store_true")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default="auto")
+    parser.add_argument(
+        "--sdpa-backends", help="attention kernels allowed (comma-separated; models.sdpa names)"
+    )
     parser.add_argument("--top", type=int, default=15, help="operators listed per table")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
+    if args.sdpa_backends:
+        try:
+            allow_sdpa_backends(args.sdpa_backends.split(","))
+        except ValueError as err:
+            parser.error(f"--sdpa-backends: {err}")
 
     device = torch.device(args.device)
     cuda = device.type == "cuda"
@@ -143,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         "device": torch.cuda.get_device_name(device) if cuda else platform.processor() or "cpu",
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
+        "sdpa_backends": allowed_sdpa_backends(),
         "args": {k: v for k, v in vars(args).items() if k != "out"},
         "parameters": count_parameters(model),
         "trainable_parameters": count_parameters(model, trainable_only=True),

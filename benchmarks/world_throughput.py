@@ -28,11 +28,19 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def parse_variant(text: str) -> tuple[str, list[str]]:
-    """``NAME:KEY=VALUE,KEY=VALUE`` (nothing after the colon: no overrides) -> (name, overrides)."""
+    """``NAME:KEY=VALUE,KEY=VALUE`` (nothing after the colon: no overrides) -> (name, overrides); a
+    comma inside brackets belongs to a list value (``model.sdpa_backends=[flash,efficient]``)."""
     name, sep, rest = text.partition(":")
     if not sep or not name:
         raise SystemExit(f"--variant {text!r}: expected NAME:KEY=VALUE,... (the part after ':' may be empty)")
-    overrides = [part for part in rest.split(",") if part]
+    overrides, depth, part = [], 0, ""
+    for char in rest + ",":
+        depth += {"[": 1, "]": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            overrides += [part] if part else []
+            part = ""
+        else:
+            part += char
     bad = [part for part in overrides if "=" not in part]
     if bad:
         raise SystemExit(f"--variant {name}: {bad[0]!r} is not KEY=VALUE")

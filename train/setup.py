@@ -143,6 +143,10 @@ def prepare_model(cfg: Config, splits: Splits, accelerator: Accelerator) -> tupl
         lora = LoraSettings(
             r=mc.lora.r, alpha=mc.lora.alpha, dropout=mc.lora.dropout, target_modules=mc.lora.target_modules
         )
+    if mc.sdpa_backends is not None:
+        from models.sdpa import allow_sdpa_backends
+
+        allow_sdpa_backends(mc.sdpa_backends)
     return load_model(
         mc.name_or_path,
         dtype=mc.dtype,

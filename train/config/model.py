@@ -74,6 +74,11 @@ class ModelConfig(Section):
     """Keep the vision encoder's weights fixed."""
     attn_implementation: str | None = None
     """``sdpa``, ``eager``, ``flash_attention_2``; null lets transformers choose."""
+    sdpa_backends: list[str] | None = None
+    """The kernels PyTorch's scaled-dot-product attention may run, for the whole process: any of
+    ``flash``, ``efficient``, ``cudnn``, ``math`` (PyTorch picks among them). On an H100/H200 its
+    first pick is cuDNN's, at about 1 ms of host time a call; ``[flash, efficient, math]`` leaves
+    that out. Null: PyTorch's default."""
     compile: bool = False
     """``torch.compile`` each transformer block of the language model and the vision tower
     (regional: one graph serves every block of a kind, dynamic shapes so new lengths do not
@@ -93,5 +98,11 @@ class ModelConfig(Section):
         require(self.pretrain_vision_steps >= 0, "pretrain_vision_steps", "must be >= 0")
         require(not self.pretrain_vision_steps or self.build_tiny == "qwen2_5_vl", "pretrain_vision_steps",
                 "needs model.build_tiny: qwen2_5_vl")  # fmt: skip
+        if self.sdpa_backends is not None:
+            from models.sdpa import SDPA_BACKENDS
+
+            bad = sorted(set(self.sdpa_backends) - set(SDPA_BACKENDS))
+            require(not bad and bool(self.sdpa_backends), "sdpa_backends",
+                    f"must be null or a list of {list(SDPA_BACKENDS)}" + (f", not {bad}" if bad else ""))  # fmt: skip
         require(not self.pretrain_vision_positions or self.pretrain_vision_steps > 0, "pretrain_vision_positions",
                 "needs model.pretrain_vision_steps > 0")  # fmt: skip
