@@ -3,6 +3,8 @@ packs; the others are refused in one line naming them."""
 
 from __future__ import annotations
 
+import pickle
+
 import pytest
 import torch
 
@@ -39,7 +41,9 @@ def test_packed_batches_train_as_padded_ones(arch, arch_checkpoints, arch_world)
     assert len(set(lengths)) > 1  # there is padding to remove
     want_loss, want_grads = _loss_and_grads(model, batch)
     for budget in (0, max(lengths) + 5):
-        packer = Packer(model, collator.tokenizer.pad_token_id, budget)
+        packer = pickle.loads(
+            pickle.dumps(Packer(model, collator.tokenizer.pad_token_id, budget))
+        )  # as workers get it
         packed = packer(batch)
         rows = packer.rows(lengths)
         assert packed["input_ids"].shape[0] == len(rows) and (budget == 0) == (len(rows) == 1)
@@ -62,6 +66,9 @@ def test_positions_computed_with_the_batch_train_as_the_forward_computes_them(
     if arch not in ("qwen2_vl", "qwen2_5_vl"):  # no M-RoPE: the model counts positions itself
         assert rope is None
         return
+    pickled = pickle.dumps(rope)  # as data worker processes get it: the config, not the weights
+    assert len(pickled) < 20_000 < 4 * sum(p.numel() for p in model.parameters())
+    rope = pickle.loads(pickled)
     model.eval()
     batch = VLMCollator(processor)([*arch_world["train"][:3], conversation(arch_world)])
     with_positions = rope(batch)

@@ -14,6 +14,7 @@ from tests.conftest import tiny_run_overrides
 from train.collate import VLMCollator
 from train.config import load_config
 from train.loop import run
+from train.packing import RopePositions
 from train.prefetch import BatchSource
 
 
@@ -25,7 +26,7 @@ def _walk(source: BatchSource, world, restore_at: int | None = None) -> list:
         if restore_at is not None and step == restore_at:
             fresh = BatchSource(
                 Mixer(world["train"], 0, lambda s: 0.5), source.collator, 2, source.background,
-                workers=source.workers,
+                transform=source.transform, workers=source.workers,
             )  # fmt: skip
             fresh.load_state_dict(saved)
             fresh.set_pool(*pool)
@@ -61,18 +62,20 @@ def _same(a, b):
 def test_batches_built_ahead_are_the_batches_built_on_demand(tiny_qwen, world_small):
     from models import load_model
 
-    collator = VLMCollator(load_model(str(tiny_qwen), device="cpu")[1])
+    model, processor = load_model(str(tiny_qwen), device="cpu")
+    collator, rope = VLMCollator(processor), RopePositions.of(model)
 
     def source(background, workers=0):
         mixer = Mixer(world_small["train"], 0, lambda s: 0.5)
-        return BatchSource(mixer, collator, 2, background, workers=workers)
+        return BatchSource(mixer, collator, 2, background, transform=rope, workers=workers)
 
     on_demand = _walk(source(False), world_small)
     assert sum(x[2] for x in on_demand[:-1]) > 0  # the pool was drawn from
+    assert on_demand[0][3]["position_ids"].shape[0] == 3  # the M-RoPE positions came with it
     _same(_walk(source(True), world_small), on_demand)
     _same(_walk(source(True), world_small, restore_at=3), on_demand)
     _same(_walk(source(False), world_small, restore_at=3), on_demand)
-    # collated in two worker processes, four micro-batches in flight
+    # collated, and given their positions, in two worker processes, four micro-batches in flight
     _same(_walk(source(False, workers=2), world_small), on_demand)
 
 

@@ -35,11 +35,30 @@ NOT_PER_TOKEN = ("attention_mask", "pixel_values", "image_grid_thw", "pixel_atte
 
 
 def _rope_index(model: Any) -> Callable[..., Any] | None:
-    """The model's M-RoPE position function, if it has one (found through wrappers: PEFT, DDP)."""
+    """The model's M-RoPE position function, if it has one (found through wrappers: PEFT, DDP),
+    bound to a stand-in that holds only the model's class and config: it pickles small, so data
+    worker processes can compute positions without a copy of the weights."""
     for module in model.modules():
         if hasattr(type(module), "get_rope_index"):
-            return module.get_rope_index
+            return _ConfigOnly(type(module), module.config).get_rope_index
     return None
+
+
+class _ConfigOnly:
+    """A model's methods without its weights: ``config`` is the model's, and any other attribute is
+    the model class's, bound to this object (``get_rope_index`` reads only the config and calls
+    helpers of its class; one that reached for a layer would fail loudly, not differ)."""
+
+    def __init__(self, cls: type, config: Any) -> None:
+        self.cls, self.config = cls, config
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("cls", "config"):  # not yet set (unpickling)
+            raise AttributeError(name)
+        raw = inspect.getattr_static(self.cls, name)
+        if isinstance(raw, staticmethod | classmethod) or not inspect.isfunction(raw):
+            return getattr(self.cls, name)  # bound to the class, or a plain value
+        return raw.__get__(self)
 
 
 def model_type(model: Any) -> str:
@@ -55,7 +74,8 @@ class RopePositions:
     that the model's forward would otherwise compute from it, by the model's own
     ``get_rope_index``. Computed with the batch, on the host and off the training step: in the
     forward on a GPU it walks the batch row by row with a device sync for each (hundreds per
-    step at batches of 64), stalling the kernel queue. The same positions, so the same loss."""
+    step at batches of 64), stalling the kernel queue. The same positions, so the same loss.
+    Picklable (the model's config, not its weights): data worker processes apply it."""
 
     def __init__(self, rope_index: Callable[..., Any]) -> None:
         self.rope_index = rope_index

@@ -19,8 +19,9 @@ evaluation and the curriculum's probes, in the main thread.
 With ``workers`` (``train.data_workers``) the collating moves to that many processes, each with
 its own copy of the collator, and ``2 x workers`` micro-batches are kept in flight: the examples
 are still drawn here, in order, when a batch is sent off (so the stream is the same), the worker
-processes the pictures and tokenizes, its tensors come back through shared memory, and the
-background thread packs, counts and pins them. On a host whose cores outnumber what the step
+processes the pictures, tokenizes and applies ``transform`` (packing, M-RoPE positions: it is
+sent to the workers once, pickled, with the collator), its tensors come back through shared
+memory, and the background thread counts and pins them. On a host whose cores outnumber what the step
 uses, building batches then takes nothing from the process that launches the model's work.
 """
 
@@ -39,6 +40,9 @@ import torch
 from curriculum.mixer import Mixer
 from curriculum.types import Example
 from train.collate import IGNORE_INDEX, VLMCollator
+
+# What the loop does to a collated batch before the step: packing, or adding M-RoPE positions.
+Transform = Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
 
 
 @dataclass
@@ -63,7 +67,7 @@ class BatchSource:
         background: bool = False,
         pin_memory: bool = False,
         last_step: int | None = None,
-        transform: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None,
+        transform: Transform | None = None,
         count_flops: Callable[[dict[str, torch.Tensor]], float] | None = None,
         workers: int = 0,
     ) -> None:
@@ -75,7 +79,7 @@ class BatchSource:
         self.depth = 2 * workers if workers else 1  # micro-batches in flight
         self.pin_memory = pin_memory
         self.last_step = last_step  # no batch is built ahead for a step at or past it
-        self.transform = transform  # applied to each collated batch (packing)
+        self.transform = transform  # applied to each collated batch (packing, M-RoPE positions)
         self.count_flops = count_flops  # the model FLOPs of training on a batch as the model reads it
         self._executor: ThreadPoolExecutor | None = None
         self._processes: ProcessPoolExecutor | None = None
@@ -141,7 +145,7 @@ class BatchSource:
                 examples = self.mixer.next_batch(batch_size, step)
                 drawn = (len(examples), self.mixer.last_from_pool, self.mixer.stream.position)
                 collated = self._worker_pool().submit(_collate_in_worker, examples)
-                future = self._executor.submit(lambda c=collated, d=drawn: self._finish(c.result(), *d))
+                future = self._executor.submit(lambda c=collated, d=drawn: self._finish(*c.result(), *d))
             else:
                 future = self._executor.submit(self._build, batch_size, step)
             self._ahead.append(((batch_size, step), (step, taken), future))
@@ -152,20 +156,19 @@ class BatchSource:
                 self.workers,
                 mp_context=multiprocessing.get_context("spawn"),  # no fork of a process with CUDA or threads
                 initializer=_start_worker,
-                initargs=(pickle.dumps(self.collator),),
+                initargs=(pickle.dumps((self.collator, self.transform)),),
             )
         return self._processes
 
     def _build(self, batch_size: int, step: int) -> Built:
         examples = self.mixer.next_batch(batch_size, step)
-        batch = self.collator(examples)
-        return self._finish(batch, len(examples), self.mixer.last_from_pool, self.mixer.stream.position)
+        built = _collate(self.collator, self.transform, examples)
+        return self._finish(*built, len(examples), self.mixer.last_from_pool, self.mixer.stream.position)
 
-    def _finish(self, batch: dict[str, torch.Tensor], samples: int, from_pool: int, position: int) -> Built:
-        tokens = int(batch["attention_mask"].sum())
-        answer_tokens = int((batch["labels"] != IGNORE_INDEX).sum())
-        if self.transform is not None:
-            batch = self.transform(batch)
+    def _finish(
+        self, batch: dict[str, torch.Tensor], tokens: int, answer_tokens: int, samples: int, from_pool: int,
+        position: int,
+    ) -> Built:  # fmt: skip
         flops = self.count_flops(batch) if self.count_flops is not None else None
         if self.pin_memory:
             batch = {k: v.pin_memory() for k, v in batch.items()}
@@ -193,15 +196,26 @@ class BatchSource:
             self._processes = None
 
 
-_worker_collator: VLMCollator | None = None
+def _collate(
+    collator: VLMCollator, transform: Transform | None, examples: list[Example]
+) -> tuple[dict[str, torch.Tensor], int, int]:
+    """The batch of ``examples`` as the step takes it, with its real and supervised tokens (counted
+    before ``transform``: packing drops the attention mask)."""
+    batch = collator(examples)
+    tokens = int(batch["attention_mask"].sum())
+    answer_tokens = int((batch["labels"] != IGNORE_INDEX).sum())
+    return (transform(batch) if transform is not None else batch), tokens, answer_tokens
 
 
-def _start_worker(collator: bytes) -> None:
-    global _worker_collator
+_worker: tuple[VLMCollator, Transform | None] | None = None
+
+
+def _start_worker(collator_and_transform: bytes) -> None:
+    global _worker
     torch.set_num_threads(1)  # one core per worker: the workers run side by side
-    _worker_collator = pickle.loads(collator)
+    _worker = pickle.loads(collator_and_transform)
 
 
-def _collate_in_worker(examples: list[Example]) -> dict[str, torch.Tensor]:
-    assert _worker_collator is not None
-    return _worker_collator(examples)
+def _collate_in_worker(examples: list[Example]) -> tuple[dict[str, torch.Tensor], int, int]:
+    assert _worker is not None
+    return _collate(*_worker, examples)
