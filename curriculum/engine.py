@@ -5,7 +5,11 @@ round in ``sync`` mode; in ``async`` mode the probe evaluation, after which anal
 and the model-free filters run in a background thread) and, in ``async`` mode, ``poll(step,
 policy)``, which at ``max_staleness`` steps after the probe joins the worker (waiting if it is not
 done), runs the student check and commits; and ``state_dict()`` in every checkpoint. Whatever
-changed the pool is returned as a ``RoundResult``; the loop hands the pool to its mixer.
+changed the pool is returned as a ``RoundResult``; the loop hands the pool to its mixer. With
+``curriculum.snapshot`` (one process, greedy rounds) an async round runs whole in the worker, on
+a frozen copy of the model taken at the probe step: probe, preparation, student check and the
+commit to disk; ``poll`` then only applies it, and a checkpoint taken while it is in flight waits
+for its commit, so a resumed run loads it back from disk.
 
 Distributed runs: every rank calls the policy with the same examples (sharded generation); rank 0
 alone analyses, generates and writes; the candidates are broadcast, every rank keeps the same
@@ -23,24 +27,23 @@ nothing that follows. Each round's record is written just before its commit poin
 from __future__ import annotations
 
 import logging
-import math
-import random
 import time
 import traceback
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from curriculum.analyze import Analyzer, OfflineAnalyzer
-from curriculum.baselines import baseline_generators, baseline_weaknesses, cap_by_weakness, round_mix
-from curriculum.budget import hash_seed, make_candidates, split_budget, take_image_errors
-from curriculum.filters import AnswerCheck, Decontaminate, Dedup, RationaleCheck, StudentCheck, VerifiedOnly
+from curriculum.baselines import baseline_weaknesses
+from curriculum.budget import hash_seed, split_budget
+from curriculum.filters import AnswerCheck, Decontaminate, StudentCheck
 from curriculum.generators import Generator, default_generators
-from curriculum.mining import answer_priors, answer_probe, mine, probe_items
+from curriculum.mining import answer_priors, answer_probe, probe_items
 from curriculum.pool import Pool
+from curriculum.preparation import RoundPreparation
 from curriculum.ranks import Ranks, RanksDisagree
 from curriculum.records import write_round
 from curriculum.rounds import (
@@ -57,7 +60,7 @@ from curriculum.rounds import (
 )
 from curriculum.scoring import is_correct
 from curriculum.store import RoundStore
-from curriculum.types import Candidate, Example, Failure, Policy, Weakness
+from curriculum.types import Example, Policy
 
 __all__ = ["Curriculum", "RanksDisagree", "RoundResult", "baseline_weaknesses", "exemplars_of"]
 __all__ += ["split_budget"]
@@ -65,7 +68,7 @@ __all__ += ["split_budget"]
 log = logging.getLogger("lessonloop")
 
 
-class Curriculum:
+class Curriculum(RoundPreparation):
     def __init__(
         self,
         cfg: Any,
@@ -167,6 +170,13 @@ class Curriculum:
         if flight.committed:
             return self._restore(flight.round, flight.step)
         t0 = time.perf_counter()
+        if flight.background:  # committed to disk by the worker: the pool takes it now
+            work, outcome, status = flight.future.result()  # type: ignore[union-attr]
+            if self.store.on_disk(flight.round):
+                self.store.hold(flight.round)
+            return self._concluded(
+                flight.round, work, outcome, status, flight.blocked_s + time.perf_counter() - t0
+            )
         joined = lambda: flight.future.result()  # noqa: E731  (rank 0 alone has the worker's future)
         work = self.ranks.on_main(joined, self._broken(flight.round, flight.step))  # type: ignore[union-attr]
         wait_s = time.perf_counter() - t0
@@ -195,6 +205,8 @@ class Curriculum:
             self._executor.shutdown(wait=True)
 
     def state_dict(self) -> dict[str, Any]:
+        if self._pending is not None and self._pending.background:
+            self._pending.future.result()  # type: ignore[union-attr]  # on disk, so a resumed run loads it back
         return {
             "version": self.pool.version,
             "seen": sorted(self.seen),
@@ -224,6 +236,13 @@ class Curriculum:
         """The probe (or, resuming a round in flight, the probe results a checkpoint kept), then
         the rest of the round (sync) or its preparation in a worker (async)."""
         t0 = time.perf_counter()
+        snap = policy.snapshot() if probe is None and self._in_background(policy) else None  # type: ignore[attr-defined]
+        if snap is not None:  # the whole round in the worker, on a copy of the model as it is now
+            inject, snapshot_s = step + self.cfg.max_staleness, time.perf_counter() - t0
+            self._executor = self._executor or ThreadPoolExecutor(1, thread_name_prefix="curriculum")
+            future = self._executor.submit(self._whole_round, k, step, snap, inject, snapshot_s)
+            self._pending = InFlight(k, step, inject, time.perf_counter() - t0, future, background=True)
+            return None
         items, error = probe_items(self.probe, self.cfg.probe_max, self.seed, k), None
         if probe is not None and len(probe["predictions"]) == len(probe["correct"]) == len(items):
             predictions, correct = list(probe["predictions"]), list(probe["correct"])
@@ -251,115 +270,49 @@ class Curriculum:
                                  {"predictions": predictions, "correct": correct})  # fmt: skip
         return None
 
-    def _prepare(
-        self,
-        k: int,
-        step: int,
-        probe: list[Example],
-        predictions: list[str],
-        correct: list[bool],
-        probe_s: float,
-    ) -> Prepared:
-        """Mining, analysis, generation and the model-free filters (rank 0; maybe in a thread)."""
-        timings = {"probe_s": probe_s}
-        accuracy = sum(correct) / max(1, len(correct))
-        by_skill: dict[str, list[bool]] = {}
-        for ex, ok in zip(probe, correct, strict=True):
-            by_skill.setdefault(ex.skill or "all", []).append(ok)
-        skills = {s: sum(v) / len(v) for s, v in by_skill.items()}
-        try:
-            t = time.perf_counter()
-            rng = random.Random(f"{self.seed}|mine|{k}")
-            failures = mine(probe, predictions, correct, self.seen, k, self.cfg.max_failures, rng)
-            timings["mine_s"] = time.perf_counter() - t
-            t = time.perf_counter()
-            if self._ledger is not None:
-                self._ledger.start_round()
-            if self.cfg.source == "diagnosed":
-                frontier = getattr(self.analyzer, "name", None) == "openai"
-                asked = {"proposals": self._proposal_share()} if frontier else {}
-                weaknesses = self.analyzer.analyze(
-                    failures, list(zip(probe, correct, strict=True)), exemplars=self.exemplars, **asked
-                )
-            else:
-                mix = round_mix(self.cfg.skill_quota, self.cfg.quota, k)  # rebalanced: the round's skills
-                weaknesses = baseline_weaknesses(
-                    self.cfg.source, self.skills, data_skills=self.data_skills, mix=mix
-                )
-            timings["analyse_s"] = time.perf_counter() - t
-            t = time.perf_counter()
-            candidates = self._generate(k, weaknesses, failures)
-            image_errors = take_image_errors(self.generators)
-            timings["generate_s"] = time.perf_counter() - t
-            t = time.perf_counter()
-            # Duplicates are judged against the live pool (a retired example may come back).
-            dedup = Dedup(self.cfg.near_duplicate)
-            for ex in self.pool.examples:
-                dedup.add(ex)
-            for check in self._filters(dedup):
-                check(candidates)
-            timings["filter_s"] = time.perf_counter() - t
-        except Exception:
-            errors = take_image_errors(self.generators)
-            return Prepared(k, step, accuracy, [], [], [], timings, skills, traceback.format_exc(), errors)
-        return Prepared(
-            k, step, accuracy, failures, weaknesses, candidates, timings, skills, None, image_errors
-        )
-
-    def _filters(self, dedup: Dedup) -> list[Any]:
-        """The model-free filters of a round, in order (the student check comes after, on all ranks)."""
-        checks: list[Any] = [self.answer_check, dedup, self.decontaminate]
-        if self.frontier is not None and self.frontier.judges is not None:
-            checks.append(self.frontier.judges)
-        if self.rationales:
-            checks.append(RationaleCheck())
-        # Last: it records how each survivor's answer was checked, the judges' verdict included.
-        checks.append(VerifiedOnly(allow_unverified=self.allow_unverified and not self.verified_only))
-        return checks
-
-    def _proposal_share(self) -> int:
-        """Candidates a round's budget leaves to the frontier's proposals (``curriculum.generators``),
-        rounded up: the most proposals the frontier is asked for in a round."""
-        shares = {g: v for g, v in self.cfg.generators.items() if v > 0}
-        return math.ceil(self.cfg.budget * shares.get("proposals", 0.0) / sum(shares.values()))
-
-    def _generate(self, k: int, weaknesses: list[Weakness], failures: list[Failure]) -> list[Candidate]:
-        diagnosed = self.cfg.source == "diagnosed"
-        shares = self.cfg.generators if diagnosed else baseline_generators(self.cfg.source, self.world_data)
-        return make_candidates(k, weaknesses, failures, self.generators, shares, self.cfg.budget, self.seed,
-                               self.rationales)  # fmt: skip
-
-    def _quota(self, k: int, candidates: list[Candidate], weaknesses: list[Weakness]) -> None:
-        """``curriculum.quota``: keep at most the round's quota of the survivors, a random subset
-        (and first at most its own quota of each weakness that names one: ``rebalanced``'s skills)."""
-        cap_by_weakness(k, candidates, weaknesses, self.seed)
-        if not self.cfg.quota:
-            return
-        cap = self.cfg.quota[k - 1] if k <= len(self.cfg.quota) else 0
-        kept = [c for c in candidates if c.dropped is None]
-        random.Random(f"{self.seed}|quota|{k}").shuffle(kept)
-        for c in kept[cap:]:
-            c.drop("quota", f"round {k} keeps {cap} (curriculum.quota)")
+    def _in_background(self, policy: Policy) -> bool:
+        """Whether an async round runs whole in the worker (``curriculum.snapshot``): one process,
+        a policy that can copy its model, and nothing drawn at random (greedy probe and check)."""
+        cfg = self.cfg
+        return (cfg.mode == "async" and cfg.snapshot and not self.ranks.many and hasattr(policy, "snapshot")
+                and cfg.probe_samples == 0 and cfg.student_check != "band")  # fmt: skip
 
     def _finish(self, work: Prepared, policy: Policy, blocked_s: float, inject_step: int) -> RoundResult:
         """Student check and mastery check (all ranks), then the record and the commit (rank 0)."""
+        t = time.perf_counter()
+        retire, error = self._check(work, policy)
+        outcome, status = self._commit(work, retire, error, blocked_s, inject_step)
+        return self._concluded(work.round, work, outcome, status, blocked_s + time.perf_counter() - t)
+
+    def _check(self, work: Prepared, policy: Policy, own_rng: bool = True) -> tuple[list[str], str | None]:
+        """The student check, the quota and the mastery check (all ranks): the pool ids to retire,
+        and the round's error, if any. ``own_rng``: on the round's own random streams (a background
+        round draws nothing and must not touch the streams training draws from)."""
+        if work.error is not None:
+            return [], work.error
+        t, retire, error = time.perf_counter(), [], None
+        try:
+            with self._own_rng(work.round, "student") if own_rng else nullcontext():
+                # Real data as it comes (the ``real`` and ``rebalanced`` baselines): no student check.
+                check = "off" if self.cfg.source in ("real", "rebalanced") else self.cfg.student_check
+                StudentCheck(policy, check, tuple(self.cfg.band), self.cfg.band_samples)(work.candidates)
+                self._quota(work.round, work.candidates, work.weaknesses)
+                retire = self._mastered(policy)
+        except Exception:
+            error = traceback.format_exc()
+        work.timings["student_s"] = time.perf_counter() - t
+        return retire, self.ranks.first_error(error)
+
+    def _commit(
+        self, work: Prepared, retire: list[str], error: str | None, blocked_s: float, inject_step: int,
+        apply: bool = True,
+    ) -> tuple[dict[str, Any], str]:  # fmt: skip
+        """Commit the round with its record: what it kept, or nothing when it failed (``error``).
+        Returns its stored outcome and status (``ok``, ``failed``). ``apply``: the pool holds it
+        now (else at its injection: a round committed from the background thread)."""
         k, step = work.round, work.step
-        error, retire = work.error, []  # the same on every rank: ``work`` was broadcast
-        if error is None:
-            t = time.perf_counter()
-            try:
-                with self._own_rng(k, "student"):
-                    # Real data as it comes (the ``real`` and ``rebalanced`` baselines): no student check.
-                    check = "off" if self.cfg.source in ("real", "rebalanced") else self.cfg.student_check
-                    StudentCheck(policy, check, tuple(self.cfg.band), self.cfg.band_samples)(work.candidates)
-                    self._quota(k, work.candidates, work.weaknesses)
-                    retire = self._mastered(policy)
-            except Exception:
-                error = traceback.format_exc()
-            work.timings["student_s"] = time.perf_counter() - t
-            error = self.ranks.first_error(error)
         if error is not None:
-            return self._fail(k, step, error, work.timings, work, inject_step)
+            return self._commit_failed(k, step, error, work.timings, work, inject_step, apply), "failed"
         kept = [c.example for c in work.candidates if c.dropped is None]
         for c in work.candidates:
             if c.dropped is None:
@@ -374,26 +327,56 @@ class Curriculum:
 
             def record() -> None:
                 work.timings["commit_s"] = time.perf_counter() - t
-                work.timings["blocked_s"] = blocked_s + work.timings["student_s"] + work.timings["commit_s"]
+                waited = work.timings["student_s"] + work.timings["commit_s"] if apply else 0.0
+                work.timings["blocked_s"] = blocked_s + waited
                 summary = ok_summary(work, outcome, self.cfg.mode, cost)
                 write_round(self.root, k, summary, work.failures, work.weaknesses, work.candidates)
 
             return outcome, record
 
-        outcome, error = self.store.commit(k, step, kept, retire, describe)
+        outcome, error = self.store.commit(k, step, kept, retire, describe, apply)
         if outcome is None:
-            return self._fail(k, step, error or "not committed", work.timings, work, inject_step)
+            return self._commit_failed(
+                k, step, error or "not committed", work.timings, work, inject_step, apply
+            ), "failed"
         if error is not None:  # the commit point had passed: the round stands
             log.warning("curriculum round %d: committed, then failed: %s", k, _last_line(error))
-        blocked = blocked_s + work.timings["student_s"] + time.perf_counter() - t
-        result = self._conclude(k, outcome, "ok", blocked, work)
-        log.info(
-            "curriculum round %d @ step %d: probe accuracy %.3f, %d failures (%d new), %d weaknesses, "
-            "kept %d of %d candidates, pool %d, %.1fs blocked",
-            k, step, work.probe_accuracy, len(work.failures), result.metrics["curriculum/new_failures"],
-            len(work.weaknesses), len(kept), len(work.candidates), len(self.pool), blocked,
-        )  # fmt: skip
+        return outcome, "ok"
+
+    def _concluded(
+        self, k: int, work: Prepared | None, outcome: dict[str, Any], status: str, blocked: float
+    ) -> RoundResult:
+        """A round this process computed, applied (``_conclude``) and logged."""
+        result = self._conclude(k, outcome, status, blocked, work)
+        if status == "ok" and work is not None:
+            log.info(
+                "curriculum round %d @ step %d: probe accuracy %.3f, %d failures (%d new), %d weaknesses, "
+                "kept %d of %d candidates, pool %d, %.1fs blocked",
+                k, work.step, work.probe_accuracy, len(work.failures), result.metrics["curriculum/new_failures"],
+                len(work.weaknesses), int(outcome["history"]["kept"]), len(work.candidates), len(self.pool), blocked,
+            )  # fmt: skip
         return result
+
+    def _whole_round(self, k: int, step: int, snap: Policy, inject: int, snapshot_s: float):
+        """An async round from probe to commit in the worker thread, on ``snap``: a frozen copy of
+        the model at step ``step``. Greedy, so it draws nothing at random. Committed to disk only;
+        the loop applies it at ``inject`` (``poll``). Returns (work, outcome, status)."""
+        t0 = time.perf_counter()
+        items = probe_items(self.probe, self.cfg.probe_max, self.seed, k)
+        try:
+            rate = self.priors if self.priors is not None else self.cfg.failure_pass_rate
+            predictions, correct = answer_probe(items, snap, 0, rate)
+        except Exception:  # the model could not be asked: record, skip the round
+            timings = {"probe_s": time.perf_counter() - t0, "blocked_s": snapshot_s}
+            return (
+                None,
+                self._commit_failed(k, step, traceback.format_exc(), timings, None, inject, False),
+                "failed",
+            )
+        work = self._prepare(k, step, items, predictions, correct, time.perf_counter() - t0)
+        work.timings["snapshot_s"] = snapshot_s
+        retire, error = self._check(work, snap, own_rng=False)
+        return (work, *self._commit(work, retire, error, snapshot_s, inject, apply=False))
 
     def _mastered(self, policy: Policy) -> list[str]:
         """Ids of the oldest pool examples (up to ``retire_check``) the model now answers right."""
@@ -422,9 +405,21 @@ class Curriculum:
         work: Prepared | None,
         inject_step: int,
     ) -> RoundResult:
-        """Record round ``k`` as failed on every rank. It is committed empty (with its record),
-        so a resumed run reloads it instead of redoing it; if even that fails, a resumed run
-        will run it again."""
+        """Record round ``k`` as failed on every rank (``_commit_failed``) and apply that."""
+        return self._conclude(k, self._commit_failed(k, step, error, timings, work, inject_step), "failed")
+
+    def _commit_failed(
+        self,
+        k: int,
+        step: int,
+        error: str,
+        timings: dict[str, float],
+        work: Prepared | None,
+        inject_step: int,
+        apply: bool = True,
+    ) -> dict[str, Any]:
+        """Commit round ``k`` empty, as failed, with its record, so a resumed run reloads it instead
+        of redoing it; if even that fails, a resumed run will run it again. Returns its outcome."""
         last = _last_line(error)
         log.warning("curriculum round %d @ step %d failed, training goes on: %s", k, step, last)
         failures = work.failures if work is not None else []
@@ -439,7 +434,7 @@ class Curriculum:
             spent = self._ledger.state_dict() if self._ledger is not None else None
             return {**outcome, "spent": spent}, record
 
-        stored, why = self.store.commit(k, step, [], [], describe)
+        stored, why = self.store.commit(k, step, [], [], describe, apply)
         if stored is None:
             log.warning("curriculum round %d: could not commit it empty: %s", k, _last_line(why or ""))
             if self.is_main:
@@ -448,7 +443,7 @@ class Curriculum:
                 except Exception as err:
                     log.warning("curriculum round %d: could not write its record: %s", k, err)
             stored = outcome
-        return self._conclude(k, stored, "failed")
+        return stored
 
     def _committed(self, k: int, step: int) -> RoundResult | None:
         """Round ``k`` is on disk already (a resumed run reaching it again): load it back at the

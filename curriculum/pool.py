@@ -207,6 +207,7 @@ class Pool:
         *,
         outcome: dict[str, Any] | None = None,
         before_commit: Callable[[], None] | None = None,
+        apply: bool = True,
     ) -> list[str]:
         """Durably add round ``k``'s examples, retire ``retired`` and apply the cap.
 
@@ -220,7 +221,7 @@ class Pool:
         the round does (``round_outcome``). ``before_commit`` runs, holding the lock, once the
         images and the round file are durable under temporary names, just before the rename
         that commits the round: what it writes is on disk whenever the round is; if it raises,
-        nothing is committed.
+        nothing is committed. ``apply`` false: on disk only, for ``apply_round`` to load later.
         """
         self._check_unforked(k)
         retire = self.plan_round(added, retired)
@@ -254,7 +255,8 @@ class Pool:
             data = ("\n".join([header, *lines]) + "\n").encode()
             _atomic_write(self._round_path(k), data, before_commit)  # the rename is the commit point
             _fsync_dir(self.root)
-        self._apply(k, self._build([json.loads(line) for line in lines], pngs), retire)  # as replay will
+        if apply:
+            self._apply(k, self._build([json.loads(line) for line in lines], pngs), retire)  # as replay will
         return retire
 
     # ---------------------------------------------------------------------------------- internals

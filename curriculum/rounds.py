@@ -59,7 +59,9 @@ class InFlight:
     ``probe`` (the probe's predictions and verdicts) goes into checkpoints, so a run resumed
     while the round was in flight prepares the very round the probe at ``step`` saw, not one
     from a later model. ``committed``: a resumed run found the round on disk already and loads
-    it back at ``inject``, the step where it joined the run the first time.
+    it back at ``inject``, the step where it joined the run the first time. ``background``: the
+    probe and the student check run in the worker too (``curriculum.snapshot``), and the worker
+    commits the round to disk; the loop applies it at ``inject``.
     """
 
     round: int
@@ -69,6 +71,7 @@ class InFlight:
     future: Future | None = None
     probe: dict[str, list[Any]] | None = None
     committed: bool = False
+    background: bool = False  # the whole round runs in the worker, on a copy of the model
 
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = {"round": self.round, "step": self.step}

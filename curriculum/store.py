@@ -50,23 +50,31 @@ class RoundStore:
         return self.pool.round_outcome(k) or legacy_outcome(k, step)
 
     def commit(
-        self, k: int, step: int, kept: list[Example], retire: list[str], describe: Describe
+        self,
+        k: int,
+        step: int,
+        kept: list[Example],
+        retire: list[str],
+        describe: Describe,
+        apply: bool = True,
     ) -> tuple[dict[str, Any] | None, str | None]:
         """Rank 0 commits round ``k`` with the outcome and record that ``describe`` gives (the
         record is written just before the commit point); then every rank holds the round and
-        gets its stored outcome, or no rank holds it (outcome None). The error is rank 0's."""
+        gets its stored outcome, or no rank holds it (outcome None). The error is rank 0's.
+        ``apply`` false (one process): committed to disk only; ``hold`` applies it later."""
         error, committed = None, False
         if self.ranks.is_main:
             try:
                 outcome, record = describe(self.pool.plan_round(kept, retire))
-                self.pool.commit_round(k, kept, retire, outcome=outcome, before_commit=record)
+                self.pool.commit_round(k, kept, retire, outcome=outcome, before_commit=record, apply=apply)
             except Exception:
                 error = traceback.format_exc()
             committed = self.pool.has_round(k)  # the commit point may have passed before an error
         committed, error = self.ranks.broadcast((committed, error))
         if not committed:
             return None, error
-        self.hold(k)
+        if apply:
+            self.hold(k)
         return self.outcome(k, step), error
 
     def hold(self, k: int) -> None:

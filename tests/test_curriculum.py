@@ -191,6 +191,8 @@ def test_rounds_feed_the_training_stream(tmp_path, tiny_qwen, mode):
         m["train/pool_fraction"] == 0 for m in metrics if "train/pool_fraction" in m and m["step"] <= inject
     )
     assert any(m.get("train/pool_fraction", 0) > 0 for m in metrics)
+    record = json.loads((tmp_path / mode / "curriculum" / "round_00001" / "round.json").read_text())
+    assert ("snapshot_s" in record["timings"]) == (mode == "async")  # async: probed on a copy, in the worker
 
 
 def test_a_run_on_some_skills_trains_tests_and_pools_only_those(tmp_path, tiny_qwen):

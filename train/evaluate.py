@@ -235,6 +235,25 @@ class ModelPolicy:
         return sharded_answers(self.model, self.collator, examples, self.accelerator, self.batch_size,
                                self.max_new_tokens, decoder=self.decoder, compile=self.compile)[0]  # fmt: skip
 
+    def snapshot(self) -> ModelPolicy | None:
+        """This policy on a frozen copy of the model as it is now, with a collator of its own, to
+        answer from another thread while the model trains on; None where the model is sharded or
+        distributed (DeepSpeed, several processes). Compiled blocks run eagerly in the copy (their
+        compiled code belongs to the original's modules), and so does its decoder."""
+        from accelerate.utils import DistributedType
+
+        if (
+            self.accelerator.num_processes > 1
+            or self.accelerator.distributed_type == DistributedType.DEEPSPEED
+        ):
+            return None
+        model = copy.deepcopy(self.accelerator.unwrap_model(self.model))
+        for module in model.modules():
+            module.__dict__.pop("_compiled_call_impl", None)  # back to the module's own forward
+        model.requires_grad_(False).eval()
+        return ModelPolicy(model, copy.deepcopy(self.collator), self.accelerator, self.batch_size,
+                           self.max_new_tokens, self.temperature, self.sample_tokens, self.decoder)  # fmt: skip
+
     def sample(self, examples: list[Example], n: int) -> list[list[str]]:
         flat = sharded_answers(self.model, self.collator, examples, self.accelerator, self.batch_size,
                                self.sample_tokens, n, self.temperature)[0]  # fmt: skip

@@ -313,7 +313,8 @@ def run(cfg: Config) -> dict[str, Any]:
             # A round's examples join the stream at the next step; async rounds inject here too.
             t_round = time.perf_counter()
             result = curriculum.poll(step, policy)
-            if curriculum.due(step) and step < tc.steps:  # a round at the last step would teach nothing
+            # A round whose examples would join at or after the last step would teach nothing.
+            if curriculum.due(step) and step + (cc.max_staleness if cc.mode == "async" else 0) < tc.steps:
                 result = curriculum.update(step, policy) or result
             if result is not None:
                 stream.set_pool(*curriculum.pool_view())

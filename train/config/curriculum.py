@@ -176,6 +176,13 @@ class CurriculumConfig(Section):
     max_staleness: int = 20
     """``async``: steps between a round's probe evaluation and the injection of its examples;
     the loop waits at that step if the worker is not done. A fixed lag keeps runs reproducible."""
+    snapshot: bool = True
+    """``async``: the probe and the student check also run in the background thread, on a frozen
+    copy of the model taken at the round's step (one more copy of the weights while the round is in
+    flight), so training does not wait for the model's answers either. Applies where the round
+    draws nothing at random (greedy probe, ``student_check`` not ``band``), in a single process
+    without DeepSpeed; elsewhere, or when false, they run in the loop at the probe and injection
+    steps."""
     probe_max: int = 0
     """Probe items evaluated per round (0: the whole probe split)."""
     probe_samples: int = 0
