@@ -113,11 +113,13 @@ def test_the_model_policy_snapshot_answers_alike_from_its_own_weights(tiny_qwen,
     policy = ModelPolicy(model, VLMCollator(processor), Accelerator(cpu=True), 8, 3)
     items = world_small["probe"][:8]
     want = policy.answer(items)
+    next(model.parameters()).grad = torch.ones_like(next(model.parameters()))
     compile_blocks(model)
     snap = policy.snapshot()
     assert snap.answer(items) == want
     assert not any("_compiled_call_impl" in m.__dict__ for m in snap.model.modules())  # eager in the copy
     live = dict(model.named_parameters())
     for name, p in snap.model.named_parameters():
-        assert not p.requires_grad and p.data_ptr() != live[name].data_ptr() and torch.equal(p, live[name])
+        assert not p.requires_grad and p.grad is None and p.data_ptr() != live[name].data_ptr()
+        assert torch.equal(p, live[name])
     assert model.training or not snap.model.training

@@ -250,6 +250,8 @@ class ModelPolicy:
         model = copy.deepcopy(self.accelerator.unwrap_model(self.model))
         for module in model.modules():
             module.__dict__.pop("_compiled_call_impl", None)  # back to the module's own forward
+        for p in model.parameters():
+            p.grad = None  # a gradient the model still held is not the copy's
         model.requires_grad_(False).eval()
         return ModelPolicy(model, copy.deepcopy(self.collator), self.accelerator, self.batch_size,
                            self.max_new_tokens, self.temperature, self.sample_tokens, self.decoder)  # fmt: skip
