@@ -262,6 +262,9 @@ class OfflineAnalyzer:
     by chance; ranking by the bound puts them below real weaknesses (raise ``z`` to be
     stricter). If none passes (a model failing everywhere alike), whole skills are the targets.
 
+    With ``spread_skills`` the strongest weakness of every skill comes before a second one of any
+    skill, so that one skill's many failing slices cannot take every place.
+
     Ranked by lower bound, a slice is dropped when a kept one of the same skill already holds
     more than ``overlap`` of its wrong items. A child clearly worse than its parent (its bound
     above the parent's rate) always ranks above it, so the specific slice is the one kept.
@@ -289,11 +292,13 @@ class OfflineAnalyzer:
         embedder: Embedder | None = None,
         overlap: float = 0.8,
         seed: int = 0,
+        spread_skills: bool = False,
     ) -> None:
         if max_weaknesses < 1 or min_failures < 1 or z <= 0:
             raise ValueError("max_weaknesses and min_failures must be >= 1 and z > 0")
         self.max_weaknesses, self.min_failures, self.z = max_weaknesses, min_failures, z
         self.overlap, self.seed, self._embedder = overlap, seed, embedder
+        self.spread_skills = spread_skills
         self._warned = False
 
     def analyze(
@@ -322,7 +327,12 @@ class OfflineAnalyzer:
         if clusters is None:  # no embedder: slice the unlabelled items by answer instead
             clusters = self._labelled(other, wrong, rest, base)
         groups += clusters
-        return [self._weakness(g, base) for g in sorted(groups, key=self._rank)[: self.max_weaknesses]]
+        ranked = sorted(groups, key=self._rank)
+        if self.spread_skills:  # the strongest of each skill first, then the rest in rank order
+            firsts = list({g.skill: g for g in reversed(ranked)}.values())
+            lead = sorted(firsts, key=self._rank)
+            ranked = lead + [g for g in ranked if all(g is not f for f in lead)]
+        return [self._weakness(g, base) for g in ranked[: self.max_weaknesses]]
 
     def _lower(self, g: _Group) -> float:
         return wilson_lower(len(g.bad), g.n, self.z)

@@ -104,7 +104,7 @@ class Curriculum(RoundPreparation):
         self.seed = seed
         self.ranks = Ranks(accelerator)
         self.is_main = self.ranks.is_main
-        offline = OfflineAnalyzer(max_weaknesses=cfg.max_weaknesses)
+        offline = OfflineAnalyzer(max_weaknesses=cfg.max_weaknesses, spread_skills=cfg.spread_skills)
         self.frontier = frontier
         self.world_data = any(ex.scene is not None for ex in train[:100])
         self.priors = answer_priors(train) if cfg.failure_pass_rate == "prior" else None

@@ -357,3 +357,20 @@ def test_unlabelled_data_without_an_embedder_is_sliced_by_answer(monkeypatch, ca
     # Nothing stands out in the medical set's answers: the whole data is the one target.
     assert [w.id for w in OfflineAnalyzer().analyze(*reversed(medical()))] == ["all"]
     assert any("slicing items without labels by answer" in r.getMessage() for r in caplog.records)
+
+
+def test_spread_skills_gives_every_failing_skill_a_place_before_a_second_slice(items):
+    probe, failures = by_difficulty(items)
+    ranked = OfflineAnalyzer(embedder=no_embedder, max_weaknesses=100).analyze(failures, probe)
+    skills = list(dict.fromkeys(w.skill for w in ranked))
+    assert len(skills) >= 3 and len(ranked) > len(skills)  # some skill has several failing slices
+    k = len(skills)
+    plain = OfflineAnalyzer(embedder=no_embedder, max_weaknesses=k).analyze(failures, probe)
+    spread = OfflineAnalyzer(embedder=no_embedder, max_weaknesses=k, spread_skills=True).analyze(
+        failures, probe
+    )
+    assert len({w.skill for w in plain}) < k  # strongest first: one skill takes two places
+    assert sorted(w.skill for w in spread) == sorted(skills)  # one place for each skill
+    best = {s: next(w.id for w in ranked if w.skill == s) for s in skills}
+    assert {w.id for w in spread} == set(best.values())  # the strongest slice of each
+    assert [w.lower_bound for w in spread] == sorted((w.lower_bound for w in spread), reverse=True)

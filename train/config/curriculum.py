@@ -200,6 +200,9 @@ class CurriculumConfig(Section):
     ``openai`` also sends each group to the model of ``curriculum.frontier``."""
     max_weaknesses: int = 6
     """Weaknesses kept per round, strongest first."""
+    spread_skills: bool = False
+    """Offline analyzer: keep the strongest weakness of every failing skill before a second one
+    of any skill (strongest first otherwise), so that no skill's slices take every place."""
     budget: int = 192
     """Candidates generated per round, shared among weaknesses in proportion to their failure rate."""
     generators: dict[str, float] = field(
