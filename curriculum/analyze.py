@@ -301,6 +301,11 @@ class OfflineAnalyzer:
         self.spread_skills = spread_skills
         self._warned = False
 
+    @classmethod
+    def of(cls, cfg: Any) -> OfflineAnalyzer:
+        """The analyzer a run's ``curriculum`` section asks for (``max_weaknesses``, ``spread_skills``)."""
+        return cls(max_weaknesses=cfg.max_weaknesses, spread_skills=cfg.spread_skills)
+
     def analyze(
         self,
         failures: list[Failure],

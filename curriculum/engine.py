@@ -104,7 +104,7 @@ class Curriculum(RoundPreparation):
         self.seed = seed
         self.ranks = Ranks(accelerator)
         self.is_main = self.ranks.is_main
-        offline = OfflineAnalyzer(max_weaknesses=cfg.max_weaknesses, spread_skills=cfg.spread_skills)
+        offline = OfflineAnalyzer.of(cfg)
         self.frontier = frontier
         self.world_data = any(ex.scene is not None for ex in train[:100])
         self.priors = answer_priors(train) if cfg.failure_pass_rate == "prior" else None
@@ -249,9 +249,7 @@ class Curriculum(RoundPreparation):
         else:
             try:
                 with self._own_rng(k, "probe"):
-                    samples = self.cfg.probe_samples
-                    rate = self.priors if self.priors is not None else self.cfg.failure_pass_rate
-                    predictions, correct = answer_probe(items, policy, samples, rate)
+                    predictions, correct = self._ask_probe(items, policy)
             except Exception:  # the model could not be asked: record, skip the round
                 error = traceback.format_exc()
         error = self.ranks.first_error(error)
@@ -269,6 +267,11 @@ class Curriculum(RoundPreparation):
         self._pending = InFlight(k, step, step + self.cfg.max_staleness, time.perf_counter() - t0, future,
                                  {"predictions": predictions, "correct": correct})  # fmt: skip
         return None
+
+    def _ask_probe(self, items: list[Example], policy: Policy) -> tuple[list[str], list[bool]]:
+        """The policy's answers to the probe items, and which count as right."""
+        rate = self.priors if self.priors is not None else self.cfg.failure_pass_rate
+        return answer_probe(items, policy, self.cfg.probe_samples, rate)
 
     def _in_background(self, policy: Policy) -> bool:
         """Whether an async round runs whole in the worker (``curriculum.snapshot``): one process,
@@ -364,8 +367,7 @@ class Curriculum(RoundPreparation):
         t0 = time.perf_counter()
         items = probe_items(self.probe, self.cfg.probe_max, self.seed, k)
         try:
-            rate = self.priors if self.priors is not None else self.cfg.failure_pass_rate
-            predictions, correct = answer_probe(items, snap, 0, rate)
+            predictions, correct = self._ask_probe(items, snap)
         except Exception:  # the model could not be asked: record, skip the round
             timings = {"probe_s": time.perf_counter() - t0, "blocked_s": snapshot_s}
             return (

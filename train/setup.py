@@ -119,7 +119,7 @@ def preflight(cfg: Config) -> Any:
     from curriculum.frontier.build import FrontierSetupError, build_frontier
 
     try:
-        return build_frontier(cc.frontier, OfflineAnalyzer(max_weaknesses=cc.max_weaknesses, spread_skills=cc.spread_skills),
+        return build_frontier(cc.frontier, OfflineAnalyzer.of(cc),
                               rendered=cfg.data.source == "world", skills=world_skills_of(cfg))  # fmt: skip
     except FrontierSetupError as err:
         raise ConfigError(str(err)) from None
