@@ -141,6 +141,7 @@ def lessonloop_overrides(args: argparse.Namespace, model_path: Path, work: Path)
         f"eval.max_examples={args.eval_items}",
         f"eval.batch_size={args.eval_items}",
         "eval.max_new_tokens=8",
+        *args.set,
     ]
 
 
@@ -433,6 +434,10 @@ def main() -> None:
         default="both",
         help="off: TRL matched to lessonloop only; both: also with GRPOConfig's default (checkpointing on)",
     )
+    parser.add_argument(
+        "--set", nargs="*", default=[], metavar="KEY=VALUE",
+        help="more config overrides for the lessonloop run, e.g. grpo.forward_groups=2",
+    )  # fmt: skip
     parser.add_argument(
         "--keep-work",
         action="store_true",
