@@ -12,6 +12,14 @@ Reported: samples/s, tokens/s (all tokens, image tokens included) and answer tok
 state (the first log window is warm-up and left out), peak GPU memory, the share of step time
 spent building batches, lessonloop's model TFLOP/s and utilisation of the GPU's peak (``mfu``),
 evaluation items/s (batched greedy generation); lessonloop / TRL ratios.
+
+``--variant NAME:KEY=VALUE,...`` (repeatable) runs lessonloop once per variant on the same built
+model, before the TRL runs, so every ratio comes from one call; each run's loss per log window is
+kept, and a variant repeated under another name shows how far two runs of one setting drift apart
+in bf16 (the yardstick for "the same loss curve within noise"):
+
+    python benchmarks/sft_real_scale.py --steps 80 --trl-modes off,fastest --variant plain: \
+        --variant plain_again: --variant compiled:model.compile=true --out sft.json
 """
 
 from __future__ import annotations
@@ -44,9 +52,12 @@ def build_model(path: Path, image_size: int) -> dict:
     return {"parameters": params, "build_and_save_s": round(time.perf_counter() - t0, 1)}
 
 
-def run_lessonloop(args: argparse.Namespace, model_path: Path, work: Path) -> dict:
+def run_lessonloop(
+    args: argparse.Namespace, model_path: Path, work: Path, name: str, extra: list[str]
+) -> dict:
+    """One lessonloop run of variant ``name``: the common settings, ``--set``, then ``extra``."""
     overrides = [
-        "run.name=bench",
+        f"run.name=bench-{name}",
         f"run.output_dir={work}",
         f"model.name_or_path={model_path}",
         "model.dtype=bfloat16",
@@ -65,11 +76,12 @@ def run_lessonloop(args: argparse.Namespace, model_path: Path, work: Path) -> di
         f"eval.batch_size={args.eval_batch_size}",
         "eval.max_new_tokens=8",
         *args.set,
+        *extra,
     ]
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-m", "train", *overrides], check=True, cwd=ROOT)
     wall = time.perf_counter() - t0
-    run_dir = work / "bench"
+    run_dir = work / f"bench-{name}"
     lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in lines if "train/loss" in r][1:]  # the first window is warm-up
     evals = [r for r in lines if "eval/accuracy" in r]
@@ -93,6 +105,8 @@ def run_lessonloop(args: argparse.Namespace, model_path: Path, work: Path) -> di
         "eval_items": args.eval_items,
         "loss_first_window": train[0]["train/loss"],
         "loss_last_window": train[-1]["train/loss"],
+        "loss_windows": [[r["step"], r["train/loss"]] for r in lines if "train/loss" in r],
+        "overrides": extra,
         "wall_s": round(wall, 1),
     }
 
@@ -189,6 +203,11 @@ def main() -> None:
         help="more config overrides for the lessonloop run, e.g. train.packing=true model.attn_implementation=flash_attention_2",
     )  # fmt: skip
     parser.add_argument(
+        "--variant", action="append", default=[], metavar="NAME:KEY=VALUE,...",
+        help="a lessonloop run with these overrides on top of --set (repeatable; default: one run, 'plain'); "
+             "two variants with the same overrides measure the run-to-run spread",
+    )  # fmt: skip
+    parser.add_argument(
         "--trl-checkpointing",
         choices=["default", "off", "fastest"],
         default="default",
@@ -201,6 +220,12 @@ def main() -> None:
     modes = [m for m in args.trl_modes.split(",") if m]
     if unknown := set(modes) - {"default", "off", "fastest"}:
         parser.error(f"--trl-modes: unknown {sorted(unknown)}; choose from default, off, fastest")
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from world_throughput import parse_variant
+
+    variants = [parse_variant(v) for v in args.variant] or [("plain", [])]
+    if len({name for name, _ in variants}) < len(variants):
+        parser.error("--variant: each variant needs its own name")
     if args.only == "trl":
         print("TRL_RESULT " + json.dumps(run_trl(args, Path(args.model), Path(args.work))), flush=True)
         return
@@ -218,7 +243,7 @@ def main() -> None:
         "settings": {
             k: v
             for k, v in vars(args).items()
-            if k not in {"only", "model", "work", "out", "trl_checkpointing", "peer", "trl_modes"}
+            if k not in {"only", "model", "work", "out", "trl_checkpointing", "peer", "trl_modes", "variant"}
         },
     }
     out = Path(args.out)
@@ -234,7 +259,16 @@ def main() -> None:
         **build_model(model_path, args.image_size),
     }
     torch.cuda.empty_cache()
-    result["lessonloop"] = run_lessonloop(args, model_path, work)
+    # Every variant's run; "lessonloop" is the first one's, which the ratios below are taken of.
+    result["lessonloop_variants"] = {}
+    for name, extra in variants:
+        try:
+            result["lessonloop_variants"][name] = run_lessonloop(args, model_path, work, name, extra)
+        except subprocess.CalledProcessError as err:  # a failing variant is recorded; the others still run
+            result["lessonloop_variants"][name] = {"error": f"exit {err.returncode}", "overrides": extra}
+        save()
+    first = result["lessonloop_variants"][variants[0][0]]
+    result["lessonloop"] = first
     save()
     for mode in modes if args.peer == "trl" else ():
         key = f"trl_checkpointing_{mode}"
@@ -262,9 +296,16 @@ def main() -> None:
                 result[key] = {"error": (proc.stderr or proc.stdout)[-3000:]}
                 continue
             result[key] = json.loads(line[-1][len("TRL_RESULT ") :])
-            result[f"ratio_samples_per_s_lessonloop_over_{key}"] = (
-                result["lessonloop"]["samples_per_s"] / result[key]["samples_per_s"]
-            )
+            for name, run in result["lessonloop_variants"].items():
+                if "samples_per_s" in run:
+                    prefix = "lessonloop" if name == variants[0][0] else f"lessonloop_{name}"
+                    result[f"ratio_samples_per_s_{prefix}_over_{key}"] = (
+                        run["samples_per_s"] / result[key]["samples_per_s"]
+                    )
+                    if "peak_mem_gib" in result[key]:
+                        result[f"ratio_peak_mem_{prefix}_over_{key}"] = (
+                            run["peak_mem_gib"] / result[key]["peak_mem_gib"]
+                        )
         except Exception as err:  # the peer is a comparison, not the subject: record why it failed
             result[key] = {"error": repr(err)}
         save()
