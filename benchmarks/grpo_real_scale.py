@@ -418,12 +418,8 @@ def main() -> None:
     parser.add_argument("--train-size", type=int, default=512)
     parser.add_argument("--eval-items", type=int, default=8, help="the final evaluation (outside the timing)")
     parser.add_argument("--log-every", type=int, default=5)
-    parser.add_argument(
-        "--preset",
-        choices=["qwen2_5_vl_3b", "small", "tiny"],
-        default="qwen2_5_vl_3b",
-        help="model size (Qwen2.5-VL architecture); tiny/small for a CPU check",
-    )
+    parser.add_argument("--preset", choices=["qwen2_5_vl_3b", "small", "tiny"], default="qwen2_5_vl_3b",
+                        help="model size (Qwen2.5-VL architecture); tiny/small for a CPU check")  # fmt: skip
     parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
     parser.add_argument("--dtype", choices=["bfloat16", "float32"], default="bfloat16",
                         help="weights; bfloat16 also turns on bf16 mixed precision in both trainers")  # fmt: skip
@@ -434,15 +430,10 @@ def main() -> None:
         default="both",
         help="off: TRL matched to lessonloop only; both: also with GRPOConfig's default (checkpointing on)",
     )
-    parser.add_argument(
-        "--set", nargs="*", default=[], metavar="KEY=VALUE",
-        help="more config overrides for the lessonloop run, e.g. grpo.forward_groups=2",
-    )  # fmt: skip
-    parser.add_argument(
-        "--keep-work",
-        action="store_true",
-        help="keep the scratch folder (the built model, lessonloop's run and its final checkpoint)",
-    )
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="more config overrides for the lessonloop run, e.g. grpo.forward_groups=2")  # fmt: skip
+    parser.add_argument("--keep-work", action="store_true",
+                        help="keep the scratch folder (the built model, lessonloop's run and its final checkpoint)")  # fmt: skip
     parser.add_argument("--trl-gc", choices=["default", "off"], default="off", help="internal: one TRL run")
     parser.add_argument("--only", choices=["trl"], help="internal: run TRL alone")
     parser.add_argument("--model", help="internal: the built checkpoint")
