@@ -318,6 +318,7 @@ def load_model(
     attn_implementation: str | None = None,
     device: str | None = None,
     compile: bool = False,
+    vision_cache_mib: int = 0,
 ) -> tuple[Any, Any]:
     """Load an image-text-to-text model and its processor, ready to train or evaluate.
 
@@ -338,6 +339,8 @@ def load_model(
         device: where the weights go; ``None`` means the current CUDA device when CUDA is
             available, else the CPU.
         compile: compile each transformer block (:func:`compile_blocks`), after LoRA is added.
+        vision_cache_mib: keep the frozen tower's block outputs per picture, up to this many MiB
+            (:func:`models.vision_cache.cache_vision_features`); 0: off.
 
     Returns:
         ``(model, processor)``; the model is in train mode when anything in it is trainable.
@@ -392,6 +395,10 @@ def load_model(
         model = get_peft_model(model, config)
     if freeze_vision or is_adapter or lora is not None:  # (LoRA freezes the tower too)
         run_frozen_vision_without_graph(model)
+    if vision_cache_mib:
+        from models.vision_cache import cache_vision_features
+
+        cache_vision_features(find_vision_tower(model)[1], vision_cache_mib)
     if compile:
         compile_blocks(model)
     trainable = count_parameters(model, trainable_only=True) > 0

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from curriculum.mixer import Mixer, ratio_schedule
 from curriculum.secrets import install_log_redaction
+from models.vision_cache import feature_store
 from train.checkpoint import checkpoint_dir, load_checkpoint, resolve_resume, save_checkpoint
 from train.collate import VLMCollator
 from train.config import Config, TrainConfig, dump
@@ -246,6 +247,7 @@ def run(cfg: Config) -> dict[str, Any]:
     # ---- train
     model.train()
     flops = flop_counter(accelerator.unwrap_model(model))
+    vision_store = feature_store(accelerator.unwrap_model(model))
     peak = peak_flops(accelerator.device, tc.peak_flops)
     if grpo:
         from train.grpo import GRPOStep
@@ -292,6 +294,8 @@ def run(cfg: Config) -> dict[str, Any]:
             )
             metrics["train/lr"] = scheduler.get_last_lr()[0]
             metrics["train/epoch"] = stream.epoch
+            if vision_store is not None:  # pictures served from the vision cache since the start
+                metrics["train/vision_cache_hit_rate"] = vision_store.stats()["hit_rate"]
             if accelerator.device.type == "cuda":
                 metrics["train/peak_mem_gib"] = torch.cuda.max_memory_allocated(accelerator.device) / 2**30
             tracker.log(metrics, step)

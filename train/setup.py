@@ -156,4 +156,5 @@ def prepare_model(cfg: Config, splits: Splits, accelerator: Accelerator) -> tupl
         attn_implementation=mc.attn_implementation,
         device=str(accelerator.device),
         compile=mc.compile,
+        vision_cache_mib=mc.vision_cache_mib,
     )

@@ -84,6 +84,12 @@ class ModelConfig(Section):
     (regional: one graph serves every block of a kind, dynamic shapes so new lengths do not
     compile again); the same outputs. Pays where a step is many small kernels (a GPU); the first
     steps compile (tens of seconds)."""
+    vision_cache_mib: int = 0
+    """With the vision tower frozen (``freeze_vision``, or LoRA, which freezes it too): keep each
+    picture's features from the tower's blocks, up to this many MiB (least recently used out
+    first), and run the blocks only on pictures not seen before; the projector after them still
+    trains. For runs that see a picture more than once (epochs, the curriculum's pool, every
+    evaluation and probe); the same outputs to float rounding. Qwen2-VL and Qwen2.5-VL. 0: off."""
     lora: LoraOptions = field(default_factory=LoraOptions)
 
     def check(self) -> None:
@@ -106,3 +112,6 @@ class ModelConfig(Section):
                     f"must be null or a list of {list(SDPA_BACKENDS)}" + (f", not {bad}" if bad else ""))  # fmt: skip
         require(not self.pretrain_vision_positions or self.pretrain_vision_steps > 0, "pretrain_vision_positions",
                 "needs model.pretrain_vision_steps > 0")  # fmt: skip
+        require(self.vision_cache_mib >= 0, "vision_cache_mib", "must be >= 0 (0: off)")
+        require(not self.vision_cache_mib or self.freeze_vision or self.lora.enabled, "vision_cache_mib",
+                "needs a frozen vision tower: model.freeze_vision: true (or LoRA)")  # fmt: skip
