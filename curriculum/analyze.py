@@ -194,6 +194,10 @@ def _norm(text: str) -> str:
     return normalise(text) or text.strip().lower()
 
 
+answer_form = _norm
+"""An answer as slices read it (``slice_values``): the form a slice's ``answer`` value takes."""
+
+
 def confusion_counts(failures: list[Failure]) -> Counter[tuple[str, str]]:
     """How often each normalised (answer, prediction) pair occurs among ``failures``."""
     return Counter((_norm(f.example.answer), _norm(f.prediction)) for f in failures)

@@ -26,7 +26,7 @@ import random
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
-from curriculum.analyze import slice_values
+from curriculum.analyze import ANSWER, slice_values
 from curriculum.mining import Neighbours, hard_examples
 from curriculum.scoring import ANSWER_TAG, normalise, with_rationale
 from curriculum.types import Example, Failure, Weakness
@@ -160,7 +160,8 @@ class ReplayGenerator:
     one), those of its slice first (its parameter range or value, or on external data its
     metadata value or answer: ``curriculum.analyze.slice_values``), ranked for each failure by
     nearness in image and text (``curriculum.mining.hard_examples``), the picks spread over the
-    failures. An item is never offered twice in one round, nor while the pool holds it
+    failures. A slice that fixes the answer gets half its picks from the slice and half from the
+    skill's other answers, nearest the failures (as the world generator's ``contrast``). An item is never offered twice in one round, nor while the pool holds it
     (``held()``: ids of real items the live pool holds a copy of), so every round brings items
     not shown yet until the candidates are spent; a round then makes fewer, and the budget passes
     on. Both are functions of the committed pool and the round, so a resumed run replays alike.
@@ -190,7 +191,17 @@ class ReplayGenerator:
         held = {self.row[i] for i in (self.held() if self.held is not None else ()) if i in self.row}
         rows = self.by_skill.get(weakness.skill, []) if weakness.skill is not None else range(len(self.train))
         first = {i for i in rows if in_slice(self.values[i], weakness.slice)}
-        picked = hard_examples(self.index, list(rows), first, failures, count, seed, held | offered)
+        if ANSWER in weakness.slice:  # one answer alone teaches that answer: half from the others
+            rest = [i for i in rows if i not in first]
+            half = count // 2 if rest else 0
+            picked = hard_examples(
+                self.index, sorted(first), first, failures, count - half, seed, held | offered
+            )
+            picked += hard_examples(
+                self.index, rest, set(), failures, half, seed + 1, held | offered | set(picked)
+            )
+        else:
+            picked = hard_examples(self.index, list(rows), first, failures, count, seed, held | offered)
         offered.update(picked)
         # A replay is a new pool entry (its own id) pointing at the real item it repeats.
         return [

@@ -58,6 +58,36 @@ def test_budget_follows_failure_rates():
     assert split_budget(ws, 0) == [0, 0, 0] and split_budget([], 10) == []
 
 
+class OneAnswer:
+    """A generator whose every example has the answer ``answer`` (as replay or same_image could)."""
+
+    name = "skewed"
+
+    def __init__(self, answer: str) -> None:
+        self.answer = answer
+
+    def generate(self, weakness, failures, count, seed, prefix):
+        made = WorldGenerator(32).generate(weakness, failures, count, seed, prefix)
+        return [dataclasses.replace(ex, answer=self.answer) for ex in made]
+
+
+def test_a_weakness_that_fixes_the_answer_adds_no_more_of_it_than_of_the_others():
+    from curriculum.budget import make_candidates
+
+    pinned = weakness("compare", {"answer": "no"})
+    other = weakness("count")
+    gens = [WorldGenerator(32), OneAnswer("no")]
+    cands = make_candidates(1, [pinned, other], [], gens, {"world": 1, "skewed": 1}, 80, 0)
+    answers = [c.example.answer for c in cands if c.weakness == pinned.id]
+    # the world generator's half of 40: 10 "no" and 10 "yes" (its contrast); the skewed half: 20 "no"
+    assert answers.count("yes") == 10 and answers.count("no") == 11
+    assert [c.generator for c in cands if c.weakness == pinned.id].count(
+        "skewed"
+    ) == 1  # the last made go first
+    assert len([c for c in cands if c.weakness == other.id]) == 40  # a weakness of no one answer keeps all
+    assert all(c.example.meta["round"] == 1 for c in cands)
+
+
 def test_world_generator_follows_the_spec_and_answers_verify():
     w = weakness()
     made = WorldGenerator(32).generate(w, [], 12, seed=1, prefix="r1-w0-world")
