@@ -4,22 +4,20 @@ next ones get. Every generator draws from a seed of (run seed, round, weakness, 
 round makes the same candidates whenever it runs.
 
 A weakness whose slice fixes the answer (``compare/answer=no``, or an external ``answer`` slice)
-adds no more items with that answer than with the others (``balance_answers``): examples of one
-answer teach that answer whatever the picture, and the analyzer then finds the other answer
-failing the next round (measured: ``docs/results.md``, the long claim with a budget of 8192).
+keeps no more items with that answer than with the others (``balance_answers``, after the student
+check): examples of one answer teach that answer whatever the picture, and the analyzer then
+finds the other answer failing the next round (measured: ``docs/results.md``, the long claim with
+a budget of 8192).
 """
 
 from __future__ import annotations
 
 import hashlib
-import logging
 from typing import Any
 
 from curriculum.analyze import ANSWER, answer_form
 from curriculum.generators import Generator
-from curriculum.types import Candidate, Example, Failure, Weakness
-
-log = logging.getLogger(__name__)
+from curriculum.types import Candidate, Failure, Weakness
 
 
 def split_budget(weaknesses: list[Weakness], budget: int) -> list[int]:
@@ -48,8 +46,7 @@ def make_candidates(
     share over the ``generators`` with a positive share (in their order). Each example records
     its round, the failures it answers and its weight (the weakness's failure rate, or the
     ``weight`` its notes name: a baseline's targets share the budget unevenly, not the mix); with
-    ``rationales`` it gets an empty list of rationale options for the judges to fill. A weakness
-    that fixes the answer keeps its answers balanced (``balance_answers``)."""
+    ``rationales`` it gets an empty list of rationale options for the judges to fill."""
     by_id = {f.example.id: f for f in failures}
     out: list[Candidate] = []
     for w_index, (weakness, w_budget) in enumerate(
@@ -57,7 +54,7 @@ def make_candidates(
     ):
         mine = [by_id[i] for i in weakness.failure_ids if i in by_id]
         gens = [g for g in generators if shares.get(g.name, 0) > 0]
-        left, made_here = w_budget, []
+        left = w_budget
         for g_index, gen in enumerate(gens):
             rest = sum(shares[g.name] for g in gens[g_index:])
             want = round(left * shares[gen.name] / rest) if g_index < len(gens) - 1 else left
@@ -67,31 +64,28 @@ def make_candidates(
             )
             made = made[:want]
             left -= len(made)  # what one generator cannot make, the next ones get
-            made_here += [(ex, gen.name) for ex in made]
-        if ANSWER in weakness.slice:
-            kept = {
-                id(ex) for ex in balance_answers([ex for ex, _ in made_here], str(weakness.slice[ANSWER]))
-            }
-            if len(kept) < len(made_here):
-                log.info("round %d, %s: %d items with its answer left out, to keep answers balanced",
-                         k, weakness.id, len(made_here) - len(kept))  # fmt: skip
-            made_here = [(ex, name) for ex, name in made_here if id(ex) in kept]
-        for ex, name in made_here:
-            weight = weakness.notes.get("weight", weakness.failure_rate)
-            ex.meta.update(round=k, failures=weakness.failure_ids[:20], weight=weight)
-            if rationales:
-                ex.meta.setdefault("rationale_options", [])  # the judges may offer some
-            out.append(Candidate(ex, weakness.id, name))
+            for ex in made:
+                weight = weakness.notes.get("weight", weakness.failure_rate)
+                ex.meta.update(round=k, failures=weakness.failure_ids[:20], weight=weight)
+                if rationales:
+                    ex.meta.setdefault("rationale_options", [])  # the judges may offer some
+                out.append(Candidate(ex, weakness.id, gen.name))
     return out
 
 
-def balance_answers(examples: list[Example], answer: str) -> list[Example]:
-    """``examples`` with those whose answer is ``answer`` cut to at most one more than the rest
-    (the last made go first), in their order."""
-    want = answer_form(answer)
-    pinned = [i for i, ex in enumerate(examples) if answer_form(ex.answer) == want]
-    drop = set(pinned[len(examples) - len(pinned) + 1 :])
-    return [ex for i, ex in enumerate(examples) if i not in drop]
+def balance_answers(candidates: list[Candidate], weaknesses: list[Weakness]) -> None:
+    """For each weakness whose slice fixes the answer, drop (filter ``balance``) the surviving
+    candidates with that answer beyond one more than those with another, the last made first.
+    Runs after the student check, which keeps contrast items unasked and drops the items of the
+    answer the model already gives, so this is what leaves the pool's answers even."""
+    for weakness in weaknesses:
+        if ANSWER not in weakness.slice:
+            continue
+        want = answer_form(str(weakness.slice[ANSWER]))
+        live = [c for c in candidates if c.weakness == weakness.id and c.dropped is None]
+        pinned = [c for c in live if answer_form(c.example.answer) == want]
+        for c in pinned[len(live) - len(pinned) + 1 :]:
+            c.drop("balance", f"more {want!r} than other answers for {weakness.id}")
 
 
 def take_image_errors(generators: list[Generator]) -> list[str]:

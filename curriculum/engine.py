@@ -38,7 +38,7 @@ from typing import Any
 
 from curriculum.analyze import Analyzer, OfflineAnalyzer
 from curriculum.baselines import baseline_weaknesses
-from curriculum.budget import hash_seed, split_budget
+from curriculum.budget import balance_answers, hash_seed, split_budget
 from curriculum.filters import AnswerCheck, Decontaminate, StudentCheck
 from curriculum.generators import Generator, default_generators
 from curriculum.mining import answer_priors, answer_probe, probe_items
@@ -299,6 +299,7 @@ class Curriculum(RoundPreparation):
                 # Real data as it comes (the ``real`` and ``rebalanced`` baselines): no student check.
                 check = "off" if self.cfg.source in ("real", "rebalanced") else self.cfg.student_check
                 StudentCheck(policy, check, tuple(self.cfg.band), self.cfg.band_samples)(work.candidates)
+                balance_answers(work.candidates, work.weaknesses)
                 self._quota(work.round, work.candidates, work.weaknesses)
                 retire = self._mastered(policy)
         except Exception:

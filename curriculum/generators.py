@@ -203,14 +203,17 @@ class ReplayGenerator:
         else:
             picked = hard_examples(self.index, list(rows), first, failures, count, seed, held | offered)
         offered.update(picked)
-        # A replay is a new pool entry (its own id) pointing at the real item it repeats.
+        # A replay is a new pool entry (its own id) pointing at the real item it repeats; the
+        # other answers of a slice that fixes one are contrast items (kept by the student check).
+        contrast = ANSWER in weakness.slice
         return [
             dataclasses.replace(
-                _provenance(self.train[i], self.name, weakness, replay_of=self.train[i].id),
+                _provenance(self.train[i], self.name, weakness, replay_of=self.train[i].id,
+                            **({"contrast": True} if contrast and i not in first else {})),
                 id=f"{prefix}-{n:05d}",
             )
             for n, i in enumerate(picked)
-        ]
+        ]  # fmt: skip
 
 
 class RealGenerator:

@@ -71,21 +71,23 @@ class OneAnswer:
         return [dataclasses.replace(ex, answer=self.answer) for ex in made]
 
 
-def test_a_weakness_that_fixes_the_answer_adds_no_more_of_it_than_of_the_others():
-    from curriculum.budget import make_candidates
+def test_a_weakness_that_fixes_the_answer_keeps_no_more_of_it_than_of_the_others():
+    from curriculum.budget import balance_answers, make_candidates
 
-    pinned = weakness("compare", {"answer": "no"})
-    other = weakness("count")
+    pinned, other = weakness("compare", {"answer": "no"}), weakness("count")
     gens = [WorldGenerator(32), OneAnswer("no")]
     cands = make_candidates(1, [pinned, other], [], gens, {"world": 1, "skewed": 1}, 80, 0)
-    answers = [c.example.answer for c in cands if c.weakness == pinned.id]
+    mine = [c for c in cands if c.weakness == pinned.id]
     # the world generator's half of 40: 10 "no" and 10 "yes" (its contrast); the skewed half: 20 "no"
-    assert answers.count("yes") == 10 and answers.count("no") == 11
-    assert [c.generator for c in cands if c.weakness == pinned.id].count(
-        "skewed"
-    ) == 1  # the last made go first
-    assert len([c for c in cands if c.weakness == other.id]) == 40  # a weakness of no one answer keeps all
-    assert all(c.example.meta["round"] == 1 for c in cands)
+    assert [c.example.answer for c in mine].count("no") == 30
+    next(c for c in mine if c.example.answer == "yes").drop("student", "answered")  # one "yes" gone
+    balance_answers(cands, [pinned, other])
+    live = [c for c in mine if c.dropped is None]
+    assert [c.example.answer for c in live].count("yes") == 9 and [c.example.answer for c in live].count(
+        "no"
+    ) == 10
+    assert {c.generator for c in mine if c.dropped == "balance"} == {"skewed"}  # the last made go first
+    assert all(c.dropped is None for c in cands if c.weakness == other.id)  # no one answer: all kept
 
 
 def test_world_generator_follows_the_spec_and_answers_verify():

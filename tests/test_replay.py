@@ -81,6 +81,9 @@ def test_a_slice_of_one_answer_gets_half_its_picks_from_the_other_answers():
     assert answers[:12] == ["bottom left"] * 12  # half from the slice
     assert "bottom left" not in answers[12:] and len(answers) == 24  # half of the other answers
     assert answers[12:].count("top left") >= 5  # nearest the failure (answered "top left") first
+    assert [bool(ex.meta.get("contrast")) for ex in made] == [False] * 12 + [
+        True
+    ] * 12  # the student check keeps these
 
 
 def test_nothing_is_offered_twice_in_a_round_nor_while_the_pool_holds_it():
