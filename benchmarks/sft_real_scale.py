@@ -266,9 +266,8 @@ def main() -> None:
             result["lessonloop_variants"][name] = run_lessonloop(args, model_path, work, name, extra)
         except subprocess.CalledProcessError as err:  # a failing variant is recorded; the others still run
             result["lessonloop_variants"][name] = {"error": f"exit {err.returncode}", "overrides": extra}
-        save()
-    first = result["lessonloop_variants"][variants[0][0]]
-    result["lessonloop"] = first
+        save()  # after every variant: a command cut short keeps what finished
+    result["lessonloop"] = result["lessonloop_variants"][variants[0][0]]
     save()
     for mode in modes if args.peer == "trl" else ():
         key = f"trl_checkpointing_{mode}"

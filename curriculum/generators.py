@@ -161,7 +161,8 @@ class ReplayGenerator:
     metadata value or answer: ``curriculum.analyze.slice_values``), ranked for each failure by
     nearness in image and text (``curriculum.mining.hard_examples``), the picks spread over the
     failures. A slice that fixes the answer gets half its picks from the slice and half from the
-    skill's other answers, nearest the failures (as the world generator's ``contrast``). An item is never offered twice in one round, nor while the pool holds it
+    skill's other answers, nearest the failures (as the world generator's ``contrast``). An item
+    is never offered twice in one round, nor while the pool holds it
     (``held()``: ids of real items the live pool holds a copy of), so every round brings items
     not shown yet until the candidates are spent; a round then makes fewer, and the budget passes
     on. Both are functions of the committed pool and the round, so a resumed run replays alike.
@@ -191,7 +192,8 @@ class ReplayGenerator:
         held = {self.row[i] for i in (self.held() if self.held is not None else ()) if i in self.row}
         rows = self.by_skill.get(weakness.skill, []) if weakness.skill is not None else range(len(self.train))
         first = {i for i in rows if in_slice(self.values[i], weakness.slice)}
-        if ANSWER in weakness.slice:  # one answer alone teaches that answer: half from the others
+        contrast = ANSWER in weakness.slice
+        if contrast:  # one answer alone teaches that answer: half from the others
             rest = [i for i in rows if i not in first]
             half = count // 2 if rest else 0
             picked = hard_examples(
@@ -205,7 +207,6 @@ class ReplayGenerator:
         offered.update(picked)
         # A replay is a new pool entry (its own id) pointing at the real item it repeats; the
         # other answers of a slice that fixes one are contrast items (kept by the student check).
-        contrast = ANSWER in weakness.slice
         return [
             dataclasses.replace(
                 _provenance(self.train[i], self.name, weakness, replay_of=self.train[i].id,

@@ -155,13 +155,13 @@ class _CachedTower:
                 groups[i] = part
                 store.put(keys[i], part)
         rows = torch.cat(groups)  # type: ignore[arg-type]
-        merged = self._modules[MERGER](rows.reshape(-1, rows.shape[-1] // unit))
+        patches = rows.reshape(-1, rows.shape[-1] // unit)
+        merged = self._modules[MERGER](patches)
         if self._lessonloop_output is None:
             return merged
         # last_hidden_state: the blocks' outputs in picture order (the uncached tower gives them
         # in its window order); transformers reads pooler_output.
-        return self._lessonloop_output(last_hidden_state=rows.reshape(-1, rows.shape[-1] // unit),
-                                       pooler_output=merged)  # fmt: skip
+        return self._lessonloop_output(last_hidden_state=patches, pooler_output=merged)
 
 
 _CLASSES: dict[type, type] = {}
